@@ -1,0 +1,242 @@
+"""Desired Kubernetes objects of a TrainingJob, built as plain dicts (pure: no API calls)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from paceline import api
+from paceline.plan_types import JobPlan, WorkerPlacement
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobRef:
+    """The identity of a TrainingJob that its children point back to."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    def owner_reference(self) -> dict[str, Any]:
+        """ownerReference making the child garbage-collected with the job."""
+        return {
+            "apiVersion": api.API_VERSION,
+            "kind": api.KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Assignment:
+    """What every worker follows: per-rank batch sizes and optimizer settings, versioned."""
+
+    version: int
+    batch_sizes: tuple[int, ...]
+    learning_rate: float
+    momentum: float
+
+    def to_json(self) -> str:
+        """The wire form workers read (PACELINE_ASSIGNMENT and the control endpoint)."""
+        return json.dumps(
+            {
+                "version": self.version,
+                "batchSizes": list(self.batch_sizes),
+                "learningRate": self.learning_rate,
+                "momentum": self.momentum,
+            },
+            separators=(",", ":"),
+        )
+
+    @staticmethod
+    def from_json(text: str) -> Assignment:
+        """Parse the wire form."""
+        doc = json.loads(text)
+        return Assignment(
+            version=int(doc["version"]),
+            batch_sizes=tuple(int(b) for b in doc["batchSizes"]),
+            learning_rate=float(doc["learningRate"]),
+            momentum=float(doc["momentum"]),
+        )
+
+
+def _labels(job: JobRef, **extra: str) -> dict[str, str]:
+    return {api.LABEL_JOB: job.name, api.LABEL_MANAGED_BY: api.MANAGED_BY, **extra}
+
+
+def build_service(job: JobRef, *, port: int) -> dict[str, Any]:
+    """Headless Service giving each worker a stable DNS name (<job>-worker-<rank>.<job>)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": job.name,
+            "namespace": job.namespace,
+            "labels": _labels(job),
+            "ownerReferences": [job.owner_reference()],
+        },
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {api.LABEL_JOB: job.name, api.LABEL_ROLE: "worker"},
+            "ports": [
+                {"name": "rendezvous", "port": port, "targetPort": port},
+                {"name": "metrics", "port": api.METRICS_PORT, "targetPort": api.METRICS_PORT},
+            ],
+        },
+    }
+
+
+def plan_to_json(plan: JobPlan) -> str:
+    """Serialise a plan for the control ConfigMap."""
+    return json.dumps(asdict(plan), sort_keys=True)
+
+
+def plan_from_json(text: str) -> JobPlan:
+    """Read back a plan stored by `plan_to_json`."""
+    doc = json.loads(text)
+    workers = tuple(WorkerPlacement(**w) for w in doc.pop("workers"))
+    layers = tuple(doc.pop("layers", ()) or ())
+    return JobPlan(workers=workers, layers=layers, **doc)
+
+
+def build_control(job: JobRef, *, plan: JobPlan, plan_hash: str, assignment: Assignment) -> dict[str, Any]:
+    """The control ConfigMap: the plan in force and the assignment workers follow (versioned)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": api.control_name(job.name),
+            "namespace": job.namespace,
+            "labels": _labels(job, **{api.LABEL_ROLE: "control"}),
+            "ownerReferences": [job.owner_reference()],
+        },
+        "data": {
+            "planHash": plan_hash,
+            "plan.json": plan_to_json(plan),
+            "assignment.json": assignment.to_json(),
+        },
+    }
+
+
+def _env(name: str, value: str) -> dict[str, Any]:
+    return {"name": name, "value": value}
+
+
+def _field_env(name: str, path: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+
+def worker_env(
+    job: JobRef, *, spec: api.JobSpec, rank: int, world_size: int, attempt: int, assignment: Assignment, port: int
+) -> list[dict[str, Any]]:
+    """The torch.distributed environment contract plus Paceline's own variables."""
+    master = f"{api.worker_pod_name(job.name, 0)}.{job.name}.{job.namespace}.svc.cluster.local"
+    return [
+        _env("MASTER_ADDR", master),
+        _env("MASTER_PORT", str(port)),
+        _env("RANK", str(rank)),
+        _env("WORLD_SIZE", str(world_size)),
+        _env("LOCAL_RANK", "0"),
+        _env("LOCAL_WORLD_SIZE", "1"),
+        _env("GROUP_RANK", str(rank)),
+        _env("PACELINE_JOB", job.name),
+        _env("PACELINE_NAMESPACE", job.namespace),
+        _env("PACELINE_MODE", str(spec.mode)),
+        _env("PACELINE_ATTEMPT", str(attempt)),
+        _env("PACELINE_GLOBAL_BATCH", str(spec.global_batch)),
+        _env("PACELINE_ASSIGNMENT", assignment.to_json()),
+        _env("PACELINE_METRICS_PORT", str(api.METRICS_PORT)),
+        _field_env("POD_IP", "status.podIP"),
+        _field_env("POD_NAME", "metadata.name"),
+        _field_env("NODE_NAME", "spec.nodeName"),
+    ]
+
+
+def _merge_env(existing: list[dict[str, Any]], ours: list[dict[str, Any]], defaults: list[dict[str, Any]]) -> list:
+    user = {e["name"] for e in existing}
+    ours_names = {e["name"] for e in ours}
+    kept = [e for e in existing if e["name"] not in ours_names]
+    return ours + kept + [d for d in defaults if d["name"] not in user]
+
+
+def build_worker_pod(
+    job: JobRef,
+    *,
+    spec: api.JobSpec,
+    placement: WorkerPlacement,
+    world_size: int,
+    attempt: int,
+    plan_hash: str,
+    assignment: Assignment,
+    port: int,
+) -> dict[str, Any]:
+    """One worker pod: the user's template plus placement on the planned node, GPUs and the env contract."""
+    template: Mapping[str, Any] = spec.template
+    meta_in = template.get("metadata") or {}
+    pod_spec = copy.deepcopy(dict(template["spec"]))
+    name = api.worker_pod_name(job.name, placement.rank)
+    labels = {
+        **(meta_in.get("labels") or {}),
+        **_labels(
+            job,
+            **{
+                api.LABEL_ROLE: "worker",
+                api.LABEL_RANK: str(placement.rank),
+                api.LABEL_ATTEMPT: str(attempt),
+                api.LABEL_POOL: placement.pool,
+            },
+        ),
+    }
+    annotations = {
+        **(meta_in.get("annotations") or {}),
+        api.ANNOTATION_PLAN_HASH: plan_hash,
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(api.METRICS_PORT),
+    }
+    pod_spec["restartPolicy"] = "Never"
+    pod_spec["hostname"] = name
+    pod_spec["subdomain"] = job.name
+    affinity = pod_spec.setdefault("affinity", {})
+    node_affinity = affinity.setdefault("nodeAffinity", {})
+    required = node_affinity.setdefault("requiredDuringSchedulingIgnoredDuringExecution", {"nodeSelectorTerms": []})
+    pin = {"key": api.HOSTNAME_LABEL, "operator": "In", "values": [placement.node]}
+    terms = required.get("nodeSelectorTerms") or [{"matchExpressions": []}]
+    for term in terms:  # every term must also pin the node: terms are ORed
+        term.setdefault("matchExpressions", []).append(pin)
+    required["nodeSelectorTerms"] = terms
+    tolerations = pod_spec.setdefault("tolerations", [])
+    tolerations.append({"key": api.GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+    containers = pod_spec["containers"]
+    first = containers[0]
+    resources = first.setdefault("resources", {})
+    gpus = str(placement.gpus)
+    resources.setdefault("limits", {})[api.GPU_RESOURCE] = gpus
+    resources.setdefault("requests", {})[api.GPU_RESOURCE] = gpus
+    ours = worker_env(
+        job, spec=spec, rank=placement.rank, world_size=world_size, attempt=attempt, assignment=assignment, port=port
+    )
+    defaults = [_env("PACELINE_CHECKPOINT_DIR", f"{api.DEFAULT_CHECKPOINT_ROOT}/{job.namespace}/{job.name}")]
+    first["env"] = _merge_env(list(first.get("env") or []), ours, defaults)
+    ports = first.setdefault("ports", [])
+    if not any(p.get("containerPort") == api.METRICS_PORT for p in ports):
+        ports.append({"name": "paceline-metrics", "containerPort": api.METRICS_PORT})
+    if placement.rank == 0 and not any(p.get("containerPort") == port for p in ports):
+        ports.append({"name": "rendezvous", "containerPort": port})
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": job.namespace,
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [job.owner_reference()],
+        },
+        "spec": pod_spec,
+    }

@@ -1,0 +1,112 @@
+"""The `paceline` command: local cluster, operator, process runtime, planner."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+console = Console(stderr=True)
+
+
+def _report(message: str) -> None:
+    console.print(f"[bold cyan]paceline[/] {message}")
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    from paceline.localcluster.binaries import BuildError
+    from paceline.localcluster.cluster import ClusterError, LocalCluster
+
+    cluster = LocalCluster(args.state, config_path=args.config, report=_report)
+    try:
+        if args.action == "up":
+            cluster.up(operator=not args.no_operator)
+        elif args.action == "down":
+            cluster.down(purge=args.purge)
+        elif args.action == "build":
+            from paceline.localcluster.binaries import ensure_binaries
+
+            ensure_binaries(_report)
+        else:
+            running = cluster.running_components()
+            for name in running:
+                console.print(f"  {name}: running")
+            if not running:
+                console.print("  not running")
+            return 0 if running else 1
+    except (ClusterError, BuildError) as err:
+        console.print(f"[bold red]error:[/] {err}")
+        return 1
+    return 0
+
+
+def _operator(args: argparse.Namespace) -> int:
+    import kopf
+
+    import paceline.handlers  # noqa: F401 - registers the handlers
+
+    logging.basicConfig(level=os.environ.get("PACELINE_LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    kopf.run(
+        standalone=True,
+        clusterwide=args.all_namespaces,
+        namespaces=args.namespace or (),
+        liveness_endpoint=args.liveness,
+    )
+    return 0
+
+
+def _runtime(args: argparse.Namespace) -> int:
+    from paceline.localcluster.runtime import run_runtime
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run_runtime(kubeconfig=args.kubeconfig, state=args.state)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="paceline", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    cluster = sub.add_parser("cluster", help="the local cluster (real control plane, fake GPU nodes)")
+    cluster.add_argument("action", choices=["up", "down", "status", "build"])
+    cluster.add_argument("--state", type=Path, default=None, help="state directory (default: ./.paceline)")
+    cluster.add_argument("--config", type=Path, default=None, help="node-pool YAML (default: the packaged one)")
+    cluster.add_argument("--no-operator", action="store_true", help="up: do not start the operator")
+    cluster.add_argument("--purge", action="store_true", help="down: also delete the state directory")
+    cluster.set_defaults(func=_cluster)
+
+    operator = sub.add_parser("operator", help="run the operator (uses $KUBECONFIG or in-cluster credentials)")
+    scope = operator.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
+    scope.add_argument("--namespace", "-n", action="append", help="watch this namespace (repeatable)")
+    operator.add_argument("--liveness", default=None, help="health endpoint URL, e.g. http://127.0.0.1:8080/healthz")
+    operator.set_defaults(func=_operator)
+
+    runtime = sub.add_parser("runtime", help="dev/test only: run pods bound to fake nodes as local processes")
+    runtime.add_argument("--kubeconfig", type=Path, required=True)
+    runtime.add_argument("--state", type=Path, required=True)
+    runtime.set_defaults(func=_runtime)
+
+    try:
+        from paceline.planner.cli import add_commands
+    except ImportError:
+        pass
+    else:
+        add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `paceline` command."""
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

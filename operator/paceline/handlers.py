@@ -1,0 +1,68 @@
+"""kopf handlers: thin triggers for the one level-based reconcile path."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from paceline import api
+from paceline.reconcile import reconcile
+
+RESYNC_SECONDS = 2.0
+log = logging.getLogger("paceline.handlers")
+_known: set[tuple[str, str]] = set()
+_tasks: list[asyncio.Task[None]] = []
+
+
+async def _resync_loop() -> None:
+    """Periodic resync of every known job (backoff deadlines, missed events, telemetry), without a finalizer."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(RESYNC_SECONDS)
+        for namespace, name in sorted(_known):
+            try:
+                await loop.run_in_executor(None, reconcile, namespace, name)
+            except Exception:  # one job's failure must not stop the others' resync
+                log.exception("resync of %s/%s failed", namespace, name)
+
+
+@kopf.on.startup()
+async def start_resync(**_: Any) -> None:
+    """Start the resync loop."""
+    _tasks.append(asyncio.create_task(_resync_loop()))
+
+
+@kopf.on.cleanup()
+async def stop_resync(**_: Any) -> None:
+    """Stop the resync loop."""
+    for task in _tasks:
+        task.cancel()
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """Keep kopf's own bookkeeping out of the way: annotations under paceline.dev, no event spam."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kopf.paceline.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="kopf.paceline.dev")
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 120
+    settings.execution.max_workers = 8
+
+
+@kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
+def on_job_event(namespace: str, name: str, type: str | None, **_: Any) -> None:  # noqa: A002 - kopf's kwarg
+    """Any change to a TrainingJob (including our own status writes, which converge to no-ops)."""
+    if type == "DELETED":
+        _known.discard((namespace, name))
+        return
+    _known.add((namespace, name))
+    reconcile(namespace, name)
+
+
+@kopf.on.event("v1", "pods", labels={api.LABEL_JOB: kopf.PRESENT, api.LABEL_MANAGED_BY: api.MANAGED_BY})
+def on_pod_event(namespace: str, labels: dict[str, str], **_: Any) -> None:
+    """A worker pod changed: reconcile its job."""
+    reconcile(namespace, labels[api.LABEL_JOB])

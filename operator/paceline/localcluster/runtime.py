@@ -1,0 +1,373 @@
+"""Process runtime (dev/test only): runs each pod bound to a fake GPU node as a local CPU process.
+
+It stands in for the kubelet and container runtime, nothing more: kwok marks the pod Running and gives it a
+loopback pod IP; this runtime then starts the first container's command with the pod's environment (downward
+API and cluster DNS names resolved to loopback pod IPs), reflects the exit code into the pod's status, stops
+the process when the pod is deleted, and publishes the node's simulated speed and straggler schedule so that
+heterogeneity is real in time (see `paceline_worker`'s simulated device). The container image is ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from paceline.localcluster.config import KWOK_ANNOTATION, SPEED_ANNOTATION, ClusterConfig, Straggler, load_config
+
+log = logging.getLogger("paceline.runtime")
+POLL_S = 0.3
+MAX_GRACE_S = 10.0
+DNS_NAME = re.compile(r"^([a-z0-9-]+)\.([a-z0-9-]+)\.([a-z0-9-]+)\.svc(\.cluster\.local)?$")
+VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+PASSTHROUGH_ENV = ("HOME", "LANG", "LC_ALL", "TMPDIR", "TERM", "USER", "VIRTUAL_ENV", "PYTHONPATH")
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(kw_only=True)
+class Running:
+    """A pod's process."""
+
+    key: str  # namespace/name
+    uid: str
+    node: str
+    proc: subprocess.Popen[bytes]
+    started: float
+    started_at: str
+    schedule_file: Path
+    grace_s: float
+    stopping: bool = False
+    stop_deadline: float = field(default=0.0)
+
+
+def straggler_factor(stragglers: tuple[Straggler, ...], *, node: str, pool: str, elapsed_s: float) -> float:
+    """How many times slower a worker on `node` runs `elapsed_s` seconds after it started (pure)."""
+    factor = 1.0
+    for s in stragglers:
+        if s.node not in (None, node) or s.pool not in (None, pool):
+            continue
+        if elapsed_s >= s.from_seconds and (s.until_seconds is None or elapsed_s < s.until_seconds):
+            factor *= s.factor
+    return factor
+
+
+def random_delays(stragglers: tuple[Straggler, ...], *, node: str, pool: str) -> list[dict[str, float | str]]:
+    """Per-step random delay distributions that apply to a node (pure)."""
+    return [
+        {"distribution": s.random_distribution, "meanSeconds": s.random_mean_s, "shape": s.random_shape}
+        for s in stragglers
+        if s.random_distribution and s.node in (None, node) and s.pool in (None, pool)
+    ]
+
+
+def resolve_env(
+    container: Mapping[str, Any], pod: Mapping[str, Any], *, lookup_ip: Any, configmap_value: Any
+) -> dict[str, str]:
+    """A container's environment as the kubelet would build it, with cluster DNS names mapped to pod IPs."""
+    meta, spec, status = pod["metadata"], pod["spec"], pod.get("status") or {}
+    fields = {
+        "metadata.name": meta["name"],
+        "metadata.namespace": meta["namespace"],
+        "metadata.uid": meta.get("uid", ""),
+        "spec.nodeName": spec.get("nodeName", ""),
+        "spec.serviceAccountName": spec.get("serviceAccountName", "default"),
+        "status.podIP": status.get("podIP", ""),
+        "status.hostIP": status.get("hostIP", ""),
+    }
+    env: dict[str, str] = {}
+    for item in container.get("env") or []:
+        name = item["name"]
+        if "value" in item:
+            value = VAR_REF.sub(lambda m: env.get(m.group(1), m.group(0)), str(item.get("value") or ""))
+        else:
+            source = item.get("valueFrom") or {}
+            if "fieldRef" in source:
+                path = source["fieldRef"]["fieldPath"]
+                if path.startswith("metadata.labels['"):
+                    value = (meta.get("labels") or {}).get(path.split("'")[1], "")
+                else:
+                    value = fields.get(path, "")
+            elif "configMapKeyRef" in source:
+                ref = source["configMapKeyRef"]
+                value = configmap_value(meta["namespace"], ref["name"], ref["key"]) or ""
+            else:
+                value = ""
+        match = DNS_NAME.match(value)
+        if match and match.group(3) == meta["namespace"]:
+            value = lookup_ip(meta["namespace"], match.group(1), match.group(2)) or value
+        env[name] = value
+    return env
+
+
+class ProcessRuntime:
+    """Polls pods on fake nodes and runs them as processes."""
+
+    def __init__(self, *, kubeconfig: Path, state: Path, workdir: Path) -> None:
+        config.load_kube_config(str(kubeconfig))
+        self.core = client.CoreV1Api()
+        self.state = state
+        self.workdir = workdir
+        self.cluster: ClusterConfig = load_config(state / "cluster.yaml" if (state / "cluster.yaml").exists() else None)
+        self.pod_logs = state / "logs" / "pods"
+        self.pod_logs.mkdir(parents=True, exist_ok=True)
+        self.schedules = state / "runtime"
+        self.schedules.mkdir(parents=True, exist_ok=True)
+        self.running: dict[str, Running] = {}
+        self.finished: set[str] = set()  # pod UIDs whose process already ended
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.rng = np.random.default_rng()
+
+    # -- helpers ------------------------------------------------------------------------------------------
+    def _fake_nodes(self) -> dict[str, tuple[float, str]]:
+        nodes = {}
+        for node in self.core.list_node().items:
+            ann = node.metadata.annotations or {}
+            if ann.get(KWOK_ANNOTATION) == "fake":
+                speed = float(ann.get(SPEED_ANNOTATION, "1"))
+                nodes[node.metadata.name] = (speed, (node.metadata.labels or {}).get("paceline.dev/pool", ""))
+        return nodes
+
+    def _lookup_ip(self, namespace: str, hostname: str, subdomain: str) -> str | None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not self.stop.is_set():
+            pods = self.core.list_namespaced_pod(namespace).items
+            for pod in pods:
+                if pod.spec.hostname == hostname and pod.spec.subdomain == subdomain and pod.status.pod_ip:
+                    return str(pod.status.pod_ip)
+            time.sleep(0.2)
+        return None
+
+    def _configmap_value(self, namespace: str, name: str, key: str) -> str | None:
+        try:
+            cm = self.core.read_namespaced_config_map(name, namespace)
+        except ApiException:
+            return None
+        return (cm.data or {}).get(key)
+
+    def _patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        try:
+            self.core.patch_namespaced_pod_status(name, namespace, {"status": status})
+        except ApiException as err:
+            if err.status != 404:
+                log.warning("patching status of %s/%s failed: %s", namespace, name, err.reason)
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+    def _start(self, pod: Any, speed: float) -> None:
+        raw = client.ApiClient().sanitize_for_serialization(pod)
+        meta, spec = raw["metadata"], raw["spec"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        container = spec["containers"][0]
+        command = list(container.get("command") or []) + list(container.get("args") or [])
+        if not command:
+            self._terminated(raw, exit_code=128, reason="NoCommand", started_at=_now(),
+                             message="the process runtime needs a container command")  # fmt: skip
+            return
+        pod_env = resolve_env(container, raw, lookup_ip=self._lookup_ip, configmap_value=self._configmap_value)
+        schedule_file = self.schedules / f"{meta['namespace']}_{meta['name']}.json"
+        schedule_file.write_text(json.dumps({"factor": 1.0, "randomDelays": []}))
+        venv_bin = str(Path(sys.executable).parent)
+        env = {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}
+        env.update(
+            {
+                "PATH": f"{venv_bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+                "OMP_NUM_THREADS": "1",
+                "GLOO_SOCKET_IFNAME": "lo",
+                "PYTHONUNBUFFERED": "1",
+                "PACELINE_LOCAL_RUNTIME": "1",
+                "PACELINE_SIM_SPEED": f"{speed:g}",
+                "PACELINE_SIM_SCHEDULE": str(schedule_file),
+            }
+        )
+        env.update(pod_env)
+        command = [VAR_REF.sub(lambda m: env.get(m.group(1), m.group(0)), part) for part in command]
+        workdir = container.get("workingDir")
+        cwd = Path(workdir) if workdir and Path(workdir).is_dir() else self.workdir
+        log_file = (self.pod_logs / f"{meta['namespace']}_{meta['name']}.log").open("ab")
+        started_at = _now()
+        try:
+            proc = subprocess.Popen(
+                command, env=env, cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
+        except OSError as err:
+            log_file.close()
+            self._terminated(raw, exit_code=127, reason="StartError", started_at=started_at, message=str(err))
+            return
+        finally:
+            if not log_file.closed:
+                log_file.close()
+        grace = float(spec.get("terminationGracePeriodSeconds") or 30)
+        run = Running(
+            key=key, uid=meta["uid"], node=spec["nodeName"], proc=proc, started=time.monotonic(),
+            started_at=started_at, schedule_file=schedule_file, grace_s=min(grace, MAX_GRACE_S),
+        )  # fmt: skip
+        with self.lock:
+            self.running[meta["uid"]] = run
+        log.info("started %s on %s (pid %d, speed %g): %s", key, spec["nodeName"], proc.pid, speed, command)
+        threading.Thread(target=self._wait, args=(run, raw), daemon=True).start()
+
+    def _wait(self, run: Running, raw: dict[str, Any]) -> None:
+        code = run.proc.wait()
+        exit_code = code if code >= 0 else 128 - code  # killed by signal N → 128 + N, like a container
+        with self.lock:
+            self.running.pop(run.uid, None)
+            self.finished.add(run.uid)
+        run.schedule_file.unlink(missing_ok=True)
+        log.info("%s exited with %d", run.key, exit_code)
+        if not run.stopping:
+            reason = "Completed" if exit_code == 0 else ("OOMKilled" if exit_code == 137 else "Error")
+            self._terminated(raw, exit_code=exit_code, reason=reason, started_at=run.started_at)
+
+    def _terminated(
+        self, raw: dict[str, Any], *, exit_code: int, reason: str, started_at: str, message: str = ""
+    ) -> None:
+        meta = raw["metadata"]
+        container = raw["spec"]["containers"][0]
+        now = _now()
+        status = {
+            "phase": "Succeeded" if exit_code == 0 else "Failed",
+            "conditions": [
+                {"type": "Ready", "status": "False", "reason": "PodCompleted", "lastTransitionTime": now},
+                {"type": "ContainersReady", "status": "False", "reason": "PodCompleted", "lastTransitionTime": now},
+            ],
+            "containerStatuses": [
+                {
+                    "name": container["name"],
+                    "image": container.get("image", ""),
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "started": False,
+                    "state": {
+                        "terminated": {
+                            "exitCode": exit_code,
+                            "reason": reason,
+                            "message": message,
+                            "startedAt": started_at,
+                            "finishedAt": now,
+                        }
+                    },
+                }
+            ],
+        }
+        self._patch_status(meta["namespace"], meta["name"], status)
+
+    def _terminate(self, run: Running) -> None:
+        if run.stopping:
+            if time.monotonic() > run.stop_deadline and run.proc.poll() is None:
+                os.killpg(run.proc.pid, signal.SIGKILL)
+            return
+        run.stopping = True
+        run.stop_deadline = time.monotonic() + run.grace_s
+        try:
+            os.killpg(run.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    def _update_schedules(self, nodes: Mapping[str, tuple[float, str]]) -> None:
+        with self.lock:
+            runs = list(self.running.values())
+        for run in runs:
+            pool = nodes.get(run.node, (1.0, ""))[1]
+            doc = {
+                "factor": straggler_factor(
+                    self.cluster.stragglers, node=run.node, pool=pool, elapsed_s=time.monotonic() - run.started
+                ),
+                "randomDelays": random_delays(self.cluster.stragglers, node=run.node, pool=pool),
+            }
+            text = json.dumps(doc)
+            try:
+                if run.schedule_file.read_text() != text:
+                    tmp = run.schedule_file.with_suffix(".tmp")
+                    tmp.write_text(text)
+                    tmp.replace(run.schedule_file)
+            except FileNotFoundError:
+                pass
+
+    def step(self) -> None:
+        """One poll: start processes for new Running pods, stop those of deleted pods, publish schedules."""
+        nodes = self._fake_nodes()
+        pods = self.core.list_pod_for_all_namespaces(field_selector="spec.nodeName!=").items
+        alive: set[str] = set()
+        for pod in pods:
+            if pod.spec.node_name not in nodes:
+                continue
+            uid = pod.metadata.uid
+            alive.add(uid)
+            with self.lock:
+                run = self.running.get(uid)
+            if pod.metadata.deletion_timestamp is not None:
+                if run is not None:
+                    self._terminate(run)
+                continue
+            if run is None and uid not in self.finished and pod.status.phase == "Running" and pod.status.pod_ip:
+                self._start(pod, nodes[pod.spec.node_name][0])
+        with self.lock:
+            gone = [r for uid, r in self.running.items() if uid not in alive]
+        for run in gone:
+            self._terminate(run)
+        self._update_schedules(nodes)
+
+    def adopt_orphans(self) -> None:
+        """Pods marked Running whose process this runtime no longer has (runtime restarted) failed with 137."""
+        nodes = self._fake_nodes()
+        for pod in self.core.list_pod_for_all_namespaces(field_selector="status.phase=Running").items:
+            if pod.spec.node_name in nodes and pod.status.pod_ip and pod.metadata.deletion_timestamp is None:
+                state_file = self.schedules / f"{pod.metadata.namespace}_{pod.metadata.name}.json"
+                if state_file.exists():  # we had started it before this runtime restarted
+                    raw = client.ApiClient().sanitize_for_serialization(pod)
+                    self._terminated(raw, exit_code=137, reason="Error", started_at=_now(),
+                                     message="the process runtime restarted and lost this process")  # fmt: skip
+                    self.finished.add(pod.metadata.uid)
+                    state_file.unlink(missing_ok=True)
+
+    def shutdown(self) -> None:
+        """Stop every process this runtime started."""
+        self.stop.set()
+        with self.lock:
+            runs = list(self.running.values())
+        for run in runs:
+            self._terminate(run)
+        deadline = time.monotonic() + MAX_GRACE_S
+        while time.monotonic() < deadline and any(r.proc.poll() is None for r in runs):
+            time.sleep(0.1)
+        for run in runs:
+            if run.proc.poll() is None:
+                os.killpg(run.proc.pid, signal.SIGKILL)
+
+
+def run_runtime(*, kubeconfig: Path, state: Path, workdir: Path | None = None) -> int:
+    """Run the process runtime until SIGTERM/SIGINT."""
+    runtime = ProcessRuntime(kubeconfig=kubeconfig, state=state, workdir=workdir or state.parent)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    runtime.adopt_orphans()
+    log.info("process runtime running (state %s, workdir %s)", state, runtime.workdir)
+    while not stop.is_set():
+        try:
+            runtime.step()
+        except Exception:  # the API may blip (restart, timeouts); keep polling
+            log.exception("poll failed")
+        stop.wait(POLL_S)
+    runtime.shutdown()
+    return 0

@@ -1,0 +1,57 @@
+"""Condition types, CamelCase reasons and event reasons — the one place they are spelled."""
+
+from enum import StrEnum
+
+
+class ConditionType(StrEnum):
+    """Conditions a TrainingJob reports (status.conditions, keyed by type)."""
+
+    PLANNED = "Planned"
+    PLACED = "Placed"
+    RUNNING = "Running"
+    RESTARTING = "Restarting"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class Reason(StrEnum):
+    """Machine-readable reasons of conditions and events."""
+
+    # Planned
+    PLAN_COMPUTED = "PlanComputed"
+    UNSCHEDULABLE = "Unschedulable"
+    # Placed
+    PODS_SCHEDULED = "PodsScheduled"
+    PODS_PENDING = "PodsPending"
+    # Running
+    WORKERS_RUNNING = "WorkersRunning"
+    WORKERS_STARTING = "WorkersStarting"
+    WORKERS_STOPPED = "WorkersStopped"
+    # Restarting
+    WORKER_FAILED = "WorkerFailed"
+    RESTARTED = "Restarted"
+    NO_FAILURE = "NoFailure"
+    # Succeeded / Failed
+    ALL_WORKERS_SUCCEEDED = "AllWorkersSucceeded"
+    INVALID_SPEC = "InvalidSpec"
+    BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
+    PERMANENT_FAILURE = "PermanentFailure"
+    NOT_FINISHED = "NotFinished"
+    SPEC_VALID = "SpecValid"
+
+
+class EventReason(StrEnum):
+    """Reasons of the Kubernetes events Paceline emits for its decisions."""
+
+    PLANNED = "Planned"
+    PLACED = "Placed"
+    UNSCHEDULABLE = "Unschedulable"
+    INVALID_SPEC = "InvalidSpec"
+    WORKER_FAILED = "WorkerFailed"
+    RESTARTING = "Restarting"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    REBALANCED = "Rebalanced"
+    STRAGGLER_DETECTED = "StragglerDetected"
+    MOMENTUM_RETUNED = "MomentumRetuned"
+    RESIZED = "Resized"

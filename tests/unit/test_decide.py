@@ -1,0 +1,218 @@
+"""The reconcile decision, driven through a job's life on plain data."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from jobs import job
+
+from paceline import api
+from paceline.decide import Decision, Observed, decide, needs_plan
+from paceline.plan_types import JobPlan, WorkerPlacement
+from paceline.planning import PlanningError
+from paceline.reasons import ConditionType, EventReason
+
+T0 = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
+PLAN = JobPlan(
+    strategy="data-parallel x3",
+    summary="dp x3 (2×H100, 1×T4)",
+    reason="3 workers by speed",
+    workers=(
+        WorkerPlacement(rank=0, node="gpu-h100-0", pool="h100", gpu_product="H100", gpus=1, batch_share=56),
+        WorkerPlacement(rank=1, node="gpu-h100-0", pool="h100", gpu_product="H100", gpus=1, batch_share=56),
+        WorkerPlacement(rank=2, node="gpu-t4-0", pool="t4", gpu_product="Tesla-T4", gpus=1, batch_share=16),
+    ),
+)
+
+
+class World:
+    """The objects a real API server would hold, updated by applying decisions."""
+
+    def __init__(self, tj: dict[str, Any]) -> None:
+        self.job = tj
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.service: dict[str, Any] | None = None
+        self.control: dict[str, Any] | None = None
+        self.events: list[Any] = []
+
+    def step(self, now: datetime, plan: JobPlan | PlanningError | None = PLAN) -> Decision:
+        new_plan = plan if needs_plan(self.job, self.control) else None
+        d = decide(
+            Observed(job=self.job, pods=list(self.pods.values()), service=self.service, control=self.control,
+                     now=now, new_plan=new_plan)
+        )  # fmt: skip
+        self.events += d.events
+        self.job["status"] = copy.deepcopy(d.status)
+        for obj in d.create:
+            if obj["kind"] == "Pod":
+                self.pods.setdefault(obj["metadata"]["name"], copy.deepcopy(obj))
+            elif obj["kind"] == "Service":
+                self.service = obj
+            else:
+                self.control = obj
+        if d.patch_control is not None:
+            self.control = d.patch_control
+        for name in d.delete_pods:
+            self.pods.pop(name, None)
+        return d
+
+    def run_all(self, phase: str = "Running") -> None:
+        for pod in self.pods.values():
+            pod["spec"]["nodeName"] = pod["spec"]["affinity"]["nodeAffinity"][
+                "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]["matchExpressions"][-1][
+                "values"][0]  # fmt: skip
+            pod["status"] = {"phase": phase, "podIP": "127.16.0.5"}
+
+    def fail(self, rank: int, code: int, at: datetime) -> None:
+        pod = self.pods[f"demo-worker-{rank}"]
+        pod["status"] = {
+            "phase": "Failed",
+            "containerStatuses": [
+                {"state": {"terminated": {"exitCode": code, "reason": "Error", "finishedAt": at.isoformat()}}}
+            ],
+        }
+
+
+def condition(tj: dict[str, Any], ctype: ConditionType) -> dict[str, Any]:
+    return next(c for c in tj["status"]["conditions"] if c["type"] == str(ctype))
+
+
+def test_new_job_gets_control_service_and_one_pinned_pod_per_rank() -> None:
+    world = World(job())
+    d = world.step(T0)
+    kinds = sorted(o["kind"] for o in d.create)
+    assert kinds == ["ConfigMap", "Pod", "Pod", "Pod", "Service"]
+    pod = world.pods["demo-worker-2"]
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["RANK"] == "2" and env["WORLD_SIZE"] == "3"
+    assert env["MASTER_ADDR"] == "demo-worker-0.demo.ml.svc.cluster.local"
+    assert env["EPOCHS"] == "3"  # the user's env survives
+    assert '"batchSizes":[56,56,16]' in env["PACELINE_ASSIGNMENT"]
+    terms = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert terms["nodeSelectorTerms"][0]["matchExpressions"][-1]["values"] == ["gpu-t4-0"]
+    assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["metadata"]["ownerReferences"][0]["uid"] == "uid-1234"
+    assert pod["spec"]["restartPolicy"] == "Never"
+    assert condition(world.job, ConditionType.PLANNED)["status"] == "True"
+    assert [e.reason for e in d.events] == [EventReason.PLANNED]
+    assert world.job["status"]["phase"] == "Pending"
+
+
+def test_running_job_is_stable_and_idempotent() -> None:
+    world = World(job())
+    world.step(T0)
+    world.run_all()
+    d = world.step(T0 + timedelta(seconds=1))
+    assert world.job["status"]["phase"] == "Running"
+    assert world.job["status"]["workersReady"] == "3/3"
+    assert EventReason.PLACED in [e.reason for e in d.events]
+    again = world.step(T0 + timedelta(seconds=2))
+    assert again.create == [] and again.delete_pods == [] and again.events == []
+    assert again.status == world.job["status"]
+
+
+def test_retryable_failure_restarts_all_workers_after_backoff() -> None:
+    world = World(job())
+    world.step(T0)
+    world.run_all()
+    world.step(T0)
+    world.fail(1, 137, T0 + timedelta(seconds=5))
+    world.fail(0, 1, T0 + timedelta(seconds=6))  # a peer dying makes the others exit 1 shortly after
+    d = world.step(T0 + timedelta(seconds=7))
+    assert world.job["status"]["restarts"] == 1 and world.job["status"]["attempt"] == 1
+    assert sorted(d.delete_pods) == ["demo-worker-0", "demo-worker-1", "demo-worker-2"]
+    assert EventReason.WORKER_FAILED in [e.reason for e in d.events]
+    assert "exited with code 137" in condition(world.job, ConditionType.RESTARTING)["message"]
+    # still inside the 5 s backoff: nothing is created
+    d = world.step(T0 + timedelta(seconds=9))
+    assert not [o for o in d.create if o["kind"] == "Pod"]
+    assert world.job["status"]["phase"] == "Restarting"
+    d = world.step(T0 + timedelta(seconds=13))
+    new_pods = [o for o in d.create if o["kind"] == "Pod"]
+    assert len(new_pods) == 3
+    assert all(p["metadata"]["labels"][api.LABEL_ATTEMPT] == "1" for p in new_pods)
+
+
+def test_permanent_exit_code_fails_the_job_and_stops_running_workers() -> None:
+    world = World(job())
+    world.step(T0)
+    world.run_all()
+    world.step(T0)
+    world.fail(2, 2, T0)
+    d = world.step(T0 + timedelta(seconds=1))
+    failed = condition(world.job, ConditionType.FAILED)
+    assert failed["status"] == "True" and failed["reason"] == "PermanentFailure"
+    assert "rank 2" in failed["message"] and "code 2" in failed["message"]
+    assert sorted(d.delete_pods) == ["demo-worker-0", "demo-worker-1"]
+    # terminal: nothing is re-created afterwards
+    d = world.step(T0 + timedelta(seconds=30))
+    assert d.create == []
+
+
+def test_backoff_limit_exhausted_marks_failed() -> None:
+    world = World(job(runPolicy={"restartPolicy": "OnFailure", "backoffLimit": 1, "backoffSeconds": 0}))
+    world.step(T0)
+    for attempt in range(2):
+        world.run_all()
+        world.step(T0)
+        world.fail(0, 1, T0)
+        world.step(T0 + timedelta(seconds=1 + attempt))
+        world.step(T0 + timedelta(seconds=2 + attempt))
+    failed = condition(world.job, ConditionType.FAILED)
+    assert failed["reason"] == "BackoffLimitExceeded"
+    assert world.job["status"]["phase"] == "Failed"
+
+
+def test_all_workers_exit_zero_means_succeeded() -> None:
+    world = World(job())
+    world.step(T0)
+    world.run_all("Succeeded")
+    d = world.step(T0 + timedelta(seconds=60))
+    assert world.job["status"]["phase"] == "Succeeded"
+    assert EventReason.SUCCEEDED in [e.reason for e in d.events]
+    assert world.job["status"]["completionTime"] == "2026-11-23T12:01:00Z"
+
+
+def test_invalid_update_keeps_running_workers() -> None:
+    world = World(job())
+    world.step(T0)
+    world.run_all()
+    world.step(T0)
+    world.job["spec"]["optimizer"]["learningRate"] = "NaN"
+    world.job["metadata"]["generation"] = 2
+    d = world.step(T0 + timedelta(seconds=1))
+    failed = condition(world.job, ConditionType.FAILED)
+    assert failed["reason"] == "InvalidSpec" and "3 running worker(s) left untouched" in failed["message"]
+    assert d.delete_pods == [] and len(world.pods) == 3
+    assert [e.reason for e in d.events] == [EventReason.INVALID_SPEC]
+    # fixing the spec clears the failure and the job carries on
+    world.job["spec"]["optimizer"]["learningRate"] = "0.05"
+    world.job["metadata"]["generation"] = 3
+    world.step(T0 + timedelta(seconds=2))
+    assert condition(world.job, ConditionType.FAILED)["status"] == "False"
+    assert world.job["status"]["phase"] == "Running"
+
+
+def test_unschedulable_plan_is_reported_and_retried() -> None:
+    world = World(job())
+    d = world.step(T0, plan=PlanningError("only 1 worker slot free; spec.replicas.min is 2"))
+    planned = condition(world.job, ConditionType.PLANNED)
+    assert planned["status"] == "False" and planned["reason"] == "Unschedulable"
+    assert d.requeue_after is not None and not d.create
+    assert [e.reason for e in d.events] == [EventReason.UNSCHEDULABLE]
+
+
+def test_spec_change_replans_and_replaces_stale_pods() -> None:
+    world = World(job())
+    world.step(T0)
+    world.run_all()
+    world.step(T0)
+    world.job["spec"]["globalBatchSize"] = 256
+    smaller = JobPlan(strategy="dp x2", summary="dp x2", reason="r", workers=PLAN.workers[:2])
+    d = world.step(T0 + timedelta(seconds=1), plan=smaller)
+    assert d.patch_control is not None
+    assert '"version":2' in d.patch_control["data"]["assignment.json"]
+    assert sorted(d.delete_pods) == ["demo-worker-0", "demo-worker-1", "demo-worker-2"]
+    assert EventReason.RESIZED in [e.reason for e in d.events]
