@@ -10,6 +10,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from paceline.planner.cli import add_commands as add_planner_commands
+
 console = Console(stderr=True)
 
 
@@ -92,12 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     runtime.add_argument("--state", type=Path, required=True)
     runtime.set_defaults(func=_runtime)
 
-    try:
-        from paceline.planner.cli import add_commands
-    except ImportError:
-        pass
-    else:
-        add_commands(sub)
+    add_planner_commands(sub)
     return parser
 
 

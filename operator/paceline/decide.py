@@ -264,7 +264,8 @@ def decide(obs: Observed) -> Decision:
     if stored is None:
         if isinstance(obs.new_plan, PlanningError) or obs.new_plan is None:
             message = str(obs.new_plan) if obs.new_plan is not None else "waiting for a plan"
-            unplanned = Condition(type=ConditionType.PLANNED, status=False, reason=Reason.UNSCHEDULABLE, message=message)
+            why = obs.new_plan.reason if obs.new_plan is not None else Reason.UNSCHEDULABLE
+            unplanned = Condition(type=ConditionType.PLANNED, status=False, reason=why, message=message)
             decision.requeue_after = UNSCHEDULABLE_RETRY_S
             kept = _carry(old, [ConditionType.PLACED, ConditionType.RUNNING, ConditionType.RESTARTING])
             return finish([unplanned, *kept, spec_ok], {**old}, None)

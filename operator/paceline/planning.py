@@ -1,4 +1,4 @@
-"""Turn a validated spec plus the GPU inventory into a JobPlan (pure)."""
+"""Turn a validated spec plus the GPU inventory into a JobPlan (pure), through the planner."""
 
 from __future__ import annotations
 
@@ -6,45 +6,48 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from paceline import api
-from paceline.plan_types import JobPlan, NodeCapacity, WorkerPlacement
+from paceline.plan_types import JobPlan, NodeCapacity
+from paceline.planner import GraphError, PlacementError, load_graph, plan_job
+from paceline.reasons import Reason
 
 
 class PlanningError(RuntimeError):
-    """No plan fits the cluster right now; the message says what is missing."""
+    """No plan fits the cluster right now (or the model description is unusable); says what is missing."""
+
+    def __init__(self, message: str, *, reason: Reason = Reason.UNSCHEDULABLE) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
-def _equal_shares(total: int, count: int) -> list[int]:
-    base, extra = divmod(total, count)
-    return [base + (1 if i < extra else 0) for i in range(count)]
+def worker_slots(spec: api.JobSpec, nodes: Sequence[NodeCapacity]) -> int:
+    """How many workers of spec.gpusPerWorker GPUs fit in the allowed pools right now."""
+    return sum(n.gpus_free // spec.gpus_per_worker for n in nodes if not spec.pools or n.pool in spec.pools)
 
 
-def plan_for(spec: api.JobSpec, nodes: Sequence[NodeCapacity], graph: Mapping[str, Any] | None) -> JobPlan:
-    """Data-parallel plan: as many workers as fit (≤ replicas.max, ≥ replicas.min), packed node by node."""
-    del graph
-    allowed = [n for n in nodes if not spec.pools or n.pool in spec.pools]
-    if not allowed:
+def plan_for(spec: api.JobSpec, nodes: Sequence[NodeCapacity], model: Mapping[str, Any] | None) -> JobPlan:
+    """Plan as many workers as fit (≤ replicas.max, ≥ replicas.min) with the heterogeneous planner."""
+    try:
+        graph = load_graph(model) if model else None
+    except GraphError as err:
+        raise PlanningError(f"spec.model: {err}", reason=Reason.INVALID_MODEL) from None
+    if not any(not spec.pools or n.pool in spec.pools for n in nodes):
         pools = ", ".join(sorted({n.pool for n in nodes})) or "none"
         raise PlanningError(f"no Ready GPU node in the allowed pools {list(spec.pools)} (pools present: {pools})")
-    slots: list[NodeCapacity] = []
-    for node in sorted(allowed, key=lambda n: (-n.gpus_free, n.name)):
-        slots += [node] * (node.gpus_free // spec.gpus_per_worker)
-    workers = min(spec.replicas_max, len(slots))
+    slots = worker_slots(spec, nodes)
+    workers = min(spec.replicas_max, slots)
     if workers < spec.replicas_min:
         raise PlanningError(
-            f"only {len(slots)} worker slot(s) of {spec.gpus_per_worker} GPU(s) free in the allowed pools; "
+            f"only {slots} worker slot(s) of {spec.gpus_per_worker} GPU(s) free in the allowed pools; "
             f"spec.replicas.min is {spec.replicas_min}"
         )
-    shares = _equal_shares(spec.global_batch, workers)
-    placements = tuple(
-        WorkerPlacement(
-            rank=rank, node=node.name, pool=node.pool, gpu_product=node.gpu_product, gpus=spec.gpus_per_worker,
-            batch_share=shares[rank],
+    try:
+        return plan_job(
+            graph=graph,
+            nodes=nodes,
+            workers=workers,
+            gpus_per_worker=spec.gpus_per_worker,
+            global_batch=spec.global_batch,
+            allowed_pools=spec.pools,
         )
-        for rank, node in enumerate(slots[:workers])
-    )  # fmt: skip
-    return JobPlan(
-        strategy=f"data-parallel x{workers}",
-        summary=f"data-parallel x{workers}",
-        workers=placements,
-        reason=f"{workers} worker(s) of {spec.gpus_per_worker} GPU(s) placed on {len({p.node for p in placements})} node(s)",
-    )
+    except PlacementError as err:
+        raise PlanningError(str(err)) from None

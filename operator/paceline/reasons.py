@@ -20,6 +20,7 @@ class Reason(StrEnum):
     # Planned
     PLAN_COMPUTED = "PlanComputed"
     UNSCHEDULABLE = "Unschedulable"
+    INVALID_MODEL = "InvalidModel"
     # Placed
     PODS_SCHEDULED = "PodsScheduled"
     PODS_PENDING = "PodsPending"

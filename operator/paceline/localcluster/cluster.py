@@ -299,6 +299,7 @@ class LocalCluster:
             "kwok",
             [
                 str(bins.kwok),
+                f"--config={Path(__file__).with_name('kwok-stages.yaml')}",
                 f"--kubeconfig={self.paths.component_kubeconfig('kwok')}",
                 "--manage-all-nodes=false",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",

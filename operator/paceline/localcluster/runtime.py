@@ -283,6 +283,19 @@ class ProcessRuntime:
         except ProcessLookupError:
             pass
 
+    def _finish_delete(self, pod: Any) -> None:
+        """Confirm a graceful deletion once the process is gone (what a kubelet does with grace 0)."""
+        if pod.metadata.finalizers:
+            return
+        try:
+            self.core.delete_namespaced_pod(
+                pod.metadata.name, pod.metadata.namespace, grace_period_seconds=0,
+                body=client.V1DeleteOptions(grace_period_seconds=0, preconditions=client.V1Preconditions(uid=pod.metadata.uid)),
+            )  # fmt: skip
+        except ApiException as err:
+            if err.status not in (404, 409):
+                log.warning("deleting %s/%s failed: %s", pod.metadata.namespace, pod.metadata.name, err.reason)
+
     def _update_schedules(self, nodes: Mapping[str, tuple[float, str]]) -> None:
         with self.lock:
             runs = list(self.running.values())
@@ -318,6 +331,8 @@ class ProcessRuntime:
             if pod.metadata.deletion_timestamp is not None:
                 if run is not None:
                     self._terminate(run)
+                else:
+                    self._finish_delete(pod)
                 continue
             if run is None and uid not in self.finished and pod.status.phase == "Running" and pod.status.pod_ip:
                 self._start(pod, nodes[pod.spec.node_name][0])

@@ -1,0 +1,256 @@
+"""Online per-worker step-time model T(b) = a + c·b with exponential forgetting.
+
+The estimator keeps exponentially decayed sufficient statistics of (b, t) pairs and solves a 2×2
+weighted least-squares problem with a prior on the overhead ``a`` (mean a0, s.d. a fraction of the step
+time), entered as a pseudo-observation at b = 0. When b has varied the data decide the a/c split; when b
+has been constant the fit keeps ``a + c·b̄ = t̄`` exactly and takes ``a = a0`` from the prior (the fleet
+passes a pooled estimate), so ``c`` is still tracked.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class Observation:
+    """One scrape of one worker's metrics."""
+
+    batch: int  # per-worker batch size b during the window
+    seconds: float  # mean compute seconds per step over the window
+    steps: int = 1  # number of steps that `seconds` averages over
+    step: int  # cumulative step counter at the scrape (repeated values are ignored)
+    timestamp: float  # seconds, same clock for all observations of a worker
+
+    def __post_init__(self) -> None:
+        if self.batch < 1:
+            raise ValueError(f"batch must be >= 1, got {self.batch}")
+        if not (self.seconds > 0 and math.isfinite(self.seconds)):
+            raise ValueError(f"seconds must be a positive finite number, got {self.seconds}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepTimeModel:
+    """T(b) ~ Normal(a + c·b, (cv·(a + c·b))²) for one worker."""
+
+    overhead_s: float  # a
+    per_sample_s: float  # c (> 0)
+    noise_cv: float = 0.0  # coefficient of variation of one step's time
+    observations: float = 0.0  # decayed number of observations behind the fit
+    identified: bool = False  # True when b varied enough for the data to split a and c
+
+    def mean(self, batch: float) -> float:
+        return self.overhead_s + self.per_sample_s * batch
+
+    def std(self, batch: float) -> float:
+        return self.noise_cv * self.mean(batch)
+
+    def variance(self, batch: float) -> float:
+        return self.std(batch) ** 2
+
+    def samples_per_second(self, batch: float) -> float:
+        return batch / self.mean(batch)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EstimatorConfig:
+    """Forgetting and prior settings; exactly one half-life must be set."""
+
+    half_life_s: float | None = 30.0
+    half_life_observations: float | None = None
+    prior_overhead_sd_fraction: float = 0.2  # prior s.d. of the overhead a, as a fraction of step time
+    default_noise_cv: float = 0.05  # prior coefficient of variation, worth one observation
+    min_relative_spread: float = 0.05  # weighted std(b)/mean(b) needed to call a fit identified
+
+    def __post_init__(self) -> None:
+        if (self.half_life_s is None) == (self.half_life_observations is None):
+            raise ValueError("set exactly one of half_life_s and half_life_observations")
+        half_life = self.half_life_s if self.half_life_s is not None else self.half_life_observations
+        if half_life is None or not half_life > 0:
+            raise ValueError(f"half-life must be > 0, got {half_life}")
+        if self.prior_overhead_sd_fraction <= 0 or self.default_noise_cv < 0 or self.min_relative_spread < 0:
+            raise ValueError(
+                "prior_overhead_sd_fraction must be > 0; default_noise_cv, min_relative_spread >= 0"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "halfLifeS": self.half_life_s,
+            "halfLifeObservations": self.half_life_observations,
+            "priorOverheadSdFraction": self.prior_overhead_sd_fraction,
+            "defaultNoiseCv": self.default_noise_cv,
+            "minRelativeSpread": self.min_relative_spread,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EstimatorConfig:
+        return cls(
+            half_life_s=data.get("halfLifeS"),
+            half_life_observations=data.get("halfLifeObservations"),
+            prior_overhead_sd_fraction=float(data["priorOverheadSdFraction"]),
+            default_noise_cv=float(data["defaultNoiseCv"]),
+            min_relative_spread=float(data["minRelativeSpread"]),
+        )
+
+
+_STAT_NAMES = ("w", "sb", "st", "sbb", "sbt", "stt", "d")
+
+
+@dataclass(kw_only=True)
+class StepTimeEstimator:
+    """Exponentially forgetting estimator of one worker's T(b) = a + c·b and its noise."""
+
+    config: EstimatorConfig = field(default_factory=EstimatorConfig)
+    # decayed sums; weights are steps × decay, `d` counts observations × decay
+    w: float = 0.0
+    sb: float = 0.0
+    st: float = 0.0
+    sbb: float = 0.0
+    sbt: float = 0.0
+    stt: float = 0.0
+    d: float = 0.0
+    count: int = 0  # observations ingested, never decayed
+    last_step: int | None = None
+    last_timestamp: float | None = None
+    last_batch: int | None = None
+
+    def _decay_factor(self, timestamp: float) -> float:
+        cfg = self.config
+        if cfg.half_life_observations is not None:
+            return 0.5 ** (1.0 / cfg.half_life_observations)
+        if self.last_timestamp is None or cfg.half_life_s is None:
+            return 1.0
+        elapsed = max(0.0, timestamp - self.last_timestamp)
+        return 0.5 ** (elapsed / cfg.half_life_s)
+
+    def is_duplicate(self, obs: Observation) -> bool:
+        """True when the scrape shows no new step since the last ingested one."""
+        return self.last_step is not None and obs.step == self.last_step
+
+    def update(self, obs: Observation) -> bool:
+        """Ingest one observation; returns False when it was a duplicate scrape and was skipped."""
+        if self.is_duplicate(obs):
+            return False
+        k = self._decay_factor(obs.timestamp)
+        for name in _STAT_NAMES:
+            setattr(self, name, getattr(self, name) * k)
+        n, b, t = float(obs.steps), float(obs.batch), obs.seconds
+        self.w += n
+        self.sb += n * b
+        self.st += n * t
+        self.sbb += n * b * b
+        self.sbt += n * b * t
+        self.stt += n * t * t
+        self.d += 1.0
+        self.count += 1
+        self.last_step = obs.step
+        self.last_batch = obs.batch
+        if self.last_timestamp is None or obs.timestamp > self.last_timestamp:
+            self.last_timestamp = obs.timestamp
+        return True
+
+    @property
+    def mean_batch(self) -> float:
+        return self.sb / self.w if self.w > 0 else 0.0
+
+    @property
+    def mean_seconds(self) -> float:
+        return self.st / self.w if self.w > 0 else 0.0
+
+    def relative_batch_spread(self) -> float:
+        """Weighted std(b)/mean(b) over the forgetting window."""
+        if self.w <= 0:
+            return 0.0
+        mb = self.mean_batch
+        var = max(0.0, self.sbb / self.w - mb * mb)
+        return math.sqrt(var) / mb if mb > 0 else 0.0
+
+    def is_identified(self) -> bool:
+        return self.count >= 2 and self.relative_batch_spread() >= self.config.min_relative_spread
+
+    def _solve(self, lam: float, a0: float) -> tuple[float, float]:
+        """Minimise Σw(t − a − c·b)² + λ(a − a0)², keeping a >= 0 and c > 0."""
+        mb, mt = self.mean_batch, self.mean_seconds
+        m11, m12, m22 = self.w + lam, self.sb, self.sbb
+        r1, r2 = self.st + lam * a0, self.sbt
+        det = m11 * m22 - m12 * m12
+        if det > 1e-12 * m11 * m22:
+            a = (r1 * m22 - m12 * r2) / det
+            c = (m11 * r2 - m12 * r1) / det
+        else:
+            a, c = a0, (mt - a0) / mb
+        if a < 0.0:  # refit through the origin
+            a, c = 0.0, self.sbt / self.sbb
+        c_min = 1e-3 * mt / mb
+        if c < c_min:
+            c = c_min
+            a = max(0.0, mt - c * mb)
+        return a, c
+
+    def _noise_variance(self, a: float, c: float, identified: bool) -> float:
+        """Per-step variance: residuals of window means scaled back by their step counts, plus a prior."""
+        rss = (
+            self.stt
+            - 2 * a * self.st
+            - 2 * c * self.sbt
+            + a * a * self.w
+            + 2 * a * c * self.sb
+            + c * c * self.sbb
+        )
+        level = a + c * self.mean_batch
+        prior_var = (self.config.default_noise_cv * level) ** 2
+        dof = max(self.d - (2.0 if identified else 1.0), 0.0)
+        return (max(0.0, rss) + prior_var) / (dof + 1.0)
+
+    def model(self, *, prior_overhead_s: float = 0.0) -> StepTimeModel | None:
+        """Current fit, or None before the first observation.
+
+        `prior_overhead_s` is a0, the prior mean of the overhead; its prior s.d. is
+        `prior_overhead_sd_fraction` × mean step time. The prior enters as a pseudo-observation at b = 0
+        whose weight σ²/σ_a² comes from a first, prior-free fit's noise estimate.
+        """
+        if self.w <= 0:
+            return None
+        mt = self.mean_seconds
+        a0 = min(max(prior_overhead_s, 0.0), mt)
+        identified = self.is_identified()
+        a, c = self._solve(1e-9 * self.w, a0)
+        prior_sd = self.config.prior_overhead_sd_fraction * mt
+        lam = self._noise_variance(a, c, identified) / (prior_sd * prior_sd)
+        a, c = self._solve(lam, a0)
+        level = a + c * self.mean_batch
+        cv = math.sqrt(self._noise_variance(a, c, identified)) / level if level > 0 else 0.0
+        return StepTimeModel(
+            overhead_s=a, per_sample_s=c, noise_cv=cv, observations=self.d, identified=identified
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {name: getattr(self, name) for name in _STAT_NAMES}
+        out.update(
+            version=STATE_VERSION,
+            config=self.config.to_dict(),
+            count=self.count,
+            lastStep=self.last_step,
+            lastTimestamp=self.last_timestamp,
+            lastBatch=self.last_batch,
+        )
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StepTimeEstimator:
+        if data.get("version") != STATE_VERSION:
+            raise ValueError(f"unsupported estimator state version {data.get('version')!r}")
+        est = cls(config=EstimatorConfig.from_dict(data["config"]))
+        for name in _STAT_NAMES:
+            setattr(est, name, float(data[name]))
+        est.count = int(data["count"])
+        est.last_step = None if data["lastStep"] is None else int(data["lastStep"])
+        est.last_timestamp = None if data["lastTimestamp"] is None else float(data["lastTimestamp"])
+        est.last_batch = None if data["lastBatch"] is None else int(data["lastBatch"])
+        return est

@@ -1,0 +1,75 @@
+"""Failures: a worker failing (restart with backoff, then Failed) and the operator killed mid-reconcile."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+from conftest import Kube, training_job, wait_for
+
+from paceline.localcluster import processes
+from paceline.localcluster.cluster import LocalCluster
+
+pytestmark = pytest.mark.e2e
+SLEEP = ["python", "-c", "import time; time.sleep(600)"]
+
+
+def _status(kube: Kube, name: str, namespace: str) -> dict:
+    return (kube.get("tj", name, namespace) or {}).get("status") or {}
+
+
+def test_retryable_failures_restart_with_backoff_then_fail(kube: Kube, namespace: str) -> None:
+    # rank 1 is killed by SIGKILL (exit 137: retryable under ExitCode) a second after starting, every attempt
+    crash = ["sh", "-c", 'if [ "$RANK" = 1 ]; then sleep 1; kill -9 $$; else sleep 600; fi']
+    doc = training_job("crashy", command=crash, replicas=(2, 2),
+                       runPolicy={"restartPolicy": "ExitCode", "backoffLimit": 2, "backoffSeconds": 1})  # fmt: skip
+    assert kube.apply(doc, namespace).returncode == 0
+
+    def failed() -> dict | None:
+        status = _status(kube, "crashy", namespace)
+        return status if status.get("phase") == "Failed" else None
+
+    status = wait_for("job Failed after retries", failed, timeout_s=120)
+    assert status["restarts"] == 2
+    failed_cond = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed_cond["reason"] == "BackoffLimitExceeded"
+    assert "exited with code 137" in failed_cond["message"]
+    reasons = [e["reason"] for e in kube.events(namespace, "crashy")]
+    assert reasons.count("WorkerFailed") >= 2 and "Failed" in reasons
+    # no worker left running
+    wait_for("running pods stopped", lambda: not [
+        p for p in kube.items("pods", namespace, "paceline.dev/job=crashy") if p["status"].get("phase") == "Running"
+    ])  # fmt: skip
+
+
+def test_permanent_exit_code_fails_without_restart(kube: Kube, namespace: str) -> None:
+    doc = training_job("buggy", command=["python", "-c", "raise SystemExit(3)"], replicas=(1, 1))
+    assert kube.apply(doc, namespace).returncode == 0
+    status = wait_for("Failed", lambda: (s := _status(kube, "buggy", namespace)).get("phase") == "Failed" and s)
+    cond = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert cond["reason"] == "PermanentFailure" and "code 3" in cond["message"]
+    assert status.get("restarts", 0) == 0
+
+
+def test_successful_job_succeeds(kube: Kube, namespace: str) -> None:
+    doc = training_job("quick", command=["python", "-c", "print('trained')"], replicas=(2, 2))
+    assert kube.apply(doc, namespace).returncode == 0
+    wait_for("Succeeded", lambda: _status(kube, "quick", namespace).get("phase") == "Succeeded")
+
+
+def test_operator_killed_mid_reconcile_converges(cluster: LocalCluster, kube: Kube, namespace: str) -> None:
+    doc = training_job("survivor", command=SLEEP, replicas=(3, 3))
+    assert kube.apply(doc, namespace).returncode == 0
+    # kill the operator as soon as it has started creating pods
+    wait_for("first pod", lambda: kube.items("pods", namespace, "paceline.dev/job=survivor"), interval_s=0.05)
+    proc = processes.running(cluster.paths.state, "operator")
+    assert proc is not None
+    os.kill(proc.pid, signal.SIGKILL)
+    cluster.start_operator()
+    status = wait_for("Running after restart", lambda: (s := _status(kube, "survivor", namespace))
+                      .get("phase") == "Running" and s)  # fmt: skip
+    pods = kube.items("pods", namespace, "paceline.dev/job=survivor")
+    assert sorted(p["metadata"]["name"] for p in pods) == [f"survivor-worker-{r}" for r in range(3)]
+    assert status["workersReady"] == "3/3"
+    assert len({p["metadata"]["uid"] for p in pods}) == 3

@@ -1,0 +1,100 @@
+"""Local cluster pieces that are pure: the node-pool YAML, node manifests, stragglers, env resolution."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from paceline.localcluster.binaries import staging_replaces, wrapper_gomod
+from paceline.localcluster.config import ConfigError, load_config, node_manifests, parse_config
+from paceline.localcluster.runtime import random_delays, resolve_env, straggler_factor
+
+
+def test_default_pools_are_heterogeneous_and_loopback() -> None:
+    config = load_config()
+    assert len({p.gpu_product for p in config.pools}) >= 3
+    assert len({p.relative_speed for p in config.pools}) >= 3
+    nodes = node_manifests(config)
+    ips = [a["address"] for n in nodes for a in n["status"]["addresses"] if a["type"] == "InternalIP"]
+    assert len(set(ips)) == len(nodes)
+    assert all(ipaddress.ip_address(ip).is_loopback for ip in ips)
+    cidrs = [ipaddress.ip_network(n["spec"]["podCIDR"]) for n in nodes]
+    assert all(c.subnet_of(ipaddress.ip_network("127.0.0.0/8")) for c in cidrs)
+    assert all(not a.overlaps(b) for i, a in enumerate(cidrs) for b in cidrs[i + 1 :])
+    for node in nodes:
+        labels = node["metadata"]["labels"]
+        assert node["status"]["capacity"]["nvidia.com/gpu"] == labels["nvidia.com/gpu.count"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({}, "pools must be a non-empty list"),
+        ({"pools": [{"name": "a"}]}, "pools[0].gpuProduct is required"),
+        (
+            {"pools": [{"name": "a", "gpuProduct": "X", "gpuMemoryMiB": 1, "instanceType": "i", "nodes": 1,
+                        "gpusPerNode": 1, "relativeSpeed": 0}]},
+            "relativeSpeed must be positive",
+        ),
+        (
+            {"pools": [{"name": "a", "gpuProduct": "X", "gpuMemoryMiB": 1, "instanceType": "i", "nodes": 1,
+                        "gpusPerNode": 1, "relativeSpeed": 1}], "stragglers": [{"node": "gpu-b-0", "factor": 2}]},
+            "is not a node of this cluster",
+        ),
+    ],
+)  # fmt: skip
+def test_bad_cluster_yaml_says_what_to_fix(raw: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=None) as err:
+        parse_config(raw)
+    assert message in str(err.value)
+
+
+def test_straggler_schedule_window_and_scope() -> None:
+    raw = {
+        "pools": [
+            {"name": "a", "gpuProduct": "X", "gpuMemoryMiB": 1, "instanceType": "i", "nodes": 2, "gpusPerNode": 1,
+             "relativeSpeed": 1}
+        ],
+        "stragglers": [
+            {"node": "gpu-a-1", "factor": 3, "fromSeconds": 10, "untilSeconds": 20},
+            {"pool": "a", "randomDelay": {"distribution": "gamma", "meanMilliseconds": 20, "shape": 2}},
+        ],
+    }  # fmt: skip
+    config = parse_config(raw)
+    assert straggler_factor(config.stragglers, node="gpu-a-1", pool="a", elapsed_s=5) == 1.0
+    assert straggler_factor(config.stragglers, node="gpu-a-1", pool="a", elapsed_s=15) == 3.0
+    assert straggler_factor(config.stragglers, node="gpu-a-1", pool="a", elapsed_s=25) == 1.0
+    assert straggler_factor(config.stragglers, node="gpu-a-0", pool="a", elapsed_s=15) == 1.0
+    delays = random_delays(config.stragglers, node="gpu-a-0", pool="a")
+    assert delays == [{"distribution": "gamma", "meanSeconds": 0.02, "shape": 2.0}]
+
+
+def test_env_resolution_like_a_kubelet_with_dns_mapped_to_pod_ips() -> None:
+    pod = {
+        "metadata": {"name": "j-worker-1", "namespace": "ml", "uid": "u"},
+        "spec": {"nodeName": "gpu-a-0"},
+        "status": {"podIP": "127.16.0.3"},
+    }
+    container = {
+        "env": [
+            {"name": "MASTER_ADDR", "value": "j-worker-0.j.ml.svc.cluster.local"},
+            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "GREETING", "value": "hi from $(POD_IP)"},
+            {"name": "CFG", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}},
+        ]
+    }
+    env = resolve_env(
+        container, pod,
+        lookup_ip=lambda ns, host, sub: "127.16.0.2" if (ns, host, sub) == ("ml", "j-worker-0", "j") else None,
+        configmap_value=lambda ns, name, key: "v",
+    )  # fmt: skip
+    assert env == {"MASTER_ADDR": "127.16.0.2", "POD_IP": "127.16.0.3", "GREETING": "hi from 127.16.0.3", "CFG": "v"}
+
+
+def test_wrapper_module_pins_every_staging_module() -> None:
+    upstream = "replace (\n\tk8s.io/api => ./staging/src/k8s.io/api\n\tk8s.io/client-go => ./staging/src/k8s.io/client-go\n)"
+    assert staging_replaces(upstream, "v0.36.3") == [("k8s.io/api", "v0.36.3"), ("k8s.io/client-go", "v0.36.3")]
+    gomod = wrapper_gomod(kubernetes_version="v1.36.3", kubernetes_gomod=upstream)
+    assert "require k8s.io/kubernetes v1.36.3" in gomod
+    assert "\tk8s.io/client-go => k8s.io/client-go v0.36.3" in gomod

@@ -1,0 +1,67 @@
+"""Implicit momentum from staleness: recovers μ of geometric staleness; the 1 − 1/M prior."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from paceline.momentum import StalenessEstimator, momentum_from_staleness, theory_momentum
+
+
+@pytest.mark.parametrize("mu", [0.0, 0.3, 0.5, 0.75, 0.9])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_recovers_mu_from_geometric_staleness(mu: float, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    staleness = rng.geometric(1.0 - mu, size=6000) - 1  # P(τ = l) = (1 − μ) μ^l, l >= 0
+    est = StalenessEstimator(half_life_updates=500.0, workers=4)
+    est.observe_many(int(t) for t in staleness)
+    estimate = est.estimate()
+    assert estimate.implicit == pytest.approx(mu, abs=0.02)
+    assert estimate.effective_samples == pytest.approx(1443, rel=0.01)  # (1 + λ)/(1 − λ), λ = 2^(−1/500)
+
+
+def test_follows_a_change_in_asynchrony() -> None:
+    rng = np.random.default_rng(5)
+    est = StalenessEstimator(half_life_updates=1000.0, workers=4)
+    est.observe_many(int(t) for t in rng.geometric(1 - 0.5, size=8000) - 1)
+    assert est.estimate().implicit == pytest.approx(0.5, abs=0.02)
+    est.observe_many(int(t) for t in rng.geometric(1 - 0.9, size=8000) - 1)
+    assert est.estimate().implicit == pytest.approx(0.9, abs=0.02)
+
+
+def test_prior_before_samples_and_theory_values() -> None:
+    assert theory_momentum(1) == 0.0
+    assert theory_momentum(8) == pytest.approx(0.875)
+    assert momentum_from_staleness(7.0) == pytest.approx(0.875)  # E[τ] = M − 1 gives 1 − 1/M
+    est = StalenessEstimator(workers=8)
+    estimate = est.estimate()
+    assert estimate.implicit == pytest.approx(0.875) and estimate.theory == pytest.approx(0.875)
+    assert estimate.effective_samples == 0.0
+    est.observe_many([0] * 20)  # 20 samples against a prior worth 20: about halfway
+    assert est.estimate().mean_staleness == pytest.approx(3.5, rel=0.03)
+
+
+def test_reset_and_shrink() -> None:
+    est = StalenessEstimator(workers=2)
+    est.observe_many([9] * 1000)
+    est.reset(workers=5)
+    assert est.estimate().implicit == pytest.approx(0.8)
+    est.observe_many([9] * 5000)  # ten half-lives: the prior is forgotten
+    old_weight = est.weight
+    est.shrink(0.1)
+    est.observe_many([1] * 50)
+    lam = est.decay
+    old, new = 0.1 * old_weight * lam**50, (1 - lam**50) / (1 - lam)
+    assert est.estimate().mean_staleness == pytest.approx((9 * old + new) / (old + new), rel=1e-3)
+    assert est.estimate().mean_staleness < 6  # without the shrink it would still be near 8.5
+
+
+def test_state_round_trips_and_rejects_negative_staleness() -> None:
+    est = StalenessEstimator(half_life_updates=50.0, workers=3)
+    est.observe_many([1, 2, 0, 5, 3])
+    restored = StalenessEstimator.from_dict(json.loads(json.dumps(est.to_dict())))
+    assert restored.estimate() == est.estimate()
+    with pytest.raises(ValueError, match="staleness"):
+        est.observe(-1)

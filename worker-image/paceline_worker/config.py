@@ -1,0 +1,136 @@
+"""The environment contract between the operator (or torchrun) and the worker, parsed into a dataclass."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .assignment import Assignment, AssignmentError, assignment_from_mapping
+
+DEFAULT_METRICS_PORT = 9400
+DEFAULT_CHECKPOINT_INTERVAL_STEPS = 100
+DEFAULT_PROCESS_GROUP_TIMEOUT_S = 300.0
+
+
+class ConfigError(ValueError):
+    """A missing or malformed environment variable; the message names it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimulationConfig:
+    """Dev/test only: make compute take as long as on a device `speed` times faster than the reference."""
+
+    speed: float
+    schedule_path: Path | None
+    sample_cost_s: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerConfig:
+    rank: int
+    world_size: int
+    local_rank: int
+    master_addr: str
+    master_port: int
+    job: str
+    namespace: str
+    bind_address: str
+    metrics_port: int
+    assignment: Assignment
+    checkpoint_dir: Path | None
+    checkpoint_interval_steps: int
+    backend: str | None  # None: nccl if CUDA is available, else gloo
+    process_group_timeout_s: float
+    seed: int
+    simulation: SimulationConfig | None
+
+
+def _int(env: Mapping[str, str], name: str, default: int | None = None) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        if default is None:
+            raise ConfigError(f"environment variable {name} is required")
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from exc
+
+
+def _float(env: Mapping[str, str], name: str) -> float | None:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} is not a number") from exc
+
+
+def _assignment(env: Mapping[str, str], world_size: int, default_batch_size: int | None) -> Assignment:
+    raw = env.get("PACELINE_ASSIGNMENT")
+    if not raw:
+        if default_batch_size is None:
+            raise ConfigError("PACELINE_ASSIGNMENT is not set and no default batch size was given")
+        return Assignment(version=0, batch_sizes=(default_batch_size,) * world_size)
+    try:
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise AssignmentError("assignment must be a JSON object")
+        return assignment_from_mapping(data, world_size=world_size)
+    except (json.JSONDecodeError, AssignmentError) as exc:
+        raise ConfigError(f"PACELINE_ASSIGNMENT: {exc}") from exc
+
+
+def _simulation(env: Mapping[str, str]) -> SimulationConfig | None:
+    speed = _float(env, "PACELINE_SIM_SPEED")
+    if speed is None:
+        return None
+    if speed <= 0:
+        raise ConfigError(f"PACELINE_SIM_SPEED must be > 0, got {speed}")
+    sample_cost = _float(env, "PACELINE_SIM_SAMPLE_COST_S")
+    if sample_cost is not None and sample_cost < 0:
+        raise ConfigError(f"PACELINE_SIM_SAMPLE_COST_S must be >= 0, got {sample_cost}")
+    schedule = env.get("PACELINE_SIM_SCHEDULE")
+    return SimulationConfig(
+        speed=speed, schedule_path=Path(schedule) if schedule else None, sample_cost_s=sample_cost
+    )
+
+
+def config_from_env(env: Mapping[str, str], *, default_batch_size: int | None = None) -> WorkerConfig:
+    """Read the worker's environment (see docs/worker.md for the contract)."""
+    rank = _int(env, "RANK", 0)
+    world_size = _int(env, "WORLD_SIZE", 1)
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ConfigError(f"RANK={rank} must lie in [0, WORLD_SIZE={world_size})")
+    metrics_port = _int(env, "PACELINE_METRICS_PORT", DEFAULT_METRICS_PORT)
+    if not 0 <= metrics_port < 65536:
+        raise ConfigError(f"PACELINE_METRICS_PORT={metrics_port} is not a port")
+    backend = env.get("PACELINE_BACKEND") or None
+    if backend not in (None, "gloo", "nccl"):
+        raise ConfigError(f"PACELINE_BACKEND={backend!r}: use gloo or nccl")
+    interval = _int(env, "PACELINE_CHECKPOINT_INTERVAL_STEPS", DEFAULT_CHECKPOINT_INTERVAL_STEPS)
+    if interval < 0:
+        raise ConfigError("PACELINE_CHECKPOINT_INTERVAL_STEPS must be >= 0 (0 = only at SIGTERM)")
+    timeout = _float(env, "PACELINE_PG_TIMEOUT_S") or DEFAULT_PROCESS_GROUP_TIMEOUT_S
+    checkpoint_dir = env.get("PACELINE_CHECKPOINT_DIR")
+    return WorkerConfig(
+        rank=rank,
+        world_size=world_size,
+        local_rank=_int(env, "LOCAL_RANK", 0),
+        master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
+        master_port=_int(env, "MASTER_PORT", 29500),
+        job=env.get("PACELINE_JOB", "local"),
+        namespace=env.get("PACELINE_NAMESPACE", ""),
+        bind_address=env.get("PACELINE_BIND_ADDRESS") or env.get("POD_IP") or "127.0.0.1",
+        metrics_port=metrics_port,
+        assignment=_assignment(env, world_size, default_batch_size),
+        checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
+        checkpoint_interval_steps=interval,
+        backend=backend,
+        process_group_timeout_s=timeout,
+        seed=_int(env, "PACELINE_SEED", 0),
+        simulation=_simulation(env),
+    )

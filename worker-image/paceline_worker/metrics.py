@@ -1,0 +1,157 @@
+"""Prometheus metrics of one worker, in its own CollectorRegistry (names prefixed paceline_worker_)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from .gpu_metrics import register_gpu_collector
+
+PHASES = ("data", "compute", "communication")
+_STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepTiming:
+    """Seconds spent in each phase of one step.
+
+    data: fetching and collating the batch; compute: forward, local backward, simulated padding and the
+    optimiser update; communication: the step-boundary control exchange plus gradient all-reduce time not
+    hidden behind backward (this includes waiting for slower ranks).
+    """
+
+    data: float
+    compute: float
+    communication: float
+
+    @property
+    def total(self) -> float:
+        return self.data + self.compute + self.communication
+
+
+class WorkerMetrics:
+    def __init__(self, *, rank: int, job: str, gpu_index: int | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        labels = {"rank": str(rank), "job": job}
+        names = list(labels)
+        phase_names = [*names, "phase"]
+        r = self.registry
+        self._phase_hist = Histogram(
+            "paceline_worker_phase_seconds",
+            "Time per step spent in each phase",
+            phase_names,
+            buckets=_STEP_BUCKETS,
+            registry=r,
+        )
+        self._phase_last = Gauge(
+            "paceline_worker_last_phase_seconds",
+            "Phase time of the most recent step",
+            phase_names,
+            registry=r,
+        )
+        self._step_hist = Histogram(
+            "paceline_worker_step_seconds",
+            "Wall time per training step",
+            names,
+            buckets=_STEP_BUCKETS,
+            registry=r,
+        )
+        self._phases = {
+            phase: (
+                self._phase_hist.labels(**labels, phase=phase),
+                self._phase_last.labels(**labels, phase=phase),
+            )
+            for phase in PHASES
+        }
+        self._step = self._step_hist.labels(**labels)
+        self._samples_per_s = Gauge(
+            "paceline_worker_samples_per_second",
+            "Local samples / step wall time (last step)",
+            names,
+            registry=r,
+        ).labels(**labels)
+        self._compute_samples_per_s = Gauge(
+            "paceline_worker_compute_samples_per_second",
+            "Local samples / compute time (last step): the rank's speed without waiting",
+            names,
+            registry=r,
+        ).labels(**labels)
+        self._batch_size = Gauge(
+            "paceline_worker_batch_size",
+            "This rank's batch size b_m in the current assignment",
+            names,
+            registry=r,
+        ).labels(**labels)
+        self._global_batch = Gauge(
+            "paceline_worker_global_batch_size",
+            "Global batch size B of the current assignment",
+            names,
+            registry=r,
+        ).labels(**labels)
+        self._version = Gauge(
+            "paceline_worker_assignment_version", "Version of the assignment in use", names, registry=r
+        ).labels(**labels)
+        self._applied_step = Gauge(
+            "paceline_worker_assignment_applied_step",
+            "First step that used the current assignment",
+            names,
+            registry=r,
+        ).labels(**labels)
+        self._applied_time = Gauge(
+            "paceline_worker_assignment_applied_timestamp_seconds",
+            "Unix time at which the current assignment took effect",
+            names,
+            registry=r,
+        ).labels(**labels)
+        self._steps = Counter("paceline_worker_steps", "Training steps completed", names, registry=r).labels(
+            **labels
+        )
+        self._samples = Counter(
+            "paceline_worker_samples", "Samples processed by this rank", names, registry=r
+        ).labels(**labels)
+        self._loss = Gauge(
+            "paceline_worker_loss", "Mean loss over this rank's samples in the last step", names, registry=r
+        ).labels(**labels)
+        self._epoch = Gauge("paceline_worker_epoch", "Current epoch", names, registry=r).labels(**labels)
+        self._sim_factor = Gauge(
+            "paceline_worker_simulated_slowdown_factor",
+            "Slow-down factor of the simulated device (dev only)",
+            names,
+            registry=r,
+        ).labels(**labels)
+        self.gpu_enabled = gpu_index is not None and register_gpu_collector(
+            r, gpu_index=gpu_index, labels=labels
+        )
+
+    def observe_step(self, *, timing: StepTiming, samples: int, loss: float | None, epoch: int) -> None:
+        for phase, seconds in (
+            ("data", timing.data),
+            ("compute", timing.compute),
+            ("communication", timing.communication),
+        ):
+            histogram, gauge = self._phases[phase]
+            histogram.observe(seconds)
+            gauge.set(seconds)
+        self._step.observe(timing.total)
+        self._steps.inc()
+        self._samples.inc(samples)
+        if timing.total > 0:
+            self._samples_per_s.set(samples / timing.total)
+        if timing.compute > 0:
+            self._compute_samples_per_s.set(samples / timing.compute)
+        if loss is not None:
+            self._loss.set(loss)
+        self._epoch.set(epoch)
+
+    def observe_assignment(
+        self, *, version: int, batch_size: int, global_batch_size: int, step: int, applied_at: float
+    ) -> None:
+        self._version.set(version)
+        self._batch_size.set(batch_size)
+        self._global_batch.set(global_batch_size)
+        self._applied_step.set(step)
+        self._applied_time.set(applied_at)
+
+    def observe_simulation(self, factor: float) -> None:
+        self._sim_factor.set(factor)

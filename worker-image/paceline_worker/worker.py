@@ -1,0 +1,522 @@
+"""The Worker: a model, optimiser and dataset in a DDP training loop with live, versioned batch shares."""
+
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterator, Mapping
+from datetime import timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset
+
+from .assignment import (
+    Assignment,
+    AssignmentError,
+    assignment_from_mapping,
+    control_vector_length,
+    decode_control,
+    encode_control,
+)
+from .assignment_store import AppliedVersion, AssignmentStore
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import WorkerConfig, config_from_env
+from .data import Batch, collate_indices, split_pair, to_device
+from .gradient_sync import GradientSync, sum_allreduce_hook
+from .http_server import EndpointState, WorkerHttpServer
+from .metrics import StepTiming, WorkerMetrics
+from .sampler import GlobalSampler
+from .signals import StopRequest
+from .simulation import SimulatedDevice, SlowdownSchedule
+
+log = logging.getLogger(__name__)
+
+LossFn = Callable[[Any, Any], torch.Tensor]
+ComputeLoss = Callable[[nn.Module, Any], torch.Tensor]
+
+CALIBRATION_PASSES = 5
+SIMULATION_HEADROOM = 2.0  # fastest simulated device: twice the measured real compute time
+
+
+class Worker:
+    """One rank of a Paceline training job.
+
+    Use as a context manager: entering joins the process group, resumes from a checkpoint if one exists and
+    starts the HTTP endpoint; leaving tears everything down (and exits 0 after a SIGTERM stop).
+    `loss_fn(outputs, targets)` (or `compute_loss(model, data)`) must return the MEAN loss over the given
+    batch, as PyTorch losses do by default; the worker re-weights it so that the all-reduced gradient is the
+    gradient of the mean loss over the global batch.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        dataset: Dataset[Any],
+        config: WorkerConfig,
+        loss_fn: LossFn | None = None,
+        compute_loss: ComputeLoss | None = None,
+        shuffle: bool = True,
+        fixed_global_batch: bool = True,
+        ddp_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        if (loss_fn is None) == (compute_loss is None):
+            raise ValueError("pass exactly one of loss_fn= or compute_loss=")
+        if config.assignment.world_size != config.world_size:
+            raise ValueError("the assignment's batchSizes must have WORLD_SIZE entries")
+        self.config = config
+        self.module = model
+        self.optimizer = optimizer
+        self.dataset = dataset
+        self._loss_fn = loss_fn
+        self._compute_loss = compute_loss
+        self._ddp_kwargs = dict(ddp_kwargs or {})
+        self.sampler = GlobalSampler(len(dataset), seed=config.seed, shuffle=shuffle)  # type: ignore[arg-type]
+        self.store = AssignmentStore(
+            config.assignment,
+            rank=config.rank,
+            fixed_global_batch=fixed_global_batch,
+            extra_validation=self._check_optimizer_supports,
+        )
+        self.metrics = WorkerMetrics(rank=config.rank, job=config.job)
+        self.device = torch.device("cpu")
+        self.ddp: DistributedDataParallel | None = None
+        self.global_step = 0
+        self.stopped_by_signal = False
+        self.last_timing: StepTiming | None = None
+        self._stop = StopRequest()
+        self._sync = GradientSync(simulation=None, device=self.device)
+        self._http: WorkerHttpServer | None = None
+        self._control: torch.Tensor | None = None
+        self._boundary_seconds = 0.0
+        self._data_seconds = 0.0
+        self._backward_done_at = 0.0
+        self._pending_batch: Batch | None = None
+        self._last_loss: float | None = None
+        self._expecting_step = False
+        self._owns_process_group = False
+
+    # ----------------------------------------------------------------------------------------------- set-up
+    @classmethod
+    def from_env(
+        cls,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        dataset: Dataset[Any],
+        *,
+        loss_fn: LossFn | None = None,
+        compute_loss: ComputeLoss | None = None,
+        default_batch_size: int | None = None,
+        env: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> Worker:
+        """Build a worker from the operator's (or torchrun's) environment; see docs/worker.md."""
+        config = config_from_env(os.environ if env is None else env, default_batch_size=default_batch_size)
+        _configure_logging(config.rank)
+        return cls(
+            model=model,
+            optimizer=optimizer,
+            dataset=dataset,
+            config=config,
+            loss_fn=loss_fn,
+            compute_loss=compute_loss,
+            **options,
+        )
+
+    def __enter__(self) -> Worker:
+        try:
+            self.start()
+        except BaseException:
+            self.close(clean=False)
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close(clean=exc_type is None)
+        if exc_type is None and self.stopped_by_signal:
+            log.info("rank %d: preempted at step %d; exiting 0", self.rank, self.global_step)
+            raise SystemExit(0)
+
+    def start(self) -> None:
+        cfg = self.config
+        self._stop.install()
+        backend = cfg.backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        if backend == "nccl":
+            torch.cuda.set_device(cfg.local_rank)
+            self.device = torch.device("cuda", cfg.local_rank)
+            self.metrics = WorkerMetrics(rank=cfg.rank, job=cfg.job, gpu_index=cfg.local_rank)
+        # Serve first: a taken port fails before the rendezvous, and the pod is observable while it waits.
+        self._http = WorkerHttpServer(
+            EndpointState(store=self.store, registry=self.metrics.registry, status=self._status),
+            host=cfg.bind_address,
+            port=cfg.metrics_port,
+        ).start()
+        host, port = self._http.address
+        log.info("rank %d serving http://%s:%d/metrics and /assignment", cfg.rank, host, port)
+        if not dist.is_initialized():
+            os.environ.setdefault("MASTER_ADDR", cfg.master_addr)
+            os.environ.setdefault("MASTER_PORT", str(cfg.master_port))
+            dist.init_process_group(
+                backend=backend,
+                init_method="env://",
+                rank=cfg.rank,
+                world_size=cfg.world_size,
+                timeout=timedelta(seconds=cfg.process_group_timeout_s),
+            )
+            self._owns_process_group = True
+        self.module.to(self.device)
+        self._resume()
+        self._apply_hyperparameters(self.store.current)
+        self._sync = GradientSync(simulation=self._simulated_device(), device=self.device)
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        self.ddp = DistributedDataParallel(self.module, device_ids=device_ids, **self._ddp_kwargs)
+        self.ddp.register_comm_hook(self._sync, sum_allreduce_hook)
+        self._control = torch.zeros(
+            control_vector_length(cfg.world_size), dtype=torch.float64, device=self.device
+        )
+        self._observe_assignment(self.store.current, self.global_step, time.time())
+        log.info(
+            "rank %d/%d (%s) ready at step %d, assignment version %d",
+            cfg.rank,
+            cfg.world_size,
+            backend,
+            self.global_step,
+            self.store.current.version,
+        )
+
+    def close(self, *, clean: bool = True) -> None:
+        """Stop the HTTP endpoint and leave the process group."""
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
+        self._stop.uninstall()
+        if self._owns_process_group and dist.is_initialized():
+            if clean and self.stopped_by_signal:
+                dist.barrier()  # rank 0's checkpoint is on disk before any rank exits
+            dist.destroy_process_group()
+            self._owns_process_group = False
+
+    # ---------------------------------------------------------------------------------------------- training
+    @property
+    def rank(self) -> int:
+        return self.config.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.config.world_size
+
+    @property
+    def assignment(self) -> Assignment:
+        return self.store.current
+
+    @property
+    def assignment_history(self) -> list[AppliedVersion]:
+        """Each version switch: its version, the first step that used it and the wall-clock time."""
+        return self.store.history
+
+    @property
+    def epoch(self) -> int:
+        return self.sampler.state.epoch
+
+    @property
+    def http_address(self) -> tuple[str, int] | None:
+        return None if self._http is None else self._http.address
+
+    @property
+    def model(self) -> DistributedDataParallel:
+        if self.ddp is None:
+            raise RuntimeError("the worker is not started; use `with Worker.from_env(...) as w:`")
+        return self.ddp
+
+    def batches(self, *, epochs: int | None = None, max_steps: int | None = None) -> Iterator[Batch]:
+        """Yield this rank's batch of every global step; call `step(batch)` on each before the next.
+
+        Stops after `epochs` epochs or `max_steps` steps (counted from step 0, so a resumed run does not redo
+        work), or when any rank received SIGTERM; then `stopped_by_signal` is set and rank 0 has checkpointed.
+        """
+        self.model  # noqa: B018  (raises if not started)
+        while (epochs is None or self.epoch < epochs) and (max_steps is None or self.global_step < max_steps):
+            if self._expecting_step:
+                raise RuntimeError("call step(batch) (or forward_backward + optimizer_step) for every batch")
+            started = time.perf_counter()
+            if self._exchange_control():
+                self._shutdown_for_signal()
+                return
+            self._boundary_seconds = time.perf_counter() - started
+            assignment = self.store.current
+            samples = self.sampler.next_step(assignment.batch_sizes, self.rank)
+            data = to_device(collate_indices(self.dataset, samples.indices), self.device)
+            self._data_seconds = time.perf_counter() - started - self._boundary_seconds
+            self._expecting_step = True
+            yield Batch(
+                step=self.global_step,
+                epoch=samples.epoch,
+                indices=samples.indices,
+                global_batch_size=samples.global_batch_size,
+                data=data,
+            )
+
+    def step(self, batch: Batch) -> float:
+        """Forward, backward (gradients all-reduced), optimiser update; returns this rank's mean loss."""
+        loss = self.forward_backward(batch)
+        self.optimizer_step()
+        return loss
+
+    def forward_backward(self, batch: Batch) -> float:
+        """Compute the sample-weighted loss and its globally averaged gradient (left in .grad)."""
+        model = self.model
+        self.optimizer.zero_grad(set_to_none=True)
+        self._sync.begin_step(batch_size=batch.size)
+        if self._compute_loss is not None:
+            loss = self._compute_loss(model, batch.data)
+        else:
+            assert self._loss_fn is not None
+            loss = self._loss_fn(model(batch.inputs), batch.targets)
+        # Sample weighting: rank m contributes b_m/B of its mean loss, and the hook sums over ranks. An empty
+        # batch has weight 0 (its mean is NaN, but its gradient is a sum over no samples, i.e. zero).
+        (loss * (batch.size / batch.global_batch_size)).backward()
+        self._backward_done_at = time.perf_counter()
+        self._pending_batch = batch
+        self._last_loss = float(loss.detach()) if batch.size else None
+        return float("nan") if self._last_loss is None else self._last_loss
+
+    def optimizer_step(self) -> None:
+        """Apply the update, record the step's metrics and checkpoint periodically."""
+        started = time.perf_counter()
+        self.optimizer.step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        finished = time.perf_counter()
+        batch = self._pending_batch
+        if batch is None:
+            raise RuntimeError("optimizer_step() needs a preceding forward_backward(batch)")
+        self._pending_batch = None
+        local = self._sync.local_compute_seconds(self._backward_done_at)
+        backward_wall = self._backward_done_at - self._sync.compute_started_at
+        self.last_timing = StepTiming(
+            data=self._data_seconds,
+            compute=local + (finished - started),
+            communication=self._boundary_seconds + max(0.0, backward_wall - local),
+        )
+        self._expecting_step = False
+        self.global_step += 1
+        self.metrics.observe_step(
+            timing=self.last_timing, samples=batch.size, loss=self._last_loss, epoch=batch.epoch
+        )
+        if self._sync.simulation is not None:
+            self.metrics.observe_simulation(self._sync.simulation.last_factor)
+        interval = self.config.checkpoint_interval_steps
+        if interval and self.global_step % interval == 0:
+            self.checkpoint()
+
+    def train(self, *, epochs: int | None = None, max_steps: int | None = None, log_every: int = 50) -> int:
+        """Run the loop; returns the number of completed steps."""
+        for batch in self.batches(epochs=epochs, max_steps=max_steps):
+            loss = self.step(batch)
+            if log_every and self.rank == 0 and self.global_step % log_every == 0:
+                log.info("step %d epoch %d loss %.4f", self.global_step, batch.epoch, loss)
+        return self.global_step
+
+    # ------------------------------------------------------------------------------------------ assignment
+    def _exchange_control(self) -> bool:
+        """The per-step collective: everyone learns rank 0's assignment and whether any rank must stop."""
+        assert self._control is not None
+        announced = self.store.take_for_next_step() if self.rank == 0 else None
+        values = encode_control(announced, stop=self._stop.requested, world_size=self.world_size)
+        self._control.copy_(torch.tensor(values, dtype=torch.float64))
+        dist.all_reduce(self._control, op=dist.ReduceOp.SUM)
+        message = decode_control(self._control.tolist())
+        if message.stop_requested:
+            return True
+        record = self.store.apply(message.assignment, step=self.global_step)
+        if record is not None:
+            self._apply_hyperparameters(message.assignment)
+            self._observe_assignment(message.assignment, record.step, record.applied_at)
+            latency = (
+                ""
+                if record.received_at is None
+                else f", {record.applied_at - record.received_at:.3f}s after PUT"
+            )
+            log.info(
+                "rank %d: assignment version %d applied at step %d, batch sizes %s%s",
+                self.rank,
+                record.version,
+                record.step,
+                list(message.assignment.batch_sizes),
+                latency,
+            )
+        return False
+
+    def _apply_hyperparameters(self, assignment: Assignment) -> None:
+        for group in self.optimizer.param_groups:
+            if assignment.learning_rate is not None:
+                group["lr"] = assignment.learning_rate
+            if assignment.momentum is not None:
+                if "momentum" in group:
+                    group["momentum"] = assignment.momentum
+                elif "betas" in group:
+                    group["betas"] = (assignment.momentum, group["betas"][1])
+
+    def _check_optimizer_supports(self, assignment: Assignment) -> None:
+        if assignment.momentum is not None and not any(
+            "momentum" in g or "betas" in g for g in self.optimizer.param_groups
+        ):
+            raise AssignmentError(
+                f"{type(self.optimizer).__name__} has no momentum to set; send momentum: null"
+            )
+
+    def _observe_assignment(self, assignment: Assignment, step: int, applied_at: float) -> None:
+        self.metrics.observe_assignment(
+            version=assignment.version,
+            batch_size=assignment.batch_sizes[self.rank],
+            global_batch_size=assignment.global_batch_size,
+            step=step,
+            applied_at=applied_at,
+        )
+
+    def _status(self) -> dict[str, Any]:
+        return {"worldSize": self.world_size, "step": self.global_step, "epoch": self.epoch}
+
+    # ------------------------------------------------------------------------------------- checkpoint/resume
+    def checkpoint(self) -> Path | None:
+        """Rank 0 writes model, optimiser, sampler, assignment and step; other ranks do nothing."""
+        if self.rank != 0 or self.config.checkpoint_dir is None:
+            return None
+        pending = self.store.pending
+        path = save_checkpoint(
+            self.config.checkpoint_dir,
+            {
+                "step": self.global_step,
+                "model": self.module.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "sampler": self.sampler.state_dict(),
+                "assignment": self.store.current.to_json_dict(),
+                "pending": None if pending is None else pending.to_json_dict(),
+            },
+        )
+        log.info("rank 0: checkpoint at step %d written to %s", self.global_step, path)
+        return path
+
+    def _resume(self) -> None:
+        """Rank 0 reads the checkpoint (if any) and shares it, so only rank 0 needs the volume."""
+        state: dict[str, Any] | None = None
+        if self.rank == 0 and self.config.checkpoint_dir is not None:
+            state = load_checkpoint(self.config.checkpoint_dir)
+        box: list[Any] = [state]
+        if self.world_size > 1:
+            dist.broadcast_object_list(box, src=0, device=self.device)
+        state = box[0]
+        if state is None:
+            return
+        self.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.global_step = int(state["step"])
+        saved = self._saved_assignment(state["assignment"])
+        pending = self._saved_assignment(state["pending"])
+        env_assignment = self.config.assignment
+        if saved is not None and saved.version >= env_assignment.version:
+            self.store.restore(saved, pending)
+        else:
+            self.store.restore(env_assignment, pending)
+        log.info(
+            "rank %d: resumed at step %d (epoch %d, cursor %d), assignment version %d",
+            self.rank,
+            self.global_step,
+            self.sampler.state.epoch,
+            self.sampler.state.cursor,
+            self.store.current.version,
+        )
+
+    def _saved_assignment(self, data: Mapping[str, Any] | None) -> Assignment | None:
+        if data is None:
+            return None
+        try:
+            return assignment_from_mapping(data, world_size=self.world_size)
+        except AssignmentError as exc:
+            log.warning("ignoring the checkpoint's assignment (%s)", exc)
+            return None
+
+    def _shutdown_for_signal(self) -> None:
+        self.stopped_by_signal = True
+        log.info("rank %d: stop requested; stopping before step %d", self.rank, self.global_step)
+        self.checkpoint()
+
+    # ------------------------------------------------------------------------------------------- simulation
+    def _simulated_device(self) -> SimulatedDevice | None:
+        """Set up the dev-only speed simulation; all ranks join one collective so calibrations agree.
+
+        A calibrated per-sample cost is scaled so that even the fastest simulated device takes
+        SIMULATION_HEADROOM times the real compute time: padding can only slow a step down, so without the
+        headroom a fast simulated device would run at real CPU speed and the speed ratios would be lost.
+        """
+        sim = self.config.simulation
+        measured = 0.0
+        if sim is not None and sim.sample_cost_s is None:
+            measured = self._calibrate_sample_cost()
+        speed = sim.speed if sim is not None else 0.0
+        agreed = torch.tensor([measured, speed], dtype=torch.float64, device=self.device)
+        dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
+        if sim is None:
+            return None
+        max_cost, max_speed = agreed.tolist()
+        cost = (
+            sim.sample_cost_s if sim.sample_cost_s is not None else max_cost * max_speed * SIMULATION_HEADROOM
+        )
+        log.info(
+            "rank %d: SIMULATED device speed %.3g, per-sample cost %.3gs (dev/test only)",
+            self.rank,
+            sim.speed,
+            cost,
+        )
+        return SimulatedDevice(
+            speed=sim.speed, schedule=SlowdownSchedule(sim.schedule_path), sample_cost_s=cost
+        )
+
+    def _calibrate_sample_cost(self) -> float:
+        """Median per-sample time of a few real forward/backward passes; leaves model and RNG untouched."""
+        batch_size = max(
+            1, min(self.store.current.batch_sizes[self.rank] or 1, len(self.sampler.permutation(0)))
+        )
+        data = to_device(collate_indices(self.dataset, list(range(batch_size))), self.device)
+        buffers = {name: b.detach().clone() for name, b in self.module.named_buffers()}
+        rng = torch.get_rng_state()
+        durations = []
+        for _ in range(CALIBRATION_PASSES + 1):
+            started = time.perf_counter()
+            if self._compute_loss is not None:
+                loss = self._compute_loss(self.module, data)
+            else:
+                assert self._loss_fn is not None
+                inputs, targets = split_pair(data)
+                loss = self._loss_fn(self.module(inputs), targets)
+            loss.backward()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            durations.append(time.perf_counter() - started)
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for name, b in self.module.named_buffers():
+                b.copy_(buffers[name])
+        torch.set_rng_state(rng)
+        return statistics.median(durations[1:]) / batch_size
+
+
+def _configure_logging(rank: int) -> None:
+    """Log to stderr with the rank, unless the application configured logging itself."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(
+            level=logging.INFO, format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s"
+        )
