@@ -225,7 +225,7 @@ def build_worker_pod(
     first["env"] = _merge_env(list(first.get("env") or []), ours, defaults)
     ports = first.setdefault("ports", [])
     if not any(p.get("containerPort") == api.METRICS_PORT for p in ports):
-        ports.append({"name": "paceline-metrics", "containerPort": api.METRICS_PORT})
+        ports.append({"name": "pl-metrics", "containerPort": api.METRICS_PORT})
     if placement.rank == 0 and not any(p.get("containerPort") == port for p in ports):
         ports.append({"name": "rendezvous", "containerPort": port})
     return {

@@ -87,18 +87,23 @@ def needs_plan(job: Mapping[str, Any], control: Mapping[str, Any] | None) -> boo
         spec = api.parse_spec(job.get("spec") or {})
     except api.InvalidSpec:
         return False
-    if _terminal(job.get("status") or {}):
+    if _terminal(job.get("status") or {}, int(job["metadata"].get("generation") or 0)):
         return False
     return stored_plan(control, spec.plan_hash()) is None
 
 
-def _terminal(status: Mapping[str, Any]) -> bool:
+def _terminal(status: Mapping[str, Any], generation: int) -> bool:
+    """Succeeded, or Failed for good (an invalid spec or pod template is retried once the spec changes)."""
     conds = status.get("conditions") or []
     failed = find(conds, ConditionType.FAILED)
     succeeded = find(conds, ConditionType.SUCCEEDED)
     if succeeded is not None and succeeded.get("status") == "True":
         return True
-    return failed is not None and failed.get("status") == "True" and failed.get("reason") != Reason.INVALID_SPEC
+    if failed is None or failed.get("status") != "True" or failed.get("reason") == Reason.INVALID_SPEC:
+        return False
+    if failed.get("reason") == Reason.INVALID_POD_TEMPLATE:
+        return failed.get("observedGeneration") == generation
+    return True
 
 
 def _phase(pod: Mapping[str, Any]) -> str:
@@ -208,6 +213,22 @@ def _carry(old: Mapping[str, Any], ctypes: Sequence[ConditionType]) -> list[Cond
     return carried
 
 
+def pod_rejected(job: Mapping[str, Any], pod: str, error: str, *, now: datetime) -> Decision:
+    """The API server refused a worker pod built from the template: Failed until the spec changes."""
+    old = dict(job.get("status") or {})
+    generation = int(job["metadata"].get("generation") or 0)
+    message = f"the API server rejected worker pod {pod} built from spec.template: {error}; fix spec.template"
+    failed = Condition(type=ConditionType.FAILED, status=True, reason=Reason.INVALID_POD_TEMPLATE, message=message)
+    kept = _carry(old, [t for t in ConditionType if t is not ConditionType.FAILED])
+    status = {
+        **old,
+        "phase": "Failed",
+        "conditions": merge_conditions(old.get("conditions") or [], [*kept, failed], now=_iso(now),
+                                       generation=generation),  # fmt: skip
+    }
+    return Decision(status=status, events=[Event(type="Warning", reason=EventReason.FAILED, message=message)])
+
+
 def decide(obs: Observed) -> Decision:
     """Decide every change for one TrainingJob."""
     job = obs.job
@@ -249,7 +270,7 @@ def decide(obs: Observed) -> Decision:
         failed = Condition(type=ConditionType.FAILED, status=True, reason=Reason.INVALID_SPEC, message=f"{err}{note}")
         return finish([*kept, failed], {**old}, None)
 
-    if _terminal(old):
+    if _terminal(old, generation):
         terminal_status = {**old}
         if find(old_conds, ConditionType.FAILED) and find(old_conds, ConditionType.FAILED).get("status") == "True":  # type: ignore[union-attr]
             decision.delete_pods = [

@@ -35,6 +35,7 @@ class Reason(StrEnum):
     # Succeeded / Failed
     ALL_WORKERS_SUCCEEDED = "AllWorkersSucceeded"
     INVALID_SPEC = "InvalidSpec"
+    INVALID_POD_TEMPLATE = "InvalidPodTemplate"
     BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
     PERMANENT_FAILURE = "PermanentFailure"
     NOT_FINISHED = "NotFinished"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections import defaultdict
@@ -10,9 +11,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import yaml
+from kubernetes.client.exceptions import ApiException
 
 from paceline import api, kube
-from paceline.decide import Decision, Observed, decide, needs_plan
+from paceline.decide import Decision, Observed, decide, needs_plan, pod_rejected
 from paceline.inventory import node_inventory
 from paceline.plan_types import JobPlan
 from paceline.planning import PlanningError, plan_for
@@ -61,6 +63,13 @@ def compute_plan(job: Mapping[str, Any]) -> JobPlan | PlanningError:
         return err
 
 
+def _api_message(err: ApiException) -> str:
+    try:
+        return str(json.loads(err.body or "{}").get("message") or err.reason)
+    except ValueError:
+        return str(err.reason)
+
+
 def _status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
     for key in old:
@@ -79,7 +88,15 @@ def apply(job: Mapping[str, Any], decision: Decision) -> None:
     if patch:
         kube.patch_job_status(ns, name, patch)
     for obj in decision.create:
-        if kube.create(obj):
+        try:
+            created = kube.create(obj)
+        except ApiException as err:
+            if err.status != 422 or obj["kind"] != "Pod":
+                raise
+            rejected = pod_rejected(job, obj["metadata"]["name"], _api_message(err), now=datetime.now(UTC))
+            apply({**job, "status": decision.status}, rejected)
+            return
+        if created:
             log.info("created %s %s/%s", obj["kind"], ns, obj["metadata"]["name"])
     if decision.patch_control is not None:
         kube.patch_configmap(decision.patch_control)

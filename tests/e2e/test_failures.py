@@ -66,6 +66,7 @@ def test_operator_killed_mid_reconcile_converges(cluster: LocalCluster, kube: Ku
     proc = processes.running(cluster.paths.state, "operator")
     assert proc is not None
     os.kill(proc.pid, signal.SIGKILL)
+    wait_for("operator gone", lambda: processes.running(cluster.paths.state, "operator") is None, interval_s=0.05)
     cluster.start_operator()
     status = wait_for("Running after restart", lambda: (s := _status(kube, "survivor", namespace))
                       .get("phase") == "Running" and s)  # fmt: skip

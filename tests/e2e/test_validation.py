@@ -30,8 +30,8 @@ def _template_restart_always() -> dict[str, Any]:
 
 
 REJECTED_BY_API_SERVER = [
-    ("min>max", _bad(replicas={"min": 4, "max": 2}), "spec.replicas.min must be less than or equal to"),
-    ("batch too small", _bad(replicas={"min": 1, "max": 8}, globalBatchSize=4), "globalBatchSize must be at least"),
+    ("min>max", _bad(replicas=(4, 2)), "spec.replicas.min must be less than or equal to"),
+    ("batch too small", _bad(replicas=(1, 8), globalBatchSize=4), "globalBatchSize must be at least"),
     ("unknown mode", _bad(mode="Turbo"), 'supported values: "Synchronous", "Asynchronous", "Reinforcement"'),
     ("lr not a number", _bad(optimizer={"learningRate": "fast"}), "spec.optimizer.learningRate"),
     ("lr zero", _bad(optimizer={"learningRate": "0"}), "learningRate must be a decimal in (0, 100]"),

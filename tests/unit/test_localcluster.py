@@ -93,8 +93,12 @@ def test_env_resolution_like_a_kubelet_with_dns_mapped_to_pod_ips() -> None:
 
 
 def test_wrapper_module_pins_every_staging_module() -> None:
-    upstream = "replace (\n\tk8s.io/api => ./staging/src/k8s.io/api\n\tk8s.io/client-go => ./staging/src/k8s.io/client-go\n)"
+    upstream = (
+        "require (\n\tgo.etcd.io/etcd/server/v3 v3.6.8 // indirect\n)\n"
+        "replace (\n\tk8s.io/api => ./staging/src/k8s.io/api\n\tk8s.io/client-go => ./staging/src/k8s.io/client-go\n)"
+    )
     assert staging_replaces(upstream, "v0.36.3") == [("k8s.io/api", "v0.36.3"), ("k8s.io/client-go", "v0.36.3")]
     gomod = wrapper_gomod(kubernetes_version="v1.36.3", kubernetes_gomod=upstream)
-    assert "require k8s.io/kubernetes v1.36.3" in gomod
+    assert "\tk8s.io/kubernetes v1.36.3\n" in gomod
+    assert "\tgo.etcd.io/etcd/server/v3 v3.6.8\n" in gomod
     assert "\tk8s.io/client-go => k8s.io/client-go v0.36.3" in gomod

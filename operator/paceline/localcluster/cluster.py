@@ -232,7 +232,7 @@ class LocalCluster:
                 str(bins.etcd), "--name=paceline", f"--data-dir={self.paths.state / 'etcd'}",
                 f"--listen-client-urls={client}", f"--advertise-client-urls={client}",
                 f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
-                f"--initial-cluster=paceline={peer}", "--listen-metrics-urls=", "--log-level=warn",
+                f"--initial-cluster=paceline={peer}", "--log-level=warn",
                 "--quota-backend-bytes=2147483648",
             ],
         )  # fmt: skip
@@ -281,6 +281,9 @@ class LocalCluster:
                 "--use-service-account-credentials=true",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--allocate-node-cidrs=false",
+                # Endpoints cannot hold loopback pod IPs (API validation); the process runtime resolves
+                # the headless Service's names itself, so these controllers would only log errors.
+                "--controllers=*,-endpoints-controller,-endpointslice-controller,-endpointslice-mirroring-controller",
                 "--leader-elect=false",
                 "--v=1",
             ],

@@ -43,6 +43,9 @@ def running(state: Path, name: str) -> Started | None:
     ticks = _start_ticks(record["pid"])
     if ticks is None or ticks != record["start_ticks"]:
         return None
+    if _is_zombie(record["pid"]):  # died while we are its parent: reap it
+        _reap(record["pid"])
+        return None
     return Started(name=name, pid=record["pid"], start_ticks=ticks)
 
 

@@ -234,8 +234,9 @@ class ProcessRuntime:
         run.schedule_file.unlink(missing_ok=True)
         log.info("%s exited with %d", run.key, exit_code)
         if not run.stopping:
-            reason = "Completed" if exit_code == 0 else ("OOMKilled" if exit_code == 137 else "Error")
-            self._terminated(raw, exit_code=exit_code, reason=reason, started_at=run.started_at)
+            reason = "Completed" if exit_code == 0 else "Error"
+            message = f"killed by signal {-code} ({signal.Signals(-code).name})" if code < 0 else ""
+            self._terminated(raw, exit_code=exit_code, reason=reason, started_at=run.started_at, message=message)
 
     def _terminated(
         self, raw: dict[str, Any], *, exit_code: int, reason: str, started_at: str, message: str = ""

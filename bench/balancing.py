@@ -1,0 +1,766 @@
+"""Balancing benchmark: Paceline's live batch shares vs plain DDP with equal shares, four simulated GPUs.
+
+Run: .venv/bin/python bench/balancing.py [--quick]   (progress on stderr; last stdout line: one JSON object)
+
+Four worker processes (gloo on 127.0.0.1) with simulated relative speeds 1:1:2:4 train the digits CNN of
+examples/train_digits.py on a global batch B. Everything runs in one invocation with the same model, data
+and seed (docs/benchmarks.md has the details):
+
+- solo: every worker alone on the whole batch B -> its capacity; ideal_sps = the sum of the capacities;
+- static: plain torch DDP with equal shares vs Paceline, which starts from equal shares while this script
+  plays the operator: scrape every rank's /metrics every second, FleetTracker + decide_rebalance, PUT the
+  new shares to rank 0's /assignment;
+- loss: the final full-dataset loss of both static runs (same samples), plus a plain-DDP run with another
+  seed for the seed-to-seed noise;
+- overhead: Paceline runtime vs plain torch DDP at the same fixed shares (alternating runs);
+- propagation: PUT accepted on rank 0 -> every rank switched, from the workers' applied timestamps;
+- transient: one worker becomes N times slower for a while (its PACELINE_SIM_SCHEDULE file is rewritten),
+  plain DDP with equal shares vs Paceline starting from the static run's final shares, over the same
+  wall-clock window.
+
+--quick shortens every run and compresses the transient timeline fourfold together with the balancer's time
+constants (straggler persistence, cooldown, estimator half-life); the full run uses the operator's defaults.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+try:
+    import paceline.balancer  # noqa: F401
+except ImportError:  # not pip-installed yet: use the source tree
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import FrameType
+from typing import Any, Protocol
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from paceline.balancer import (
+    BalancingPolicy,
+    BalancingSettings,
+    FleetTracker,
+    Observation,
+    StragglerConfig,
+    StragglerState,
+    decide_rebalance,
+    equal_split,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+WORKER_SCRIPT = Path(__file__).with_name("_workers.py")
+LOOPBACK = "127.0.0.1"
+TICK_S = 0.05
+
+Phase = dict[str, Any]
+Result = dict[str, Any]
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ config
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    mode: str
+    speeds: tuple[float, ...] = (1.0, 1.0, 2.0, 4.0)
+    global_batch: int = 128
+    sample_cost_s: float = 0.009375  # speed-1 worker: 0.3 s per step at the equal share B/4
+    samples: int = 1792  # 14 full global batches per epoch
+    lr: float = 0.05
+    momentum: float = 0.9
+    solo_steps: int
+    static_steps: int
+    overhead_steps: int
+    overhead_pairs: int
+    probes: int
+    warm_s: float  # transient timeline: normal, then `slowdown`x slower for slow_s, then normal again
+    slow_s: float
+    after_s: float
+    straggler: int = 3
+    slowdown: float = 3.0
+    scrape_s: float = 1.0
+    time_scale: float = 1.0  # balancer time constants are multiplied by this (quick: compressed)
+
+    @property
+    def world(self) -> int:
+        return len(self.speeds)
+
+    @property
+    def window_s(self) -> float:
+        return self.warm_s + self.slow_s + self.after_s
+
+    def balancing(self) -> BalancingSettings:
+        base = BalancingSettings()
+        return BalancingSettings(
+            cooldown_seconds=max(1, round(base.cooldown_seconds * self.time_scale)),
+            half_life_seconds=max(1, round(base.half_life_seconds * self.time_scale)),
+        )
+
+    def straggler_config(self) -> StragglerConfig:
+        base = StragglerConfig()
+        return StragglerConfig(
+            min_persistence_s=base.min_persistence_s * self.time_scale,
+            rebaseline_after_s=base.rebaseline_after_s * self.time_scale,
+        )
+
+
+FULL = Config(
+    mode="full",
+    solo_steps=6,
+    static_steps=120,
+    overhead_steps=60,
+    overhead_pairs=2,
+    probes=40,
+    warm_s=15.0,
+    slow_s=60.0,
+    after_s=45.0,
+)
+QUICK = Config(  # the transient timeline and the balancer's time constants compressed fourfold
+    mode="quick",
+    solo_steps=4,
+    static_steps=40,
+    overhead_steps=30,
+    overhead_pairs=1,
+    probes=15,
+    warm_s=3.75,
+    slow_s=15.0,
+    after_s=11.25,
+    time_scale=0.25,
+)
+
+
+# ------------------------------------------------------------------------------------------------- fleet
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def http(method: str, url: str, body: Mapping[str, Any] | None = None) -> tuple[int, str]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+class Hook(Protocol):
+    def tick(self, now: float) -> None: ...
+
+
+class Fleet:
+    """The long-lived worker processes (bench/_workers.py), fed one phase at a time.
+
+    Every process started here is stopped by its PID when the block is left, on success, error or Ctrl-C.
+    """
+
+    def __init__(self, run_dir: Path, world: int) -> None:
+        self.run_dir = run_dir
+        self.world = world
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self._index = 0
+
+    def __enter__(self) -> Fleet:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PACELINE_", "MASTER_"))}
+        env.update(
+            {
+                "PYTHONPATH": os.pathsep.join(
+                    p for p in (str(REPO / "worker-image"), env.get("PYTHONPATH", "")) if p
+                ),
+                "MASTER_ADDR": LOOPBACK,
+                "MASTER_PORT": str(free_port()),
+                "WORLD_SIZE": str(self.world),
+                "OMP_NUM_THREADS": "1",
+                "GLOO_SOCKET_IFNAME": "lo",
+            }
+        )
+        try:
+            for rank in range(self.world):
+                with open(self.run_dir / f"worker{rank}.log", "wb") as out:
+                    self.procs.append(
+                        subprocess.Popen(
+                            [sys.executable, str(WORKER_SCRIPT), "--dir", str(self.run_dir)],
+                            env={**env, "RANK": str(rank)},
+                            stdout=out,
+                            stderr=subprocess.STDOUT,
+                            cwd=REPO,
+                        )
+                    )
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Ask for a clean exit, then kill (by PID) whatever is still running."""
+        if any(p.poll() is None for p in self.procs):
+            write_json(self.run_dir / f"phase-{self._index}.json", {"kind": "quit", "name": "quit"})
+        deadline = time.monotonic() + 10
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+    def logs(self, chars: int = 3000) -> str:
+        return "\n".join(
+            f"--- worker {r} ---\n" + (self.run_dir / f"worker{r}.log").read_text(errors="replace")[-chars:]
+            for r in range(self.world)
+        )
+
+    def port(self, name: str, rank: int) -> int | None:
+        path = self.run_dir / f"{name}.rank{rank}.port"
+        return int(path.read_text()) if path.exists() else None
+
+    def started(self, name: str) -> bool:
+        return (self.run_dir / f"{name}.started").exists()
+
+    def end_phase(self, phase: Phase) -> None:
+        """End a time-limited phase: SIGTERM to rank 0 (Paceline's clean stop), or the stop file (DDP)."""
+        if phase["kind"] == "paceline":
+            self.procs[0].send_signal(signal.SIGTERM)
+        else:
+            (self.run_dir / f"{phase['name']}.stop").touch()
+
+    def run(self, phase: Phase, hooks: Sequence[Hook] = (), timeout_s: float = 300.0) -> list[Result]:
+        """Hand the phase to every worker, tick the hooks until every rank wrote its result."""
+        name = phase["name"]
+        write_json(self.run_dir / f"phase-{self._index}.json", phase)
+        self._index += 1
+        paths = [self.run_dir / f"{name}.rank{r}.json" for r in range(self.world)]
+        deadline = time.monotonic() + timeout_s
+        while not all(p.exists() for p in paths):
+            dead = [r for r, p in enumerate(self.procs) if p.poll() is not None]
+            if dead:
+                raise RuntimeError(f"worker(s) {dead} exited during phase {name}\n{self.logs()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"phase {name} did not finish in {timeout_s:.0f}s\n{self.logs()}")
+            now = time.time()
+            for hook in hooks:
+                hook.tick(now)
+            time.sleep(TICK_S)
+        return [json.loads(p.read_text()) for p in paths]
+
+
+# -------------------------------------------------------------------------------------------- controller
+@dataclass(frozen=True, kw_only=True)
+class Scrape:
+    steps: int
+    compute_sum: float
+    compute_count: float
+    batch: int
+    version: int
+
+
+def parse_metrics(text: str) -> Scrape:
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith("paceline_worker_phase_seconds_") and sample.labels.get("phase") != (
+                "compute"
+            ):
+                continue
+            values[sample.name] = sample.value
+    return Scrape(
+        steps=int(values["paceline_worker_steps_total"]),
+        compute_sum=values["paceline_worker_phase_seconds_sum"],
+        compute_count=values["paceline_worker_phase_seconds_count"],
+        batch=int(values["paceline_worker_batch_size"]),
+        version=int(values["paceline_worker_assignment_version"]),
+    )
+
+
+@dataclass(kw_only=True)
+class Controller:
+    """What the operator does for one job: scrape, track, decide, PUT /assignment to rank 0.
+
+    An observation is the mean compute time per step between two scrapes; a window in which the assignment
+    version changed is skipped (it mixes two batch sizes). `act=False` scrapes and tracks but never PUTs.
+    """
+
+    fleet: Fleet
+    name: str
+    shares: list[int]
+    version: int
+    settings: BalancingSettings
+    straggler: StragglerConfig
+    interval_s: float
+    act: bool = True
+    tracker: FleetTracker = field(init=False)
+    last_change_at: float | None = None
+    next_at: float = 0.0
+    previous: dict[int, Scrape] = field(default_factory=dict)
+    states: dict[str, StragglerState] = field(default_factory=dict)
+    changes: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.tracker = FleetTracker(
+            estimator_config=self.settings.estimator_config(), straggler_config=self.straggler
+        )
+
+    def tick(self, now: float) -> None:
+        if now < self.next_at:
+            return
+        ports = [self.fleet.port(self.name, r) for r in range(self.fleet.world)]
+        if any(p is None for p in ports):
+            return
+        self.next_at = now + self.interval_s
+        try:
+            scrapes = [parse_metrics(http("GET", f"http://{LOOPBACK}:{p}/metrics")[1]) for p in ports]
+        except (OSError, KeyError, ValueError):  # the phase is ending (server gone) or not yet exporting
+            return
+        now = time.time()
+        for rank, cur in enumerate(scrapes):
+            prev = self.previous.get(rank)
+            self.previous[rank] = cur
+            if prev is None or cur.version != prev.version or cur.compute_count <= prev.compute_count:
+                continue
+            steps = cur.compute_count - prev.compute_count
+            seconds = (cur.compute_sum - prev.compute_sum) / steps
+            obs = Observation(
+                batch=cur.batch, seconds=seconds, steps=int(steps), step=cur.steps, timestamp=now
+            )
+            self.tracker.observe(f"w{rank}", obs)
+        self._log_stragglers(now)
+        if self.act:
+            self._decide(now)
+
+    def _log_stragglers(self, now: float) -> None:
+        for worker, status in self.tracker.stragglers().items():
+            if self.states.get(worker, StragglerState.HEALTHY) is not status.state:
+                log(f"  {self.name}: {worker} now {status.state.value} ({status.slowdown:.2f}x)")
+            self.states[worker] = status.state
+
+    def _decide(self, now: float) -> None:
+        current = {f"w{r}": s for r, s in enumerate(self.shares)}
+        decision = decide_rebalance(
+            settings=self.settings,
+            current=current,
+            models=self.tracker.models(),
+            now=now,
+            last_change_at=self.last_change_at,
+            stragglers=self.tracker.stragglers(),
+        )
+        if not decision.apply:
+            return
+        shares = [decision.shares[f"w{r}"] for r in range(len(self.shares))]
+        body = {"version": self.version + 1, "batchSizes": shares}
+        port = self.fleet.port(self.name, 0)
+        status, text = http("PUT", f"http://{LOOPBACK}:{port}/assignment", body)
+        if status != 202:
+            log(f"  {self.name}: PUT /assignment answered {status}: {text}")
+            return
+        self.version += 1
+        self.shares = shares
+        self.last_change_at = now
+        self.changes.append({"at": now, "version": self.version, "shares": shares})
+        log(f"  {self.name}: Rebalanced to {shares}: {decision.reason}")
+
+
+@dataclass(kw_only=True)
+class Timeline:
+    """The transient straggler: rewrite its schedule file at onset and end; end the phase after the window."""
+
+    fleet: Fleet
+    phase: Phase
+    schedule: Path
+    factor: float
+    warm_s: float
+    slow_s: float
+    window_s: float
+    t0: float | None = None
+    onset: float | None = None
+    recovered: float | None = None
+    ended: float | None = None
+
+    def tick(self, now: float) -> None:
+        if self.t0 is None:
+            if self.fleet.started(self.phase["name"]):
+                self.t0 = now
+            return
+        if self.onset is None and now >= self.t0 + self.warm_s:
+            write_json(self.schedule, {"factor": self.factor})
+            self.onset = time.time()
+        elif self.onset is not None and self.recovered is None and now >= self.t0 + self.warm_s + self.slow_s:
+            write_json(self.schedule, {"factor": 1.0})
+            self.recovered = time.time()
+        elif self.ended is None and now >= self.t0 + self.window_s:
+            self.ended = now
+            self.fleet.end_phase(self.phase)
+
+
+@dataclass(kw_only=True)
+class Prober:
+    """PUT alternating shares to rank 0 at random moments; end the phase after the last one was applied."""
+
+    fleet: Fleet
+    phase: Phase
+    variants: tuple[list[int], list[int]]
+    count: int
+    rng: random.Random
+    version: int = 1
+    sent: int = 0
+    next_at: float | None = None
+    ended: bool = False
+
+    def tick(self, now: float) -> None:
+        if self.ended or not self.fleet.started(self.phase["name"]):
+            return
+        if self.next_at is None:
+            self.next_at = now + self.rng.uniform(0.1, 0.4)
+        if now < self.next_at:
+            return
+        if self.sent >= self.count:
+            self.ended = True
+            self.fleet.end_phase(self.phase)
+            return
+        self.version += 1
+        body = {"version": self.version, "batchSizes": self.variants[self.sent % 2]}
+        status, text = http(
+            "PUT", f"http://{LOOPBACK}:{self.fleet.port(self.phase['name'], 0)}/assignment", body
+        )
+        if status != 202:
+            raise RuntimeError(f"probe PUT answered {status}: {text}")
+        self.sent += 1
+        self.next_at = now + self.rng.uniform(0.35, 0.6)  # > one step: each probe applies before the next
+
+
+# -------------------------------------------------------------------------------------------------- math
+def steady_rate(times: Sequence[float], batch: int, first: int = 1) -> float:
+    """Samples/s over the steps after `first` (times[i] = end of step i)."""
+    steps = len(times) - 1 - first
+    if steps < 1:
+        raise ValueError(f"too few steps ({len(times)}) to measure a rate")
+    return batch * steps / (times[-1] - times[first])
+
+
+def window_rate(times: Sequence[float], batch: int, start: float, length: float) -> float:
+    return batch * sum(1 for t in times if start < t <= start + length) / length
+
+
+def switches(results: Sequence[Result]) -> dict[int, float]:
+    """Assignment version -> when the last rank switched to it (versions every rank applied)."""
+    applied: dict[int, list[float]] = {}
+    for result in results:
+        for record in result["history"]:
+            applied.setdefault(record["version"], []).append(record["appliedAt"])
+    return {v: max(times) for v, times in applied.items() if len(times) == len(results)}
+
+
+def propagation(results: Sequence[Result]) -> list[float]:
+    """PUT accepted on rank 0 (receivedAt) -> the last rank switched (appliedAt), per applied version."""
+    done = switches(results)
+    return [
+        done[r["version"]] - r["receivedAt"]
+        for r in results[0]["history"]
+        if r["receivedAt"] is not None and r["version"] in done
+    ]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    rank = max(0, math.ceil(q / 100.0 * len(ordered)) - 1)
+    return ordered[rank]
+
+
+def rounded(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+# ------------------------------------------------------------------------------------------------- bench
+@dataclass(kw_only=True)
+class Bench:
+    cfg: Config
+    fleet: Fleet
+    run_dir: Path
+    propagations: list[float] = field(default_factory=list)
+
+    def phase(self, name: str, kind: str, **fields: Any) -> Phase:
+        cfg = self.cfg
+        base: Phase = {
+            "name": name,
+            "kind": kind,
+            "seed": 0,
+            "lr": cfg.lr,
+            "momentum": cfg.momentum,
+            "samples": cfg.samples,
+            "speeds": list(cfg.speeds),
+            "sample_cost_s": cfg.sample_cost_s,
+            "sim": True,
+            "eval": False,
+            "version": 1,
+            "max_steps": None,
+            "schedules": [None] * cfg.world,
+            "shares": list(equal_split(total_batch=cfg.global_batch, workers=cfg.world)),
+        }
+        return {**base, **fields}
+
+    def controller(self, name: str, shares: Sequence[int], *, act: bool = True) -> Controller:
+        settings = self.cfg.balancing()
+        if not act:
+            settings = BalancingSettings(policy=BalancingPolicy.STATIC)
+        return Controller(
+            fleet=self.fleet,
+            name=name,
+            shares=list(shares),
+            version=1,
+            settings=settings,
+            straggler=self.cfg.straggler_config(),
+            interval_s=self.cfg.scrape_s,
+            act=act,
+        )
+
+    def capacities(self) -> tuple[list[float], float]:
+        """Each worker alone on the whole batch B; the straggler also at its slowed-down speed."""
+        cfg = self.cfg
+        slow = self.run_dir / "solo-slow.json"
+        write_json(slow, {"factor": cfg.slowdown})
+        schedules = [[None] + ([str(slow)] if r == cfg.straggler else []) for r in range(cfg.world)]
+        phase = self.phase(
+            "solo", "solo", max_steps=cfg.solo_steps, shares=[cfg.global_batch], schedules=schedules
+        )
+        results = self.fleet.run(phase)
+        caps = [steady_rate(r["runs"][0]["times"], cfg.global_batch) for r in results]
+        slow_cap = steady_rate(results[cfg.straggler]["runs"][1]["times"], cfg.global_batch)
+        log(f"capacities alone (samples/s): {[round(c, 1) for c in caps]}; straggler slowed: {slow_cap:.1f}")
+        return caps, slow_cap
+
+    def static(self, caps: Sequence[float]) -> tuple[dict[str, Any], list[int], dict[str, float]]:
+        cfg = self.cfg
+        steps = cfg.static_steps
+        equal = self.fleet.run(self.phase("static-equal", "ddp", max_steps=steps, eval=True))
+        equal_sps = steady_rate(equal[0]["times"], cfg.global_batch)
+        log(f"static: plain DDP, equal shares: {equal_sps:.1f} samples/s, loss {equal[0]['loss']:.4f}")
+        control = self.controller("static-paceline", self.phase("x", "x")["shares"])
+        pace = self.fleet.run(
+            self.phase("static-paceline", "paceline", max_steps=steps, eval=True), [control]
+        )
+        self.propagations += propagation(pace)
+        times = pace[0]["times"]
+        history = pace[0]["history"]
+        run_sps = steady_rate(times, cfg.global_batch)
+        if history:
+            first = history[0]["step"]
+            steady_sps = steady_rate(times, cfg.global_batch, first=max(1, first - 1))
+            rebalanced_after = history[0]["appliedAt"] - times[0]
+        else:
+            steady_sps, rebalanced_after = run_sps, None
+        final = pace[0]["final_shares"]
+        ideal = sum(caps)
+        log(
+            f"static: Paceline {steady_sps:.1f} samples/s after rebalancing ({run_sps:.1f} over the run), "
+            f"shares {final}, loss {pace[0]['loss']:.4f}"
+        )
+        out = {
+            "ideal_sps": rounded(ideal, 2),
+            "paceline_sps": rounded(steady_sps, 2),
+            "equal_sps": rounded(equal_sps, 2),
+            "efficiency": rounded(steady_sps / ideal),
+            "speedup_vs_equal": rounded(steady_sps / equal_sps),
+            "ideal_speedup": rounded(ideal / equal_sps),
+            "paceline_run_sps": rounded(run_sps, 2),
+            "run_efficiency": rounded(run_sps / ideal),
+            "first_rebalance_s": rounded(rebalanced_after, 2),
+            "final_shares": final,
+        }
+        losses = {"equal": float(equal[0]["loss"]), "paceline": float(pace[0]["loss"])}
+        return out, final, losses
+
+    def loss_noise(self, reference: float) -> float:
+        phase = self.phase("loss-seed1", "ddp", seed=1, sim=False, max_steps=self.cfg.static_steps, eval=True)
+        other = float(self.fleet.run(phase)[0]["loss"])
+        log(f"loss: plain DDP with seed 1: {other:.4f} (seed 0: {reference:.4f})")
+        return abs(other - reference) / reference
+
+    def overhead(self, shares: Sequence[int]) -> dict[str, Any]:
+        """Per-step time of the Paceline runtime (scraped every second) vs plain torch DDP, same shares."""
+        cfg = self.cfg
+        per_step: dict[str, list[float]] = {"paceline": [], "ddp": []}
+        for i in range(cfg.overhead_pairs):
+            for kind in ("paceline", "ddp") if i % 2 == 0 else ("ddp", "paceline"):
+                name = f"overhead-{kind}-{i}"
+                hooks = [self.controller(name, shares, act=False)] if kind == "paceline" else []
+                phase = self.phase(name, kind, shares=list(shares), max_steps=cfg.overhead_steps)
+                times = self.fleet.run(phase, hooks)[0]["times"]
+                per_step[kind].append(cfg.global_batch / steady_rate(times, cfg.global_batch, first=2))
+        pace, ddp = sum(per_step["paceline"]), sum(per_step["ddp"])
+        log(f"overhead: per step Paceline {per_step['paceline']} s, plain DDP {per_step['ddp']} s")
+        return {
+            "overhead_vs_ddp": rounded(pace / ddp - 1.0),
+            "step_s": {k: [rounded(v, 5) for v in vs] for k, vs in per_step.items()},
+        }
+
+    def probe(self, shares: Sequence[int]) -> None:
+        moved = list(shares)
+        give = min(4, moved[-1] - 1)
+        moved[0] += give
+        moved[-1] -= give
+        phase = self.phase("propagation", "paceline", shares=list(shares))
+        prober = Prober(
+            fleet=self.fleet,
+            phase=phase,
+            variants=(moved, list(shares)),
+            count=self.cfg.probes,
+            rng=random.Random(7),
+        )
+        results = self.fleet.run(phase, [prober])
+        values = propagation(results)
+        self.propagations += values
+        log(f"propagation: {len(values)} probes, max {max(values):.3f}s")
+
+    def transient(self, caps: Sequence[float], slow_cap: float, shares: Sequence[int]) -> dict[str, Any]:
+        cfg = self.cfg
+        rates: dict[str, float] = {}
+        timelines: dict[str, Timeline] = {}
+        controller: Controller | None = None
+        results: dict[str, list[Result]] = {}
+        for kind in ("ddp", "paceline"):
+            name = f"transient-{kind}"
+            schedule = self.run_dir / f"{name}.schedule.json"
+            write_json(schedule, {"factor": 1.0})
+            schedules = [str(schedule) if r == cfg.straggler else None for r in range(cfg.world)]
+            start = list(shares) if kind == "paceline" else self.phase("x", "x")["shares"]
+            phase = self.phase(name, kind, shares=start, schedules=schedules)
+            timeline = Timeline(
+                fleet=self.fleet,
+                phase=phase,
+                schedule=schedule,
+                factor=cfg.slowdown,
+                warm_s=cfg.warm_s,
+                slow_s=cfg.slow_s,
+                window_s=cfg.window_s,
+            )
+            hooks: list[Hook] = [timeline]
+            if kind == "paceline":
+                controller = self.controller(name, start)
+                hooks.append(controller)
+            results[kind] = self.fleet.run(phase, hooks, timeout_s=cfg.window_s + 120)
+            assert timeline.t0 is not None
+            rates[kind] = window_rate(results[kind][0]["times"], cfg.global_batch, timeline.t0, cfg.window_s)
+            timelines[kind] = timeline
+            log(f"transient: {name}: {rates[kind]:.1f} samples/s over {cfg.window_s:.0f}s")
+        pace = results["paceline"]
+        self.propagations += propagation(pace)
+        line = timelines["paceline"]
+        assert line.t0 is not None and line.onset is not None and line.recovered is not None
+        slow_overlap = min(line.recovered, line.t0 + cfg.window_s) - line.onset
+        ideal = sum(caps) - (caps[cfg.straggler] - slow_cap) * slow_overlap / cfg.window_s
+        switched = switches(pace)
+        after_onset = [t for t in switched.values() if t >= line.onset]
+        after_recovery = [t for t in switched.values() if t >= line.recovered]
+        detect = min(after_onset) - line.onset if after_onset else None
+        readapt = min(after_recovery) - line.recovered if after_recovery else None
+        return {
+            "ideal_sps": rounded(ideal, 2),
+            "paceline_sps": rounded(rates["paceline"], 2),
+            "equal_sps": rounded(rates["ddp"], 2),
+            "efficiency": rounded(rates["paceline"] / ideal),
+            "detect_s": rounded(detect, 2),
+            "speedup_vs_equal": rounded(rates["paceline"] / rates["ddp"]),
+            "readapt_s": rounded(readapt, 2),
+            "rebalances": len(switched),
+            "window_s": cfg.window_s,
+            "slow_s": round(slow_overlap, 2),
+            "straggler": {
+                "rank": cfg.straggler,
+                "speed": cfg.speeds[cfg.straggler],
+                "slowdown": cfg.slowdown,
+            },
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="shorter runs (about 2 minutes)")
+    parser.add_argument("--keep", action="store_true", help="keep the run directory (worker logs, results)")
+    parser.add_argument("--sample-cost-s", type=float, help="simulated seconds per sample at speed 1")
+    args = parser.parse_args()
+    cfg = QUICK if args.quick else FULL
+    if args.sample_cost_s is not None:
+        cfg = replace(cfg, sample_cost_s=args.sample_cost_s)
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt  # leave through the `finally` blocks, which stop every worker
+
+    signal.signal(signal.SIGTERM, terminate)
+    started = time.monotonic()
+    run_dir = Path(tempfile.mkdtemp(prefix="paceline-bench-"))
+    log(f"balancing bench ({cfg.mode}): speeds {list(cfg.speeds)}, B={cfg.global_batch}, run dir {run_dir}")
+    done = False
+    try:
+        with Fleet(run_dir, cfg.world) as fleet:
+            bench = Bench(cfg=cfg, fleet=fleet, run_dir=run_dir)
+            caps, slow_cap = bench.capacities()
+            static, shares, losses = bench.static(caps)
+            noise = bench.loss_noise(losses["equal"])
+            overhead = bench.overhead(shares)
+            bench.probe(shares)
+            transient = bench.transient(caps, slow_cap, shares)
+        done = True
+    finally:
+        if done and not args.keep:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        else:
+            log(f"run files kept in {run_dir}")
+    props = bench.propagations
+    result = {
+        "static": static,
+        "transient": transient,
+        "loss_gap": rounded((losses["paceline"] - losses["equal"]) / losses["equal"], 6),
+        "loss_noise": rounded(noise, 6),
+        "losses": {k: rounded(v, 6) for k, v in losses.items()},
+        "overhead_vs_ddp": overhead["overhead_vs_ddp"],
+        "overhead_step_s": overhead["step_s"],
+        "propagation_p99_s": rounded(percentile(props, 99)),
+        "propagation_p50_s": rounded(percentile(props, 50)),
+        "propagation_n": len(props),
+        "capacity_sps": [rounded(c, 2) for c in caps],
+        "mode": cfg.mode,
+        "speeds": list(cfg.speeds),
+        "global_batch": cfg.global_batch,
+        "sample_cost_s": cfg.sample_cost_s,
+        "balancer": {
+            "cooldown_s": cfg.balancing().cooldown_seconds,
+            "half_life_s": cfg.balancing().half_life_seconds,
+            "straggler_persistence_s": round(cfg.straggler_config().min_persistence_s, 2),
+            "scrape_s": cfg.scrape_s,
+        },
+        "elapsed_s": round(time.monotonic() - started, 1),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,289 @@
+"""Live rebalancing, one resync at a time (pure: scraped samples in, decisions and status out).
+
+Each resync the caller scrapes every rank (`paceline.telemetry.scrape_all`) and calls `control_step`
+with the job's `JobControl` (in-memory state kept between resyncs). Cumulative worker counters become
+per-step window means (Δcompute seconds / Δsteps at batch b), which feed the balancer's `FleetTracker`;
+`decide_rebalance` then says whether new shares are worth a new assignment version. See
+docs/balancing.md ("Control loop").
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+from paceline.balancer import (
+    BalancingSettings,
+    FleetTracker,
+    Observation,
+    RebalanceDecision,
+    StragglerState,
+    StragglerStatus,
+    decide_rebalance,
+    ideal_throughput,
+)
+from paceline.builders import Assignment
+from paceline.reasons import EventReason
+from paceline.telemetry import WorkerSample
+
+RATE_WINDOW_S = 10.0  # measured rates (status, metrics) span the samples of about the last 10 s
+MIN_OBSERVATIONS = 3  # windows per worker before its estimate may move shares
+
+
+def worker_name(rank: int) -> str:
+    """The balancer's name for a rank (as it appears in `Rebalanced` messages: "w0 32→43")."""
+    return f"w{rank}"
+
+
+class ControlEvent(NamedTuple):
+    """A Kubernetes event to emit: ("Normal" | "Warning", reason, message)."""
+
+    type: str
+    reason: EventReason
+    message: str
+
+
+@dataclass(kw_only=True)
+class JobControl:
+    """Per-job control state, kept in memory between resyncs (a restart starts it afresh)."""
+
+    tracker: FleetTracker
+    previous: dict[int, WorkerSample] = field(default_factory=dict)  # last sample per rank
+    recent: dict[int, deque[WorkerSample]] = field(default_factory=dict)  # samples of the rate window
+    last_change_at: float | None = None  # when control_step last produced a new assignment
+    reported_stragglers: set[int] = field(default_factory=set)  # persistent stragglers already announced
+    min_observations: int = MIN_OBSERVATIONS
+    resyncs: int = 0
+    observations: int = 0  # windows fed to the tracker
+    skipped_windows: int = 0  # windows dropped because the batch size or version changed within them
+    rebalances: int = 0
+    stragglers_detected: int = 0
+
+    @classmethod
+    def create(cls, settings: BalancingSettings) -> JobControl:
+        return cls(tracker=FleetTracker(estimator_config=settings.estimator_config()))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ControlOutcome:
+    """What one resync decided. The caller patches the control ConfigMap, pushes, emits and records."""
+
+    new_assignment: Assignment | None  # version + 1 with new batch sizes, or None to keep the current one
+    needs_push: bool  # rank 0 reports an older version than the current assignment: PUT it again
+    push: Assignment | None  # what to PUT to rank 0 now: new_assignment, else the current one if needs_push
+    events: list[ControlEvent]
+    worker_stats: dict[int, dict[str, str]]  # rank → samplesPerSecond, relativeSpeed, straggler
+    throughput: dict[str, str]  # samplesPerSecond, efficiency (either may be absent without data)
+    decision: RebalanceDecision | None  # None while waiting (no models, workers not on the current version)
+    stragglers: dict[int, StragglerStatus]  # per rank with data
+    predicted_step_s: float | None  # E[max compute time] at the shares in force (model)
+    measured_step_s: float | None  # mean wall seconds per step over the rate window (all ranks' mean)
+    samples_per_second: float | None  # achieved job throughput, Σ ranks
+    efficiency: float | None  # achieved ÷ ideal (Σ each worker's own capacity at its share)
+
+
+def _fmt_rate(value: float) -> str:
+    return f"{value:.1f}"
+
+
+def _fmt_ratio(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _ingest(state: JobControl, rank: int, sample: WorkerSample) -> None:
+    """Turn the counters since the previous sample into one observation (same batch and version only)."""
+    prev = state.previous.get(rank)
+    recent = state.recent.setdefault(rank, deque())
+    restarted = prev is not None and (
+        sample.steps_total < prev.steps_total or sample.compute_seconds < prev.compute_seconds
+    )
+    if restarted:  # the worker process restarted: its counters began again at zero
+        recent.clear()
+        prev = None
+    elif prev is not None and sample.timestamp <= prev.timestamp:
+        return  # an old or repeated scrape
+    state.previous[rank] = sample
+    recent.append(sample)
+    while len(recent) > 2 and sample.timestamp - recent[1].timestamp >= RATE_WINDOW_S:
+        recent.popleft()
+    if prev is None:
+        return
+    steps = sample.steps_total - prev.steps_total
+    if steps < 1:
+        return
+    if sample.batch_size != prev.batch_size or sample.assignment_version != prev.assignment_version:
+        state.skipped_windows += 1
+        return
+    seconds = (sample.compute_seconds - prev.compute_seconds) / steps
+    if sample.batch_size < 1 or seconds <= 0:
+        return
+    observation = Observation(
+        batch=sample.batch_size,
+        seconds=seconds,
+        steps=steps,
+        step=sample.steps_total,
+        timestamp=sample.timestamp,
+    )
+    if state.tracker.observe(worker_name(rank), observation) is not None:
+        state.observations += 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Rates:
+    samples_per_second: float  # achieved, including waiting
+    compute_samples_per_second: float | None  # samples / compute seconds: speed without waiting
+    step_seconds: float | None  # mean wall seconds per step
+
+
+def _rates(recent: Sequence[WorkerSample]) -> _Rates | None:
+    if len(recent) < 2:
+        return None
+    first, last = recent[0], recent[-1]
+    elapsed = last.timestamp - first.timestamp
+    if elapsed <= 0:
+        return None
+    samples = last.samples_total - first.samples_total
+    steps = last.steps_total - first.steps_total
+    compute = last.compute_seconds - first.compute_seconds
+    return _Rates(
+        samples_per_second=samples / elapsed,
+        compute_samples_per_second=samples / compute if compute > 0 and samples > 0 else None,
+        step_seconds=(last.step_seconds - first.step_seconds) / steps if steps > 0 else None,
+    )
+
+
+def _straggler_event(rank: int, status: StragglerStatus, now: float) -> ControlEvent:
+    since = status.since if status.since is not None else now
+    message = (
+        f"rank {rank} ({worker_name(rank)}) is a persistent straggler: {status.slowdown:.2f}x slower than "
+        f"its usual step time since {_iso(since)} ({now - since:.0f}s); its share will be rebalanced"
+    )
+    return ControlEvent(type="Warning", reason=EventReason.STRAGGLER_DETECTED, message=message)
+
+
+def control_step(
+    *,
+    state: JobControl,
+    samples: Mapping[int, WorkerSample],
+    assignment: Assignment,
+    settings: BalancingSettings,
+    now: float,
+    max_batch: Sequence[int] | None = None,
+) -> ControlOutcome:
+    """One resync: ingest this round's samples, detect stragglers, maybe rebalance, summarise.
+
+    `samples` holds the ranks scraped this round (missing ranks keep their history); `assignment` is the
+    one in force (control ConfigMap); `now` uses the samples' clock (Unix seconds); `max_batch[rank]`
+    bounds a rank's share (memory). Mutates `state`; returns data only (no I/O, no metrics).
+    """
+    state.resyncs += 1
+    world = len(assignment.batch_sizes)
+    config = settings.estimator_config()
+    if state.tracker.estimator_config != config:  # spec.balancing.halfLifeSeconds changed
+        state.tracker.estimator_config = config
+        for tracker in state.tracker.workers.values():
+            tracker.estimator.config = config
+    for rank in [r for r in {*state.previous, *state.recent} if not 0 <= r < world]:  # the job shrank
+        state.previous.pop(rank, None)
+        state.recent.pop(rank, None)
+        state.tracker.remove(worker_name(rank))
+        state.reported_stragglers.discard(rank)
+    in_world = {rank: s for rank, s in sorted(samples.items()) if 0 <= rank < world}
+    for rank, sample in in_world.items():
+        _ingest(state, rank, sample)
+
+    statuses = state.tracker.stragglers()
+    stragglers = {r: statuses[worker_name(r)] for r in range(world) if worker_name(r) in statuses}
+    events: list[ControlEvent] = []
+    persistent = {r for r, status in stragglers.items() if status.is_straggler}
+    for rank in sorted(persistent - state.reported_stragglers):
+        events.append(_straggler_event(rank, stragglers[rank], now))
+        state.stragglers_detected += 1
+    state.reported_stragglers = persistent
+
+    reported_versions = [s.assignment_version for s in in_world.values()]
+    rank0 = in_world.get(0)
+    needs_push = rank0 is not None and rank0.assignment_version < assignment.version
+    lagging = any(v < assignment.version for v in reported_versions)
+
+    names = [worker_name(r) for r in range(world)]
+    current = dict(zip(names, assignment.batch_sizes, strict=True))
+    all_models = state.tracker.models()
+    models = {n: all_models[n] for n in names if n in all_models}
+    counts = {n: t.estimator.count for n, t in state.tracker.workers.items()}
+    warmed_up = all(counts.get(n, 0) >= state.min_observations for n in names)
+    decision: RebalanceDecision | None = None
+    new_assignment: Assignment | None = None
+    if world > 0 and warmed_up and not lagging:
+        limits = None if max_batch is None else {worker_name(r): int(b) for r, b in enumerate(max_batch)}
+        decision = decide_rebalance(
+            settings=settings,
+            current=current,
+            models=models,
+            now=now,
+            last_change_at=state.last_change_at,
+            max_batch=limits,
+            stragglers={worker_name(r): s for r, s in stragglers.items()},
+        )
+        if decision.apply:
+            version = max([assignment.version, *reported_versions]) + 1
+            new_assignment = replace(
+                assignment, version=version, batch_sizes=tuple(decision.shares[n] for n in names)
+            )
+            state.last_change_at = now
+            state.rebalances += 1
+            events.append(
+                ControlEvent(
+                    type="Normal",
+                    reason=EventReason.REBALANCED,
+                    message=f"assignment version {version}: {decision.reason}",
+                )
+            )
+
+    rates = {rank: r for rank in range(world) if (r := _rates(state.recent.get(rank, ()))) is not None}
+    speeds = {r: v.compute_samples_per_second for r, v in rates.items()}
+    known_speeds = [v for v in speeds.values() if v is not None]
+    slowest = min(known_speeds) if known_speeds else None
+    worker_stats: dict[int, dict[str, str]] = {}
+    for rank, rate in rates.items():
+        speed = speeds[rank]
+        stats = {"samplesPerSecond": _fmt_rate(rate.samples_per_second)}
+        if speed is not None and slowest:
+            stats["relativeSpeed"] = _fmt_ratio(speed / slowest)
+        status = stragglers.get(rank)
+        stats["straggler"] = (status.state if status is not None else StragglerState.HEALTHY).value
+        worker_stats[rank] = stats
+
+    achieved = sum(r.samples_per_second for r in rates.values()) if len(rates) == world > 0 else None
+    efficiency: float | None = None
+    if achieved is not None and len(models) == world:
+        ideal = ideal_throughput(models=[models[n] for n in names], shares=list(assignment.batch_sizes))
+        efficiency = achieved / ideal if ideal > 0 else None
+    throughput: dict[str, str] = {}
+    if achieved is not None:
+        throughput["samplesPerSecond"] = _fmt_rate(achieved)
+    if efficiency is not None:
+        throughput["efficiency"] = _fmt_ratio(efficiency)
+    step_times = [r.step_seconds for r in rates.values() if r.step_seconds is not None]
+
+    return ControlOutcome(
+        new_assignment=new_assignment,
+        needs_push=needs_push,
+        push=new_assignment if new_assignment is not None else (assignment if needs_push else None),
+        events=events,
+        worker_stats=worker_stats,
+        throughput=throughput,
+        decision=decision,
+        stragglers=stragglers,
+        predicted_step_s=None if decision is None else decision.predicted_step_s_now,
+        measured_step_s=sum(step_times) / len(step_times) if step_times else None,
+        samples_per_second=achieved,
+        efficiency=efficiency,
+    )

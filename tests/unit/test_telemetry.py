@@ -1,0 +1,118 @@
+"""Telemetry: parse real worker exposition text; scrape and push against a real worker endpoint (loopback)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import generate_latest
+
+from paceline.builders import Assignment as OperatorAssignment
+from paceline.telemetry import parse_worker_metrics, push_assignment, scrape, scrape_all
+from paceline_worker.assignment import Assignment
+from paceline_worker.assignment_store import AssignmentStore
+from paceline_worker.http_server import EndpointState, WorkerHttpServer
+from paceline_worker.metrics import StepTiming, WorkerMetrics
+
+
+def _worker_metrics(rank: int, *, steps: int, batch: int = 6, version: int = 4) -> WorkerMetrics:
+    metrics = WorkerMetrics(rank=rank, job="demo")
+    metrics.observe_assignment(
+        version=version, batch_size=batch, global_batch_size=20, step=3, applied_at=1e9
+    )
+    for i in range(steps):
+        timing = StepTiming(data=0.01, compute=0.2 + 0.1 * i, communication=0.05)
+        metrics.observe_step(timing=timing, samples=batch, loss=0.5, epoch=1)
+    return metrics
+
+
+def _text(metrics: WorkerMetrics) -> str:
+    return generate_latest(metrics.registry).decode()
+
+
+def test_parses_a_real_worker_registry() -> None:
+    sample = parse_worker_metrics(_text(_worker_metrics(2, steps=3)), timestamp=123.5)
+    assert (sample.rank, sample.job, sample.timestamp) == (2, "demo", 123.5)
+    assert (sample.steps_total, sample.samples_total) == (3, 18)
+    assert (sample.batch_size, sample.global_batch_size, sample.assignment_version) == (6, 20, 4)
+    assert sample.compute_seconds == pytest.approx(0.2 + 0.3 + 0.4)
+    assert sample.data_seconds == pytest.approx(0.03)
+    assert sample.communication_seconds == pytest.approx(0.15)
+    assert sample.step_seconds == pytest.approx(0.9 + 0.03 + 0.15)
+    assert sample.last_compute_seconds == pytest.approx(0.4)
+    assert sample.samples_per_second == pytest.approx(6 / 0.46)
+    assert sample.compute_samples_per_second == pytest.approx(6 / 0.4)
+    assert sample.simulated_slowdown_factor is None
+
+
+def test_simulated_slowdown_factor_when_exported() -> None:
+    metrics = _worker_metrics(0, steps=1)
+    metrics.observe_simulation(3.0)
+    assert parse_worker_metrics(_text(metrics), timestamp=0.0).simulated_slowdown_factor == 3.0
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("", "steps_total missing"),
+        ("# TYPE other_total counter\nother_total 3\n", "steps_total missing"),
+        ('paceline_worker_steps_total{rank="0"} 3\n', "samples_total.* missing"),
+        ('paceline_worker_steps_total{rank="x"} 3\n', "rank label"),
+        ("paceline_worker_steps_total{rank= 3 garbage\n", "malformed"),
+    ],
+)
+def test_incomplete_or_malformed_text_is_rejected(text: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        parse_worker_metrics(text, timestamp=0.0)
+
+
+class _Endpoint:
+    def __init__(self, rank: int, metrics: WorkerMetrics) -> None:
+        self.store = AssignmentStore(Assignment(version=4, batch_sizes=(6, 14)), rank=rank)
+        state = EndpointState(store=self.store, registry=metrics.registry, status=lambda: {"step": 3})
+        self.server = WorkerHttpServer(state, host="127.0.0.1", port=0).start()
+        host, port = self.server.address
+        self.base = f"http://{host}:{port}"
+
+
+@pytest.fixture
+def endpoints() -> Iterator[list[_Endpoint]]:
+    started = [_Endpoint(rank, _worker_metrics(rank, steps=rank + 1)) for rank in (0, 1)]
+    try:
+        yield started
+    finally:
+        for endpoint in started:
+            endpoint.server.stop()
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # nothing listens once the socket is closed
+
+
+def test_scrape_all_over_http_keeps_reachable_ranks(endpoints: list[_Endpoint]) -> None:
+    urls = {rank: f"{e.base}/metrics" for rank, e in enumerate(endpoints)}
+    urls[2] = f"http://127.0.0.1:{_closed_port()}/metrics"
+    urls[3] = f"{endpoints[0].base}/metrics"  # rank 0's endpoint listed as rank 3: dropped
+    samples = scrape_all(urls, clock=lambda: 77.0)
+    assert sorted(samples) == [0, 1]
+    assert [samples[r].steps_total for r in (0, 1)] == [1, 2]
+    assert samples[1].timestamp == 77.0
+    assert scrape(f"{endpoints[0].base}/healthz") is None  # "ok", not metrics
+    assert scrape(urls[2]) is None
+
+
+def test_push_assignment_to_rank_zero(endpoints: list[_Endpoint]) -> None:
+    url = f"{endpoints[0].base}/assignment"
+    newer = OperatorAssignment(version=5, batch_sizes=(8, 12), learning_rate=0.1, momentum=0.9)
+    assert push_assignment(url, newer.to_json()) == 202
+    pending = endpoints[0].store.pending
+    assert pending is not None and (pending.version, pending.batch_sizes) == (5, (8, 12))
+    assert push_assignment(url, newer.to_json()) == 409
+    changed_total = OperatorAssignment(version=6, batch_sizes=(8, 13), learning_rate=0.1, momentum=0.9)
+    assert push_assignment(url, changed_total.to_json()) == 400
+    assert push_assignment(f"{endpoints[1].base}/assignment", newer.to_json()) == 421
+    with pytest.raises(OSError):
+        push_assignment(f"http://127.0.0.1:{_closed_port()}/assignment", newer.to_json())
