@@ -51,8 +51,12 @@ def _operator(args: argparse.Namespace) -> int:
 
     import paceline.handlers  # noqa: F401 - registers the handlers
 
+    from paceline import operator_metrics
+
     logging.basicConfig(level=os.environ.get("PACELINE_LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    if args.metrics_port:
+        operator_metrics.serve(args.metrics_address, args.metrics_port)
     kopf.run(
         standalone=True,
         clusterwide=args.all_namespaces,
@@ -60,6 +64,12 @@ def _operator(args: argparse.Namespace) -> int:
         liveness_endpoint=args.liveness,
     )
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from paceline.demo import run_demo
+
+    return run_demo(job_file=args.file, timeout_s=args.timeout)
 
 
 def _runtime(args: argparse.Namespace) -> int:
@@ -87,7 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
     scope.add_argument("--namespace", "-n", action="append", help="watch this namespace (repeatable)")
     operator.add_argument("--liveness", default=None, help="health endpoint URL, e.g. http://127.0.0.1:8080/healthz")
+    operator.add_argument("--metrics-address", default="127.0.0.1", help="bind address of the operator's /metrics")
+    operator.add_argument("--metrics-port", type=int, default=9401, help="port of the operator's /metrics (0: off)")
     operator.set_defaults(func=_operator)
+
+    demo = sub.add_parser("demo", help="apply the heterogeneous example job to the local cluster and follow it")
+    demo.add_argument("-f", "--file", type=Path, default=None, help="TrainingJob YAML (default: examples/hetero-job.yaml)")
+    demo.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
+    demo.set_defaults(func=_demo)
 
     runtime = sub.add_parser("runtime", help="dev/test only: run pods bound to fake nodes as local processes")
     runtime.add_argument("--kubeconfig", type=Path, required=True)

@@ -183,21 +183,31 @@ def _transition_events(old: Sequence[Mapping[str, Any]], new: Sequence[Condition
     return events
 
 
-def _worker_rows(plan: JobPlan, pods_by_rank: Mapping[int, Mapping[str, Any]], job: str) -> list[dict[str, Any]]:
+TELEMETRY_FIELDS = ("samplesPerSecond", "relativeSpeed", "straggler")
+
+
+def _worker_rows(
+    plan: JobPlan, assignment: Assignment, pods_by_rank: Mapping[int, Mapping[str, Any]], job: str,
+    old_rows: Sequence[Mapping[str, Any]],
+) -> list[dict[str, Any]]:  # fmt: skip
+    """The per-worker status table; measured fields of running workers carry over between resyncs."""
+    previous = {row.get("rank"): row for row in old_rows}
     rows = []
     for w in plan.workers:
         pod = pods_by_rank.get(w.rank)
-        rows.append(
-            {
-                "rank": w.rank,
-                "pod": api.worker_pod_name(job, w.rank),
-                "node": ((pod or {}).get("spec") or {}).get("nodeName") or w.node,
-                "pool": w.pool,
-                "gpuProduct": w.gpu_product,
-                "batchShare": w.batch_share,
-                "phase": _phase(pod) if pod is not None else "Missing",
-            }
-        )
+        phase = _phase(pod) if pod is not None else "Missing"
+        row = {
+            "rank": w.rank,
+            "pod": api.worker_pod_name(job, w.rank),
+            "node": ((pod or {}).get("spec") or {}).get("nodeName") or w.node,
+            "pool": w.pool,
+            "gpuProduct": w.gpu_product,
+            "batchShare": assignment.batch_sizes[w.rank] if w.rank < len(assignment.batch_sizes) else w.batch_share,
+            "phase": phase,
+        }
+        if phase in ("Running", "Succeeded"):  # keep the last measurements of finished workers
+            row |= {k: v for k, v in (previous.get(w.rank) or {}).items() if k in TELEMETRY_FIELDS}
+        rows.append(row)
     return rows
 
 
@@ -375,7 +385,7 @@ def decide(obs: Observed) -> Decision:
             type=ConditionType.RESTARTING, status=True, reason=Reason.WORKER_FAILED,
             message=f"{detail}; restart {restarts + 1} of {policy.backoff_limit} in {delay} s",
         )  # fmt: skip
-        status["workers"] = _worker_rows(plan, {}, ref.name)
+        status["workers"] = _worker_rows(plan, assignment, {}, ref.name, ())
         status["workersReady"] = f"0/{world}"
         stopped = Condition(type=ConditionType.RUNNING, status=False, reason=Reason.WORKERS_STOPPED,
                             message="workers stopped after a failure")  # fmt: skip
@@ -414,7 +424,7 @@ def decide(obs: Observed) -> Decision:
     phases = [_phase(p) for p in current.values()]
     running = phases.count("Running")
     bound = sum(1 for p in current.values() if (p.get("spec") or {}).get("nodeName"))
-    status["workers"] = _worker_rows(plan, current, ref.name)
+    status["workers"] = _worker_rows(plan, assignment, current, ref.name, old.get("workers") or ())
     status["workersReady"] = f"{running}/{world}"
     conds = [planned]
     if bound == world and len(current) == world:

@@ -9,7 +9,7 @@ from typing import Any
 import kopf
 
 from paceline import api
-from paceline.reconcile import reconcile
+from paceline.reconcile import forget, reconcile
 
 RESYNC_SECONDS = 2.0
 log = logging.getLogger("paceline.handlers")
@@ -57,6 +57,7 @@ def on_job_event(namespace: str, name: str, type: str | None, **_: Any) -> None:
     """Any change to a TrainingJob (including our own status writes, which converge to no-ops)."""
     if type == "DELETED":
         _known.discard((namespace, name))
+        forget(namespace, name)
         return
     _known.add((namespace, name))
     reconcile(namespace, name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -13,15 +14,20 @@ from typing import Any
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from paceline import api, kube
+from paceline import api, kube, operator_metrics
+from paceline.balancer import BalancingSettings
+from paceline.builders import Assignment
+from paceline.control_loop import JobControl, control_step
 from paceline.decide import Decision, Observed, decide, needs_plan, pod_rejected
 from paceline.inventory import node_inventory
 from paceline.plan_types import JobPlan
 from paceline.planning import PlanningError, plan_for
+from paceline.telemetry import push_assignment, scrape_all
 
 log = logging.getLogger("paceline.reconcile")
 _locks: dict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
 _locks_guard = threading.Lock()
+_controls: dict[tuple[str, str], JobControl] = {}
 
 
 def _job_lock(namespace: str, name: str) -> threading.Lock:
@@ -105,6 +111,67 @@ def apply(job: Mapping[str, Any], decision: Decision) -> None:
         log.info("deleted pod %s/%s", ns, pod)
 
 
+def _assignment(control: Mapping[str, Any] | None) -> Assignment | None:
+    data = (control or {}).get("data") or {}
+    return Assignment.from_json(data["assignment.json"]) if "assignment.json" in data else None
+
+
+def observe_and_rebalance(
+    job: Mapping[str, Any], pods: list[dict[str, Any]], control: Mapping[str, Any] | None, status: Mapping[str, Any]
+) -> None:
+    """Scrape running workers, feed the balancer, publish a new assignment when it pays, update status."""
+    meta = job["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    assignment = _assignment(control)
+    if assignment is None or control is None:
+        return
+    spec = job.get("spec") or {}
+    settings = BalancingSettings.from_spec(spec.get("balancing"))
+    attempt = str(status.get("attempt") or 0)
+    urls = {
+        int(p["metadata"]["labels"][api.LABEL_RANK]): f"http://{p['status']['podIP']}:{api.METRICS_PORT}"
+        for p in pods
+        if (p.get("status") or {}).get("phase") == "Running"
+        and p["status"].get("podIP")
+        and p["metadata"]["labels"].get(api.LABEL_ATTEMPT) == attempt
+    }
+    if len(urls) != len(assignment.batch_sizes):
+        return
+    state = _controls.setdefault((ns, name), JobControl.create(settings))
+    samples = scrape_all({rank: f"{url}/metrics" for rank, url in urls.items()})
+    outcome = control_step(state=state, samples=samples, assignment=assignment, settings=settings, now=time.time())
+    if outcome.new_assignment is not None:
+        kube.patch_configmap(
+            {"metadata": control["metadata"], "data": {"assignment.json": outcome.new_assignment.to_json()}}
+        )
+    if outcome.push is not None:
+        try:
+            push_assignment(f"{urls[0]}/assignment", outcome.push.to_json())
+        except OSError as err:  # rank 0 not listening yet: the next resync re-pushes (level-based)
+            log.info("push of assignment v%d to %s/%s rank 0 failed: %s", outcome.push.version, ns, name, err)
+    for event in outcome.events:
+        kube.emit_event(job, type_=event.type, reason=str(event.reason), message=event.message)
+    current = outcome.new_assignment or assignment
+    rows = [
+        {**row, "batchShare": current.batch_sizes[row["rank"]], **outcome.worker_stats.get(row["rank"], {})}
+        for row in status.get("workers") or []
+        if row["rank"] < len(current.batch_sizes)
+    ]
+    new_status = {"workers": rows, "assignmentVersion": current.version}
+    if outcome.throughput:
+        new_status["throughput"] = outcome.throughput
+    patch = {k: v for k, v in new_status.items() if status.get(k) != v}
+    if patch:
+        kube.patch_job_status(ns, name, patch)
+    operator_metrics.record_control(namespace=ns, job=name, outcome=outcome)
+
+
+def forget(namespace: str, name: str) -> None:
+    """Drop in-memory control state of a deleted job."""
+    _controls.pop((namespace, name), None)
+    operator_metrics.forget_job(namespace=namespace, job=name)
+
+
 def reconcile(namespace: str, name: str) -> float | None:
     """Bring one TrainingJob's children and status in line with its spec; returns a requeue delay if any."""
     with _job_lock(namespace, name):
@@ -121,6 +188,11 @@ def reconcile(namespace: str, name: str) -> float | None:
             now=datetime.now(UTC),
             new_plan=new_plan,
         )
-        decision = decide(observed)
-        apply(job, decision)
+        with operator_metrics.time_reconcile():
+            decision = decide(observed)
+            apply(job, decision)
+            spec = job.get("spec") or {}
+            dynamic = (spec.get("balancing") or {}).get("policy", "Dynamic") == "Dynamic"
+            if decision.status.get("phase") == "Running" and spec.get("mode", "Synchronous") == "Synchronous" and dynamic:
+                observe_and_rebalance(job, list(observed.pods), control, decision.status)
         return decision.requeue_after

@@ -42,7 +42,9 @@ COMPONENTS = (
     "process-runtime",
     "operator",
 )
-PORT_NAMES = ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok", "operator-health")
+PORT_NAMES = (
+    "etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok", "operator-health", "operator-metrics",
+)  # fmt: skip
 
 
 class ClusterError(RuntimeError):
@@ -96,12 +98,11 @@ def _free_port() -> int:
 
 
 def _ports(paths: Paths) -> dict[str, int]:
-    if paths.ports_file.exists():
-        ports: dict[str, int] = json.loads(paths.ports_file.read_text())
-        if all(name in ports for name in PORT_NAMES):
-            return ports
-    ports = {name: _free_port() for name in PORT_NAMES}
-    paths.ports_file.write_text(json.dumps(ports, indent=1))
+    ports: dict[str, int] = json.loads(paths.ports_file.read_text()) if paths.ports_file.exists() else {}
+    missing = [name for name in PORT_NAMES if name not in ports]
+    if missing:
+        ports |= {name: _free_port() for name in missing}
+        paths.ports_file.write_text(json.dumps(ports, indent=1))
     return ports
 
 
@@ -395,7 +396,10 @@ class LocalCluster:
             kubeconfig = self.write_operator_kubeconfig()
             self._ensure(
                 "operator",
-                [sys.executable, "-m", "paceline", "operator", "--all-namespaces", f"--liveness={health}"],
+                [
+                    sys.executable, "-m", "paceline", "operator", "--all-namespaces", f"--liveness={health}",
+                    "--metrics-address=127.0.0.1", f"--metrics-port={ports['operator-metrics']}",
+                ],  # fmt: skip
                 env=dict(os.environ, KUBECONFIG=str(kubeconfig), PYTHONUNBUFFERED="1"),
             )
         _wait("operator", lambda: _http_ok(health), timeout_s=60, log=self.paths.log("operator"))

@@ -58,6 +58,11 @@ class Running:
     stop_deadline: float = field(default=0.0)
 
 
+def _gpus(container: Mapping[str, Any]) -> int:
+    limits = (container.get("resources") or {}).get("limits") or {}
+    return max(1, int(str(limits.get("nvidia.com/gpu", "1"))))
+
+
 def straggler_factor(stragglers: tuple[Straggler, ...], *, node: str, pool: str, elapsed_s: float) -> float:
     """How many times slower a worker on `node` runs `elapsed_s` seconds after it started (pure)."""
     factor = 1.0
@@ -193,7 +198,7 @@ class ProcessRuntime:
                 "GLOO_SOCKET_IFNAME": "lo",
                 "PYTHONUNBUFFERED": "1",
                 "PACELINE_LOCAL_RUNTIME": "1",
-                "PACELINE_SIM_SPEED": f"{speed:g}",
+                "PACELINE_SIM_SPEED": f"{speed * _gpus(container):g}",
                 "PACELINE_SIM_SCHEDULE": str(schedule_file),
             }
         )
