@@ -124,19 +124,23 @@ def _validate_template(template: Mapping[str, Any]) -> None:
         raise InvalidSpec("spec.template.spec is required: a PodSpec with the training container")
     containers = pod_spec.get("containers")
     if not isinstance(containers, list) or not containers:
-        raise InvalidSpec("spec.template.spec.containers needs at least one container running the training script")
+        raise InvalidSpec(
+            "spec.template.spec.containers needs at least one container running the training script"
+        )
     for i, container in enumerate(containers):
         if not isinstance(container, Mapping) or not container.get("name") or not container.get("image"):
             raise InvalidSpec(f"spec.template.spec.containers[{i}] needs a name and an image")
     first = containers[0]
     if not first.get("command") and not first.get("args"):
         raise InvalidSpec(
-            f"spec.template.spec.containers[0] ({first['name']}) needs a command or args that start the training "
+            f"spec.template.spec.containers[0] ({first['name']}) needs a command or args that start the "
+            "training "
             "script, e.g. command: [python, train.py]"
         )
     if pod_spec.get("restartPolicy") not in (None, "Never"):
         raise InvalidSpec(
-            "spec.template.spec.restartPolicy must be Never (or unset): Paceline restarts workers per spec.runPolicy"
+            "spec.template.spec.restartPolicy must be Never (or unset): "
+            "Paceline restarts workers per spec.runPolicy"
         )
     if pod_spec.get("nodeName"):
         raise InvalidSpec("spec.template.spec.nodeName must be unset: Paceline places workers itself")
@@ -167,7 +171,9 @@ def parse_spec(spec: Mapping[str, Any]) -> JobSpec:
         raise InvalidSpec("spec.globalBatchSize is required: samples per optimizer step across all workers")
     batch = _int(spec, "globalBatchSize", 0, "spec.globalBatchSize", low=1, high=1_048_576)
     balancing = dict(spec.get("balancing") or {})
-    min_per_worker = _int(balancing, "minBatchPerWorker", 1, "spec.balancing.minBatchPerWorker", low=1, high=65536)
+    min_per_worker = _int(
+        balancing, "minBatchPerWorker", 1, "spec.balancing.minBatchPerWorker", low=1, high=65536
+    )
     if batch < rmax * min_per_worker:
         raise InvalidSpec(
             f"spec.globalBatchSize ({batch}) is smaller than replicas.max ({rmax}) × "
@@ -178,31 +184,47 @@ def parse_spec(spec: Mapping[str, Any]) -> JobSpec:
         raise InvalidSpec("spec.model: set at most one of preset, graph or configMapRef")
     optimizer = spec.get("optimizer") or {}
     lr = _decimal(
-        optimizer.get("learningRate", "0.1"), "spec.optimizer.learningRate",
-        low=Decimal("1e-12"), high=Decimal(100), example="0.1",
-    )  # fmt: skip
+        optimizer.get("learningRate", "0.1"),
+        "spec.optimizer.learningRate",
+        low=Decimal("1e-12"),
+        high=Decimal(100),
+        example="0.1",
+    )
     momentum = _decimal(
-        optimizer.get("momentum", "0.9"), "spec.optimizer.momentum", low=Decimal(0), high=Decimal("0.9999"),
+        optimizer.get("momentum", "0.9"),
+        "spec.optimizer.momentum",
+        low=Decimal(0),
+        high=Decimal("0.9999"),
         example="0.9",
-    )  # fmt: skip
+    )
     tuning = dict(spec.get("momentumTuning") or {})
     floor = _decimal(
-        tuning.get("floor", "-0.3"), "spec.momentumTuning.floor", low=Decimal(-1), high=Decimal("0.9999"),
+        tuning.get("floor", "-0.3"),
+        "spec.momentumTuning.floor",
+        low=Decimal(-1),
+        high=Decimal("0.9999"),
         example="-0.3",
-    )  # fmt: skip
+    )
     if floor > momentum:
         raise InvalidSpec(
-            f"spec.momentumTuning.floor ({floor}) must not exceed the target spec.optimizer.momentum ({momentum})"
+            f"spec.momentumTuning.floor ({floor}) must not exceed the target "
+            f"spec.optimizer.momentum ({momentum})"
         )
-    _decimal(tuning.get("minChange", "0.02"), "spec.momentumTuning.minChange", low=Decimal(0), high=Decimal(1),
-             example="0.02")  # fmt: skip
+    _decimal(
+        tuning.get("minChange", "0.02"),
+        "spec.momentumTuning.minChange",
+        low=Decimal(0),
+        high=Decimal(1),
+        example="0.02",
+    )
     run = spec.get("runPolicy") or {}
     policy_value = run.get("restartPolicy", RestartPolicy.EXIT_CODE.value)
     try:
         restart_policy = RestartPolicy(policy_value)
     except ValueError:
         raise InvalidSpec(
-            f"spec.runPolicy.restartPolicy must be one of {[p.value for p in RestartPolicy]}, got {policy_value!r}"
+            f"spec.runPolicy.restartPolicy must be one of {[p.value for p in RestartPolicy]}, "
+            f"got {policy_value!r}"
         ) from None
     run_policy = RunPolicy(
         restart_policy=restart_policy,

@@ -133,7 +133,14 @@ def _field_env(name: str, path: str) -> dict[str, Any]:
 
 
 def worker_env(
-    job: JobRef, *, spec: api.JobSpec, rank: int, world_size: int, attempt: int, assignment: Assignment, port: int
+    job: JobRef,
+    *,
+    spec: api.JobSpec,
+    rank: int,
+    world_size: int,
+    attempt: int,
+    assignment: Assignment,
+    port: int,
 ) -> list[dict[str, Any]]:
     """The torch.distributed environment contract plus Paceline's own variables."""
     master = f"{api.worker_pod_name(job.name, 0)}.{job.name}.{job.namespace}.svc.cluster.local"
@@ -158,7 +165,9 @@ def worker_env(
     ]
 
 
-def _merge_env(existing: list[dict[str, Any]], ours: list[dict[str, Any]], defaults: list[dict[str, Any]]) -> list:
+def _merge_env(
+    existing: list[dict[str, Any]], ours: list[dict[str, Any]], defaults: list[dict[str, Any]]
+) -> list:
     user = {e["name"] for e in existing}
     ours_names = {e["name"] for e in ours}
     kept = [e for e in existing if e["name"] not in ours_names]
@@ -204,7 +213,9 @@ def build_worker_pod(
     pod_spec["subdomain"] = job.name
     affinity = pod_spec.setdefault("affinity", {})
     node_affinity = affinity.setdefault("nodeAffinity", {})
-    required = node_affinity.setdefault("requiredDuringSchedulingIgnoredDuringExecution", {"nodeSelectorTerms": []})
+    required = node_affinity.setdefault(
+        "requiredDuringSchedulingIgnoredDuringExecution", {"nodeSelectorTerms": []}
+    )
     pin = {"key": api.HOSTNAME_LABEL, "operator": "In", "values": [placement.node]}
     terms = required.get("nodeSelectorTerms") or [{"matchExpressions": []}]
     for term in terms:  # every term must also pin the node: terms are ORed
@@ -219,7 +230,13 @@ def build_worker_pod(
     resources.setdefault("limits", {})[api.GPU_RESOURCE] = gpus
     resources.setdefault("requests", {})[api.GPU_RESOURCE] = gpus
     ours = worker_env(
-        job, spec=spec, rank=placement.rank, world_size=world_size, attempt=attempt, assignment=assignment, port=port
+        job,
+        spec=spec,
+        rank=placement.rank,
+        world_size=world_size,
+        attempt=attempt,
+        assignment=assignment,
+        port=port,
     )
     defaults = [_env("PACELINE_CHECKPOINT_DIR", f"{api.DEFAULT_CHECKPOINT_ROOT}/{job.namespace}/{job.name}")]
     first["env"] = _merge_env(list(first.get("env") or []), ours, defaults)

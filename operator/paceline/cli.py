@@ -50,11 +50,12 @@ def _operator(args: argparse.Namespace) -> int:
     import kopf
 
     import paceline.handlers  # noqa: F401 - registers the handlers
-
     from paceline import operator_metrics
 
-    logging.basicConfig(level=os.environ.get("PACELINE_LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    logging.basicConfig(
+        level=os.environ.get("PACELINE_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if args.metrics_port:
         operator_metrics.serve(args.metrics_address, args.metrics_port)
     kopf.run(
@@ -87,22 +88,36 @@ def build_parser() -> argparse.ArgumentParser:
     cluster = sub.add_parser("cluster", help="the local cluster (real control plane, fake GPU nodes)")
     cluster.add_argument("action", choices=["up", "down", "status", "build"])
     cluster.add_argument("--state", type=Path, default=None, help="state directory (default: ./.paceline)")
-    cluster.add_argument("--config", type=Path, default=None, help="node-pool YAML (default: the packaged one)")
+    cluster.add_argument(
+        "--config", type=Path, default=None, help="node-pool YAML (default: the packaged one)"
+    )
     cluster.add_argument("--no-operator", action="store_true", help="up: do not start the operator")
     cluster.add_argument("--purge", action="store_true", help="down: also delete the state directory")
     cluster.set_defaults(func=_cluster)
 
-    operator = sub.add_parser("operator", help="run the operator (uses $KUBECONFIG or in-cluster credentials)")
+    operator = sub.add_parser(
+        "operator", help="run the operator (uses $KUBECONFIG or in-cluster credentials)"
+    )
     scope = operator.add_mutually_exclusive_group(required=True)
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
     scope.add_argument("--namespace", "-n", action="append", help="watch this namespace (repeatable)")
-    operator.add_argument("--liveness", default=None, help="health endpoint URL, e.g. http://127.0.0.1:8080/healthz")
-    operator.add_argument("--metrics-address", default="127.0.0.1", help="bind address of the operator's /metrics")
-    operator.add_argument("--metrics-port", type=int, default=9401, help="port of the operator's /metrics (0: off)")
+    operator.add_argument(
+        "--liveness", default=None, help="health endpoint URL, e.g. http://127.0.0.1:8080/healthz"
+    )
+    operator.add_argument(
+        "--metrics-address", default="127.0.0.1", help="bind address of the operator's /metrics"
+    )
+    operator.add_argument(
+        "--metrics-port", type=int, default=9401, help="port of the operator's /metrics (0: off)"
+    )
     operator.set_defaults(func=_operator)
 
-    demo = sub.add_parser("demo", help="apply the heterogeneous example job to the local cluster and follow it")
-    demo.add_argument("-f", "--file", type=Path, default=None, help="TrainingJob YAML (default: examples/hetero-job.yaml)")
+    demo = sub.add_parser(
+        "demo", help="apply the heterogeneous example job to the local cluster and follow it"
+    )
+    demo.add_argument(
+        "-f", "--file", type=Path, default=None, help="TrainingJob YAML (default: examples/hetero-job.yaml)"
+    )
     demo.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
     demo.set_defaults(func=_demo)
 

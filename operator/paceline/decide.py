@@ -142,30 +142,34 @@ def _placed_message(plan: JobPlan) -> str:
     for w in plan.workers:
         groups.setdefault((w.node, w.gpu_product), []).append(w.rank)
     parts = [
-        f"rank{'s' if len(r) > 1 else ''} {_ranges(r)} on {node} ({product})" for (node, product), r in groups.items()
+        f"rank{'s' if len(r) > 1 else ''} {_ranges(r)} on {node} ({product})"
+        for (node, product), r in groups.items()
     ]
     return f"{len(plan.workers)} worker pod(s) created: " + "; ".join(parts)
 
 
 def _ranges(ranks: list[int]) -> str:
-    ranks = sorted(ranks)
-    out: list[str] = []
-    start = prev = ranks[0]
-    for r in ranks[1:] + [None]:  # type: ignore[list-item]
-        if r is not None and r == prev + 1:
-            prev = r
-            continue
-        out.append(str(start) if start == prev else f"{start}-{prev}")
-        if r is not None:
-            start = prev = r
-    return ",".join(out)
+    """Compact rank list: [0, 1, 2, 5] → "0-2,5"."""
+    runs: list[list[int]] = []
+    for r in sorted(ranks):
+        if runs and r == runs[-1][-1] + 1:
+            runs[-1].append(r)
+        else:
+            runs.append([r])
+    return ",".join(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}" for run in runs)
 
 
-def _transition_events(old: Sequence[Mapping[str, Any]], new: Sequence[Condition], plan: JobPlan | None) -> list[Event]:
+def _transition_events(
+    old: Sequence[Mapping[str, Any]], new: Sequence[Condition], plan: JobPlan | None
+) -> list[Event]:
     events: list[Event] = []
     for cond in new:
         before = find(old, cond.type)
-        if before is not None and before.get("status") == cond.status_text and before.get("reason") == cond.reason:
+        if (
+            before is not None
+            and before.get("status") == cond.status_text
+            and before.get("reason") == cond.reason
+        ):
             continue
         if cond.type is ConditionType.PLANNED and cond.status:
             events.append(Event(type="Normal", reason=EventReason.PLANNED, message=cond.message))
@@ -187,9 +191,12 @@ TELEMETRY_FIELDS = ("samplesPerSecond", "relativeSpeed", "straggler")
 
 
 def _worker_rows(
-    plan: JobPlan, assignment: Assignment, pods_by_rank: Mapping[int, Mapping[str, Any]], job: str,
+    plan: JobPlan,
+    assignment: Assignment,
+    pods_by_rank: Mapping[int, Mapping[str, Any]],
+    job: str,
     old_rows: Sequence[Mapping[str, Any]],
-) -> list[dict[str, Any]]:  # fmt: skip
+) -> list[dict[str, Any]]:
     """The per-worker status table; measured fields of running workers carry over between resyncs."""
     previous = {row.get("rank"): row for row in old_rows}
     rows = []
@@ -202,7 +209,9 @@ def _worker_rows(
             "node": ((pod or {}).get("spec") or {}).get("nodeName") or w.node,
             "pool": w.pool,
             "gpuProduct": w.gpu_product,
-            "batchShare": assignment.batch_sizes[w.rank] if w.rank < len(assignment.batch_sizes) else w.batch_share,
+            "batchShare": assignment.batch_sizes[w.rank]
+            if w.rank < len(assignment.batch_sizes)
+            else w.batch_share,
             "phase": phase,
         }
         if phase in ("Running", "Succeeded"):  # keep the last measurements of finished workers
@@ -218,7 +227,12 @@ def _carry(old: Mapping[str, Any], ctypes: Sequence[ConditionType]) -> list[Cond
         if before is not None:
             status = {"True": True, "False": False}.get(str(before.get("status")))
             carried.append(
-                Condition(type=ctype, status=status, reason=str(before.get("reason")), message=str(before.get("message")))
+                Condition(
+                    type=ctype,
+                    status=status,
+                    reason=str(before.get("reason")),
+                    message=str(before.get("message")),
+                )
             )
     return carried
 
@@ -228,13 +242,16 @@ def pod_rejected(job: Mapping[str, Any], pod: str, error: str, *, now: datetime)
     old = dict(job.get("status") or {})
     generation = int(job["metadata"].get("generation") or 0)
     message = f"the API server rejected worker pod {pod} built from spec.template: {error}; fix spec.template"
-    failed = Condition(type=ConditionType.FAILED, status=True, reason=Reason.INVALID_POD_TEMPLATE, message=message)
+    failed = Condition(
+        type=ConditionType.FAILED, status=True, reason=Reason.INVALID_POD_TEMPLATE, message=message
+    )
     kept = _carry(old, [t for t in ConditionType if t is not ConditionType.FAILED])
     status = {
         **old,
         "phase": "Failed",
-        "conditions": merge_conditions(old.get("conditions") or [], [*kept, failed], now=_iso(now),
-                                       generation=generation),  # fmt: skip
+        "conditions": merge_conditions(
+            old.get("conditions") or [], [*kept, failed], now=_iso(now), generation=generation
+        ),
     }
     return Decision(status=status, events=[Event(type="Warning", reason=EventReason.FAILED, message=message)])
 
@@ -277,26 +294,32 @@ def decide(obs: Observed) -> Decision:
         kept = _carry(old, [t for t in ConditionType if t is not ConditionType.FAILED])
         running = sum(1 for p in obs.pods if _phase(p) == "Running")
         note = f" ({running} running worker(s) left untouched)" if running else ""
-        failed = Condition(type=ConditionType.FAILED, status=True, reason=Reason.INVALID_SPEC, message=f"{err}{note}")
+        failed = Condition(
+            type=ConditionType.FAILED, status=True, reason=Reason.INVALID_SPEC, message=f"{err}{note}"
+        )
         return finish([*kept, failed], {**old}, None)
 
     if _terminal(old, generation):
         terminal_status = {**old}
-        if find(old_conds, ConditionType.FAILED) and find(old_conds, ConditionType.FAILED).get("status") == "True":  # type: ignore[union-attr]
+        if (find(old_conds, ConditionType.FAILED) or {}).get("status") == "True":
             decision.delete_pods = [
-                p["metadata"]["name"] for p in obs.pods if _phase(p) not in ("Succeeded", "Failed") and not _deleting(p)
+                p["metadata"]["name"]
+                for p in obs.pods
+                if _phase(p) not in ("Succeeded", "Failed") and not _deleting(p)
             ]
         decision.status = terminal_status | {"observedGeneration": generation}
         return decision
 
     plan_hash = spec.plan_hash()
     stored = stored_plan(obs.control, plan_hash)
-    spec_ok = Condition(type=ConditionType.FAILED, status=False, reason=Reason.SPEC_VALID, message="spec is valid")
+    spec_ok = Condition(
+        type=ConditionType.FAILED, status=False, reason=Reason.SPEC_VALID, message="spec is valid"
+    )
     if stored is None:
         if isinstance(obs.new_plan, PlanningError) or obs.new_plan is None:
             message = str(obs.new_plan) if obs.new_plan is not None else "waiting for a plan"
-            why = obs.new_plan.reason if obs.new_plan is not None else Reason.UNSCHEDULABLE
-            unplanned = Condition(type=ConditionType.PLANNED, status=False, reason=why, message=message)
+            cause = obs.new_plan.reason if obs.new_plan is not None else Reason.UNSCHEDULABLE
+            unplanned = Condition(type=ConditionType.PLANNED, status=False, reason=cause, message=message)
             decision.requeue_after = UNSCHEDULABLE_RETRY_S
             kept = _carry(old, [ConditionType.PLACED, ConditionType.RUNNING, ConditionType.RESTARTING])
             return finish([unplanned, *kept, spec_ok], {**old}, None)
@@ -318,7 +341,11 @@ def decide(obs: Observed) -> Decision:
         else:
             decision.patch_control = control
             decision.events.append(
-                Event(type="Normal", reason=EventReason.RESIZED, message=f"spec changed: re-planned as {plan.summary}")
+                Event(
+                    type="Normal",
+                    reason=EventReason.RESIZED,
+                    message=f"spec changed: re-planned as {plan.summary}",
+                )
             )
     else:
         plan, assignment = stored
@@ -345,12 +372,20 @@ def decide(obs: Observed) -> Decision:
         elif not _deleting(pod):
             decision.delete_pods.append(name)
 
-    planned = Condition(type=ConditionType.PLANNED, status=True, reason=Reason.PLAN_COMPUTED, message=plan.reason)
+    planned = Condition(
+        type=ConditionType.PLANNED, status=True, reason=Reason.PLAN_COMPUTED, message=plan.reason
+    )
     status["plan"] = {
         "strategy": plan.strategy,
         "summary": plan.summary,
-        **({"predictedStepSeconds": f"{plan.predicted_step_s:.4g}"} if plan.predicted_step_s is not None else {}),
-        **({"baselineStepSeconds": f"{plan.baseline_step_s:.4g}"} if plan.baseline_step_s is not None else {}),
+        **(
+            {"predictedStepSeconds": f"{plan.predicted_step_s:.4g}"}
+            if plan.predicted_step_s is not None
+            else {}
+        ),
+        **(
+            {"baselineStepSeconds": f"{plan.baseline_step_s:.4g}"} if plan.baseline_step_s is not None else {}
+        ),
         **({"layers": list(plan.layers)} if plan.layers else {}),
     }
     status["assignmentVersion"] = assignment.version
@@ -362,34 +397,65 @@ def decide(obs: Observed) -> Decision:
         first = min(failed_pods, key=lambda p: exit_info(p)[1] or "~")
         code, _, why = exit_info(first)
         rank = _label(first, api.LABEL_RANK)
-        where = f"rank {rank} (pod {first['metadata']['name']} on {(first.get('spec') or {}).get('nodeName')})"
+        where = (
+            f"rank {rank} (pod {first['metadata']['name']} on {(first.get('spec') or {}).get('nodeName')})"
+        )
         detail = f"{where} exited with code {code} ({why})" if code is not None else f"{where} failed ({why})"
         policy = spec.run_policy
         if not retryable(policy.restart_policy, code):
             rule = (
-                "restartPolicy Never" if policy.restart_policy is api.RestartPolicy.NEVER
+                "restartPolicy Never"
+                if policy.restart_policy is api.RestartPolicy.NEVER
                 else "restartPolicy ExitCode treats codes 1–127 as permanent: fix the training script"
-            )  # fmt: skip
-            return _fail(decision, finish, current, status, now, plan, planned, Reason.PERMANENT_FAILURE,
-                         f"{detail}; {rule}")  # fmt: skip
+            )
+            return _fail(
+                decision,
+                finish,
+                current,
+                status,
+                now,
+                plan,
+                planned,
+                Reason.PERMANENT_FAILURE,
+                f"{detail}; {rule}",
+            )
         if restarts >= policy.backoff_limit:
-            return _fail(decision, finish, current, status, now, plan, planned, Reason.BACKOFF_LIMIT_EXCEEDED,
-                         f"{detail}; backoffLimit {policy.backoff_limit} reached after {restarts} restart(s)")  # fmt: skip
+            return _fail(
+                decision,
+                finish,
+                current,
+                status,
+                now,
+                plan,
+                planned,
+                Reason.BACKOFF_LIMIT_EXCEEDED,
+                f"{detail}; backoffLimit {policy.backoff_limit} reached after {restarts} restart(s)",
+            )
         delay = min(MAX_BACKOFF_S, policy.backoff_seconds * (2**restarts))
         status["restarts"] = restarts + 1
         status["attempt"] = attempt + 1
         status["nextRestartTime"] = _iso(obs.now + timedelta(seconds=delay))
-        decision.delete_pods = sorted(set(decision.delete_pods) | {p["metadata"]["name"] for p in current.values()})
+        decision.delete_pods = sorted(
+            set(decision.delete_pods) | {p["metadata"]["name"] for p in current.values()}
+        )
         decision.requeue_after = float(max(delay, 1))
         restarting = Condition(
-            type=ConditionType.RESTARTING, status=True, reason=Reason.WORKER_FAILED,
+            type=ConditionType.RESTARTING,
+            status=True,
+            reason=Reason.WORKER_FAILED,
             message=f"{detail}; restart {restarts + 1} of {policy.backoff_limit} in {delay} s",
-        )  # fmt: skip
+        )
         status["workers"] = _worker_rows(plan, assignment, {}, ref.name, ())
         status["workersReady"] = f"0/{world}"
-        stopped = Condition(type=ConditionType.RUNNING, status=False, reason=Reason.WORKERS_STOPPED,
-                            message="workers stopped after a failure")  # fmt: skip
-        return finish([planned, *_carry(old, [ConditionType.PLACED]), stopped, restarting, spec_ok], status, plan)
+        stopped = Condition(
+            type=ConditionType.RUNNING,
+            status=False,
+            reason=Reason.WORKERS_STOPPED,
+            message="workers stopped after a failure",
+        )
+        return finish(
+            [planned, *_carry(old, [ConditionType.PLACED]), stopped, restarting, spec_ok], status, plan
+        )
 
     # backoff before re-creating pods after a restart
     next_restart = old.get("nextRestartTime")
@@ -410,15 +476,23 @@ def decide(obs: Observed) -> Decision:
                 continue
             decision.create.append(
                 build_worker_pod(
-                    ref, spec=spec, placement=w, world_size=world, attempt=attempt, plan_hash=plan_hash,
-                    assignment=assignment, port=port,
+                    ref,
+                    spec=spec,
+                    placement=w,
+                    world_size=world,
+                    attempt=attempt,
+                    plan_hash=plan_hash,
+                    assignment=assignment,
+                    port=port,
                 )
-            )  # fmt: skip
+            )
             created += 1
         if created and not old.get("startTime"):
             status["startTime"] = now
-        if any(name in names_present and w_rank not in current for w_rank, name in
-               ((w.rank, api.worker_pod_name(ref.name, w.rank)) for w in plan.workers)):  # fmt: skip
+        if any(
+            name in names_present and w_rank not in current
+            for w_rank, name in ((w.rank, api.worker_pod_name(ref.name, w.rank)) for w in plan.workers)
+        ):
             decision.requeue_after = 1.0  # an old pod still holds the name: retry once it is gone
 
     phases = [_phase(p) for p in current.values()]
@@ -428,37 +502,85 @@ def decide(obs: Observed) -> Decision:
     status["workersReady"] = f"{running}/{world}"
     conds = [planned]
     if bound == world and len(current) == world:
-        conds.append(Condition(type=ConditionType.PLACED, status=True, reason=Reason.PODS_SCHEDULED,
-                               message=_placed_message(plan)))  # fmt: skip
+        conds.append(
+            Condition(
+                type=ConditionType.PLACED,
+                status=True,
+                reason=Reason.PODS_SCHEDULED,
+                message=_placed_message(plan),
+            )
+        )
     else:
-        conds.append(Condition(type=ConditionType.PLACED, status=False, reason=Reason.PODS_PENDING,
-                               message=f"{bound}/{world} worker pods bound to nodes"))  # fmt: skip
+        conds.append(
+            Condition(
+                type=ConditionType.PLACED,
+                status=False,
+                reason=Reason.PODS_PENDING,
+                message=f"{bound}/{world} worker pods bound to nodes",
+            )
+        )
     succeeded = len(current) == world and phases.count("Succeeded") == world
     if running == world:
-        conds.append(Condition(type=ConditionType.RUNNING, status=True, reason=Reason.WORKERS_RUNNING,
-                               message=f"all {world} workers running"))  # fmt: skip
+        conds.append(
+            Condition(
+                type=ConditionType.RUNNING,
+                status=True,
+                reason=Reason.WORKERS_RUNNING,
+                message=f"all {world} workers running",
+            )
+        )
     else:
-        conds.append(Condition(type=ConditionType.RUNNING, status=False,
-                               reason=Reason.WORKERS_STOPPED if succeeded else Reason.WORKERS_STARTING,
-                               message=f"{running}/{world} workers running"))  # fmt: skip
+        conds.append(
+            Condition(
+                type=ConditionType.RUNNING,
+                status=False,
+                reason=Reason.WORKERS_STOPPED if succeeded else Reason.WORKERS_STARTING,
+                message=f"{running}/{world} workers running",
+            )
+        )
     if waiting:
-        conds.append(Condition(type=ConditionType.RESTARTING, status=True, reason=Reason.RESTARTED,
-                               message=f"re-creating workers after backoff at {next_restart}"))  # fmt: skip
+        conds.append(
+            Condition(
+                type=ConditionType.RESTARTING,
+                status=True,
+                reason=Reason.RESTARTED,
+                message=f"re-creating workers after backoff at {next_restart}",
+            )
+        )
     elif find(old_conds, ConditionType.RESTARTING) is not None:
-        conds.append(Condition(type=ConditionType.RESTARTING, status=False, reason=Reason.NO_FAILURE,
-                               message=f"{restarts} restart(s) so far"))  # fmt: skip
+        conds.append(
+            Condition(
+                type=ConditionType.RESTARTING,
+                status=False,
+                reason=Reason.NO_FAILURE,
+                message=f"{restarts} restart(s) so far",
+            )
+        )
     if succeeded:
         status["completionTime"] = now
-        conds.append(Condition(type=ConditionType.SUCCEEDED, status=True, reason=Reason.ALL_WORKERS_SUCCEEDED,
-                               message=f"all {world} workers exited 0"))  # fmt: skip
+        conds.append(
+            Condition(
+                type=ConditionType.SUCCEEDED,
+                status=True,
+                reason=Reason.ALL_WORKERS_SUCCEEDED,
+                message=f"all {world} workers exited 0",
+            )
+        )
     conds.append(spec_ok)
     return finish(conds, status, plan)
 
 
 def _fail(
-    decision: Decision, finish: Any, current: Mapping[int, Mapping[str, Any]], status: dict[str, Any], now: str,
-    plan: JobPlan, planned: Condition, reason: Reason, message: str,
-) -> Decision:  # fmt: skip
+    decision: Decision,
+    finish: Any,
+    current: Mapping[int, Mapping[str, Any]],
+    status: dict[str, Any],
+    now: str,
+    plan: JobPlan,
+    planned: Condition,
+    reason: Reason,
+    message: str,
+) -> Decision:
     decision.delete_pods = sorted(
         set(decision.delete_pods)
         | {p["metadata"]["name"] for p in current.values() if _phase(p) not in ("Succeeded", "Failed")}
@@ -467,6 +589,8 @@ def _fail(
     status.pop("nextRestartTime", None)
     status["workersReady"] = f"0/{len(plan.workers)}"
     failed = Condition(type=ConditionType.FAILED, status=True, reason=reason, message=message)
-    stopped = Condition(type=ConditionType.RUNNING, status=False, reason=Reason.WORKERS_STOPPED, message=message)
+    stopped = Condition(
+        type=ConditionType.RUNNING, status=False, reason=Reason.WORKERS_STOPPED, message=message
+    )
     result: Decision = finish([planned, stopped, failed], status, plan)
     return result

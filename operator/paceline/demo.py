@@ -1,7 +1,8 @@
-"""`paceline demo`: apply the heterogeneous example job to the local cluster, show live progress, summarise."""
+"""`paceline demo`: apply the heterogeneous example job to the local cluster, follow it live, summarise."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import time
@@ -25,7 +26,7 @@ TERMINAL = ("Succeeded", "Failed")
 
 
 def equal_split_estimate(workers: Sequence[Mapping[str, Any]], global_batch: int) -> float | None:
-    """Samples/s an equal split would reach, from each worker's measured per-sample time (overhead ignored)."""
+    """Samples/s an equal split would reach, from each worker's measured per-sample time (no overhead)."""
     per_sample = []
     for row in workers:
         sps = float(row.get("samplesPerSecond") or 0)
@@ -49,18 +50,25 @@ def _view(job: Mapping[str, Any], events: list[Any], elapsed: float) -> Group:
     head.add_row("phase", f"[bold]{status.get('phase', 'Pending')}[/]", "elapsed", f"{elapsed:.0f} s")
     head.add_row("plan", plan.get("summary", "…"), "assignment", f"v{status.get('assignmentVersion', '-')}")
     head.add_row(
-        "throughput", f"{throughput.get('samplesPerSecond', '-')} samples/s",
-        "efficiency", throughput.get("efficiency", "-"),
-    )  # fmt: skip
+        "throughput",
+        f"{throughput.get('samplesPerSecond', '-')} samples/s",
+        "efficiency",
+        throughput.get("efficiency", "-"),
+    )
     workers = Table(title="workers", expand=True)
     for col in ("rank", "node", "GPU", "share", "phase", "samples/s", "speed", "straggler"):
         workers.add_column(col)
     for row in status.get("workers") or []:
         workers.add_row(
-            str(row["rank"]), row.get("node", ""), row.get("gpuProduct", ""), str(row.get("batchShare", "")),
-            row.get("phase", ""), row.get("samplesPerSecond", "-"), row.get("relativeSpeed", "-"),
+            str(row["rank"]),
+            row.get("node", ""),
+            row.get("gpuProduct", ""),
+            str(row.get("batchShare", "")),
+            row.get("phase", ""),
+            row.get("samplesPerSecond", "-"),
+            row.get("relativeSpeed", "-"),
             row.get("straggler", "-"),
-        )  # fmt: skip
+        )
     log = Table(title="events", expand=True, show_header=False)
     log.add_column("reason", style="cyan", no_wrap=True)
     log.add_column("message")
@@ -77,7 +85,9 @@ def _final_accuracy(state: Path, name: str) -> str | None:
     return f"{found[-1][1]} after {found[-1][0]} steps" if found else None
 
 
-def run_demo(*, job_file: Path | None = None, timeout_s: float = 900.0, console: Console | None = None) -> int:
+def run_demo(
+    *, job_file: Path | None = None, timeout_s: float = 900.0, console: Console | None = None
+) -> int:
     """Apply the example job, follow it live, print a summary; exit code 0 when it succeeded."""
     console = console or Console()
     cluster = LocalCluster(report=lambda m: console.print(f"[cyan]paceline[/] {m}"))
@@ -90,8 +100,11 @@ def run_demo(*, job_file: Path | None = None, timeout_s: float = 900.0, console:
     kubectl = [str(ensure_binaries(lambda _: None).kubectl), f"--kubeconfig={cluster.paths.kubeconfig}"]
     name = str(__import__("yaml").safe_load(job_file.read_text())["metadata"]["name"])
     subprocess.run([*kubectl, "create", "namespace", NAMESPACE], capture_output=True, check=False)
-    subprocess.run([*kubectl, "delete", "tj", name, "-n", NAMESPACE, "--ignore-not-found", "--wait=true"],
-                   capture_output=True, check=False)  # fmt: skip
+    subprocess.run(
+        [*kubectl, "delete", "tj", name, "-n", NAMESPACE, "--ignore-not-found", "--wait=true"],
+        capture_output=True,
+        check=False,
+    )
     while core.list_namespaced_pod(NAMESPACE, label_selector=f"{api.LABEL_JOB}={name}").items:
         time.sleep(0.5)
     console.print(f"$ kubectl apply -n {NAMESPACE} -f {job_file.relative_to(repo_root())}")
@@ -100,10 +113,11 @@ def run_demo(*, job_file: Path | None = None, timeout_s: float = 900.0, console:
     job: dict[str, Any] = {"metadata": {"name": name}}
     with Live(console=console, refresh_per_second=2) as live:
         while time.monotonic() - started < timeout_s:
-            try:
-                job = custom.get_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, name)
-            except ApiException:
-                pass
+            with contextlib.suppress(ApiException):  # keep the last view through an API blip
+                found: Any = custom.get_namespaced_custom_object(
+                    api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, name
+                )
+                job = dict(found)
             events = _events(core, name)
             live.update(_view(job, events, time.monotonic() - started))
             if (job.get("status") or {}).get("phase") in TERMINAL:
@@ -115,14 +129,19 @@ def run_demo(*, job_file: Path | None = None, timeout_s: float = 900.0, console:
     return 0 if status.get("phase") == "Succeeded" else 1
 
 
-def _summary(console: Console, job: Mapping[str, Any], events: list[Any], elapsed: float, acc: str | None) -> None:
+def _summary(
+    console: Console, job: Mapping[str, Any], events: list[Any], elapsed: float, acc: str | None
+) -> None:
     status = job.get("status") or {}
     plan = status.get("plan") or {}
     rebalances = [e for e in events if e.reason == "Rebalanced"]
     stragglers = [e for e in events if e.reason == "StragglerDetected"]
     planned = next((e.message for e in events if e.reason == "Planned"), "")
     table = Table.grid(padding=(0, 2))
-    table.add_row("result", f"[bold]{status.get('phase')}[/] in {elapsed:.0f} s" + (f"; held-out accuracy {acc}" if acc else ""))
+    table.add_row(
+        "result",
+        f"[bold]{status.get('phase')}[/] in {elapsed:.0f} s" + (f"; held-out accuracy {acc}" if acc else ""),
+    )
     table.add_row("plan", f"{plan.get('strategy', '')}")
     table.add_row("why", planned)
     for e in rebalances:
@@ -133,7 +152,9 @@ def _summary(console: Console, job: Mapping[str, Any], events: list[Any], elapse
         table.add_row("rebalanced", "never (the planned shares were already within the gain threshold)")
     throughput = status.get("throughput") or {}
     achieved = float(throughput.get("samplesPerSecond") or 0)
-    equal = equal_split_estimate(status.get("workers") or [], int(job.get("spec", {}).get("globalBatchSize") or 0))
+    equal = equal_split_estimate(
+        status.get("workers") or [], int(job.get("spec", {}).get("globalBatchSize") or 0)
+    )
     if achieved and equal:
         table.add_row(
             "throughput",

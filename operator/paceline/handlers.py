@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -18,7 +19,7 @@ _tasks: list[asyncio.Task[None]] = []
 
 
 async def _resync_loop() -> None:
-    """Periodic resync of every known job (backoff deadlines, missed events, telemetry), without a finalizer."""
+    """Periodic resync of every known job (backoff deadlines, missed events, telemetry); no finalizer."""
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(RESYNC_SECONDS)
@@ -53,8 +54,10 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
-def on_job_event(namespace: str, name: str, type: str | None, **_: Any) -> None:  # noqa: A002 - kopf's kwarg
+def on_job_event(namespace: str | None, name: str, type: str, **_: Any) -> None:
     """Any change to a TrainingJob (including our own status writes, which converge to no-ops)."""
+    if namespace is None:  # TrainingJobs are namespaced; kopf types allow None for cluster-scoped kinds
+        return
     if type == "DELETED":
         _known.discard((namespace, name))
         forget(namespace, name)
@@ -64,6 +67,7 @@ def on_job_event(namespace: str, name: str, type: str | None, **_: Any) -> None:
 
 
 @kopf.on.event("v1", "pods", labels={api.LABEL_JOB: kopf.PRESENT, api.LABEL_MANAGED_BY: api.MANAGED_BY})
-def on_pod_event(namespace: str, labels: dict[str, str], **_: Any) -> None:
+def on_pod_event(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
     """A worker pod changed: reconcile its job."""
-    reconcile(namespace, labels[api.LABEL_JOB])
+    if namespace is not None:
+        reconcile(namespace, labels[api.LABEL_JOB])

@@ -32,7 +32,9 @@ def gpus_requested(pod: Mapping[str, Any]) -> int:
 
     def request(container: Mapping[str, Any]) -> int:
         res = container.get("resources") or {}
-        value = (res.get("requests") or {}).get(api.GPU_RESOURCE) or (res.get("limits") or {}).get(api.GPU_RESOURCE)
+        value = (res.get("requests") or {}).get(api.GPU_RESOURCE) or (res.get("limits") or {}).get(
+            api.GPU_RESOURCE
+        )
         return _quantity(value) if value is not None else 0
 
     app = sum(request(c) for c in spec.get("containers") or [])
@@ -41,9 +43,12 @@ def gpus_requested(pod: Mapping[str, Any]) -> int:
 
 
 def node_inventory(
-    nodes: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]], *, exclude_job: str | None = None,
+    nodes: Iterable[Mapping[str, Any]],
+    pods: Iterable[Mapping[str, Any]],
+    *,
+    exclude_job: str | None = None,
     exclude_namespace: str | None = None,
-) -> list[NodeCapacity]:  # fmt: skip
+) -> list[NodeCapacity]:
     """Ready, schedulable GPU nodes with the GPUs still free (pods of `exclude_job` count as free)."""
     used: dict[str, int] = defaultdict(int)
     for pod in pods:
@@ -63,14 +68,18 @@ def node_inventory(
     for node in nodes:
         meta = node.get("metadata") or {}
         labels = meta.get("labels") or {}
-        allocatable = _quantity(((node.get("status") or {}).get("allocatable") or {}).get(api.GPU_RESOURCE, 0))
+        allocatable = _quantity(
+            ((node.get("status") or {}).get("allocatable") or {}).get(api.GPU_RESOURCE, 0)
+        )
         if allocatable <= 0 or (node.get("spec") or {}).get("unschedulable") or not _ready(node):
             continue
         name = meta["name"]
         inventory.append(
             NodeCapacity(
                 name=name,
-                pool=labels.get(api.LABEL_POOL) or labels.get("node.kubernetes.io/instance-type") or "default",
+                pool=labels.get(api.LABEL_POOL)
+                or labels.get("node.kubernetes.io/instance-type")
+                or "default",
                 gpu_product=labels.get(api.GPU_PRODUCT_LABEL, "unknown"),
                 gpus_allocatable=allocatable,
                 gpus_free=max(0, allocatable - used[name]),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,12 +45,12 @@ def _sanitize(obj: Any) -> Any:
 def get_job(namespace: str, name: str) -> dict[str, Any] | None:
     """The TrainingJob, or None when it is gone."""
     try:
-        job: dict[str, Any] = _custom().get_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, name)
+        job: Any = _custom().get_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, name)
     except ApiException as err:
         if err.status == 404:
             return None
         raise
-    return job
+    return dict(job)
 
 
 def list_job_pods(namespace: str, job: str) -> list[dict[str, Any]]:
@@ -92,7 +92,7 @@ def list_all_pods() -> list[dict[str, Any]]:
 def create(obj: Mapping[str, Any]) -> bool:
     """Create a Pod, Service or ConfigMap; False when it already exists (409)."""
     ns = obj["metadata"]["namespace"]
-    creators = {
+    creators: dict[str, Callable[..., Any]] = {
         "Pod": _core().create_namespaced_pod,
         "Service": _core().create_namespaced_service,
         "ConfigMap": _core().create_namespaced_config_map,
@@ -162,7 +162,7 @@ def emit_event(job: Mapping[str, Any], *, type_: str, reason: str, message: str)
         "count": 1,
     }
     try:
-        _core().create_namespaced_event(meta["namespace"], event)
+        _core().create_namespaced_event(meta["namespace"], event)  # type: ignore[arg-type]
     except ApiException as err:
         if err.status not in (403, 404, 409):
             raise

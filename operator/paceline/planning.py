@@ -32,7 +32,9 @@ def plan_for(spec: api.JobSpec, nodes: Sequence[NodeCapacity], model: Mapping[st
         raise PlanningError(f"spec.model: {err}", reason=Reason.INVALID_MODEL) from None
     if not any(not spec.pools or n.pool in spec.pools for n in nodes):
         pools = ", ".join(sorted({n.pool for n in nodes})) or "none"
-        raise PlanningError(f"no Ready GPU node in the allowed pools {list(spec.pools)} (pools present: {pools})")
+        raise PlanningError(
+            f"no Ready GPU node in the allowed pools {list(spec.pools)} (pools present: {pools})"
+        )
     slots = worker_slots(spec, nodes)
     workers = min(spec.replicas_max, slots)
     if workers < spec.replicas_min:

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,14 +45,18 @@ def resolve_model(namespace: str, model: Mapping[str, Any]) -> Mapping[str, Any]
     cm = kube.get_configmap(namespace, ref["name"])
     key = ref.get("key", "graph.yaml")
     if cm is None:
-        raise PlanningError(f"spec.model.configMapRef: ConfigMap {ref['name']!r} not found in namespace {namespace}")
+        raise PlanningError(
+            f"spec.model.configMapRef: ConfigMap {ref['name']!r} not found in namespace {namespace}"
+        )
     text = (cm.get("data") or {}).get(key)
     if text is None:
         raise PlanningError(f"spec.model.configMapRef: ConfigMap {ref['name']!r} has no key {key!r}")
     try:
         return {"graph": yaml.safe_load(text)}
     except yaml.YAMLError as err:
-        raise PlanningError(f"spec.model.configMapRef: {ref['name']}/{key} is not valid YAML/JSON: {err}") from None
+        raise PlanningError(
+            f"spec.model.configMapRef: {ref['name']}/{key} is not valid YAML/JSON: {err}"
+        ) from None
 
 
 def compute_plan(job: Mapping[str, Any]) -> JobPlan | PlanningError:
@@ -62,7 +66,10 @@ def compute_plan(job: Mapping[str, Any]) -> JobPlan | PlanningError:
         spec = api.parse_spec(job["spec"])
         graph = resolve_model(meta["namespace"], spec.model)
         nodes = node_inventory(
-            kube.list_nodes(), kube.list_all_pods(), exclude_job=meta["name"], exclude_namespace=meta["namespace"]
+            kube.list_nodes(),
+            kube.list_all_pods(),
+            exclude_job=meta["name"],
+            exclude_namespace=meta["namespace"],
         )
         return plan_for(spec, nodes, graph)
     except PlanningError as err:
@@ -117,7 +124,10 @@ def _assignment(control: Mapping[str, Any] | None) -> Assignment | None:
 
 
 def observe_and_rebalance(
-    job: Mapping[str, Any], pods: list[dict[str, Any]], control: Mapping[str, Any] | None, status: Mapping[str, Any]
+    job: Mapping[str, Any],
+    pods: Sequence[Mapping[str, Any]],
+    control: Mapping[str, Any] | None,
+    status: Mapping[str, Any],
 ) -> None:
     """Scrape running workers, feed the balancer, publish a new assignment when it pays, update status."""
     meta = job["metadata"]
@@ -139,7 +149,9 @@ def observe_and_rebalance(
         return
     state = _controls.setdefault((ns, name), JobControl.create(settings))
     samples = scrape_all({rank: f"{url}/metrics" for rank, url in urls.items()})
-    outcome = control_step(state=state, samples=samples, assignment=assignment, settings=settings, now=time.time())
+    outcome = control_step(
+        state=state, samples=samples, assignment=assignment, settings=settings, now=time.time()
+    )
     if outcome.new_assignment is not None:
         kube.patch_configmap(
             {"metadata": control["metadata"], "data": {"assignment.json": outcome.new_assignment.to_json()}}
@@ -193,6 +205,10 @@ def reconcile(namespace: str, name: str) -> float | None:
             apply(job, decision)
             spec = job.get("spec") or {}
             dynamic = (spec.get("balancing") or {}).get("policy", "Dynamic") == "Dynamic"
-            if decision.status.get("phase") == "Running" and spec.get("mode", "Synchronous") == "Synchronous" and dynamic:
-                observe_and_rebalance(job, list(observed.pods), control, decision.status)
+            if (
+                decision.status.get("phase") == "Running"
+                and spec.get("mode", "Synchronous") == "Synchronous"
+                and dynamic
+            ):
+                observe_and_rebalance(job, observed.pods, control, decision.status)
         return decision.requeue_after

@@ -28,11 +28,17 @@ class Kube:
         self.kubectl_bin = str(ensure_binaries(lambda _: None).kubectl)
         self.kubeconfig = str(cluster.paths.kubeconfig)
 
-    def run(self, *args: str, input_text: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, input_text: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [self.kubectl_bin, f"--kubeconfig={self.kubeconfig}", *args],
-            capture_output=True, text=True, input=input_text, check=False, timeout=120,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            input=input_text,
+            check=False,
+            timeout=120,
+        )
         if check and proc.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}")
         return proc
@@ -56,9 +62,10 @@ class Kube:
 
     def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
         return [
-            e for e in self.items("events", namespace)
+            e
+            for e in self.items("events", namespace)
             if e["involvedObject"].get("kind") == "TrainingJob" and e["involvedObject"]["name"] == name
-        ]  # fmt: skip
+        ]
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout_s: float = 90.0, interval_s: float = 0.5) -> Any:
@@ -97,7 +104,9 @@ def namespace(kube: Kube) -> Iterator[str]:
     kube.run("delete", "namespace", name, "--wait=false", check=False)
 
 
-def training_job(name: str, *, command: list[str], replicas: tuple[int, int] = (2, 3), **spec: Any) -> dict[str, Any]:
+def training_job(
+    name: str, *, command: list[str], replicas: tuple[int, int] = (2, 3), **spec: Any
+) -> dict[str, Any]:
     """A TrainingJob whose workers run `command` as local processes."""
     doc: dict[str, Any] = {
         "apiVersion": "paceline.dev/v1alpha1",
@@ -106,7 +115,11 @@ def training_job(name: str, *, command: list[str], replicas: tuple[int, int] = (
         "spec": {
             "replicas": {"min": replicas[0], "max": replicas[1]},
             "globalBatchSize": 64,
-            "template": {"spec": {"containers": [{"name": "trainer", "image": "paceline/worker:dev", "command": command}]}},
+            "template": {
+                "spec": {
+                    "containers": [{"name": "trainer", "image": "paceline/worker:dev", "command": command}]
+                }
+            },
         },
     }
     doc["spec"].update(spec)

@@ -52,9 +52,17 @@ def test_control_plane_runs_the_pinned_version(kube: Kube) -> None:
         ("create", "customresourcedefinitions.apiextensions.k8s.io", False),
     ],
 )
-def test_operator_service_account_is_least_privilege(kube: Kube, verb: str, resource: str, allowed: bool) -> None:
+def test_operator_service_account_is_least_privilege(
+    kube: Kube, verb: str, resource: str, allowed: bool
+) -> None:
     proc = kube.run(
-        "auth", "can-i", verb, resource, "-n", "default",
-        "--as=system:serviceaccount:paceline-system:paceline-operator", check=False,
-    )  # fmt: skip
+        "auth",
+        "can-i",
+        verb,
+        resource,
+        "-n",
+        "default",
+        "--as=system:serviceaccount:paceline-system:paceline-operator",
+        check=False,
+    )
     assert proc.stdout.strip() == ("yes" if allowed else "no")

@@ -22,8 +22,12 @@ def _status(kube: Kube, name: str, namespace: str) -> dict:
 def test_retryable_failures_restart_with_backoff_then_fail(kube: Kube, namespace: str) -> None:
     # rank 1 is killed by SIGKILL (exit 137: retryable under ExitCode) a second after starting, every attempt
     crash = ["sh", "-c", 'if [ "$RANK" = 1 ]; then sleep 1; kill -9 $$; else sleep 600; fi']
-    doc = training_job("crashy", command=crash, replicas=(2, 2),
-                       runPolicy={"restartPolicy": "ExitCode", "backoffLimit": 2, "backoffSeconds": 1})  # fmt: skip
+    doc = training_job(
+        "crashy",
+        command=crash,
+        replicas=(2, 2),
+        runPolicy={"restartPolicy": "ExitCode", "backoffLimit": 2, "backoffSeconds": 1},
+    )
     assert kube.apply(doc, namespace).returncode == 0
 
     def failed() -> dict | None:
@@ -38,15 +42,24 @@ def test_retryable_failures_restart_with_backoff_then_fail(kube: Kube, namespace
     reasons = [e["reason"] for e in kube.events(namespace, "crashy")]
     assert reasons.count("WorkerFailed") >= 2 and "Failed" in reasons
     # no worker left running
-    wait_for("running pods stopped", lambda: not [
-        p for p in kube.items("pods", namespace, "paceline.dev/job=crashy") if p["status"].get("phase") == "Running"
-    ])  # fmt: skip
+    wait_for(
+        "running pods stopped",
+        lambda: (
+            not [
+                p
+                for p in kube.items("pods", namespace, "paceline.dev/job=crashy")
+                if p["status"].get("phase") == "Running"
+            ]
+        ),
+    )
 
 
 def test_permanent_exit_code_fails_without_restart(kube: Kube, namespace: str) -> None:
     doc = training_job("buggy", command=["python", "-c", "raise SystemExit(3)"], replicas=(1, 1))
     assert kube.apply(doc, namespace).returncode == 0
-    status = wait_for("Failed", lambda: (s := _status(kube, "buggy", namespace)).get("phase") == "Failed" and s)
+    status = wait_for(
+        "Failed", lambda: (s := _status(kube, "buggy", namespace)).get("phase") == "Failed" and s
+    )
     cond = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert cond["reason"] == "PermanentFailure" and "code 3" in cond["message"]
     assert status.get("restarts", 0) == 0
@@ -66,10 +79,14 @@ def test_operator_killed_mid_reconcile_converges(cluster: LocalCluster, kube: Ku
     proc = processes.running(cluster.paths.state, "operator")
     assert proc is not None
     os.kill(proc.pid, signal.SIGKILL)
-    wait_for("operator gone", lambda: processes.running(cluster.paths.state, "operator") is None, interval_s=0.05)
+    wait_for(
+        "operator gone", lambda: processes.running(cluster.paths.state, "operator") is None, interval_s=0.05
+    )
     cluster.start_operator()
-    status = wait_for("Running after restart", lambda: (s := _status(kube, "survivor", namespace))
-                      .get("phase") == "Running" and s)  # fmt: skip
+    status = wait_for(
+        "Running after restart",
+        lambda: (s := _status(kube, "survivor", namespace)).get("phase") == "Running" and s,
+    )
     pods = kube.items("pods", namespace, "paceline.dev/job=survivor")
     assert sorted(p["metadata"]["name"] for p in pods) == [f"survivor-worker-{r}" for r in range(3)]
     assert status["workersReady"] == "3/3"

@@ -59,9 +59,11 @@ def test_apply_places_pods_reports_status_and_garbage_collects(kube: Kube, names
     kube.run("delete", "tj", "placed", "-n", namespace)
     wait_for(
         "children garbage-collected",
-        lambda: not kube.items("pods", namespace, "paceline.dev/job=placed")
-        and kube.get("configmap", "placed-control", namespace) is None
-        and kube.get("service", "placed", namespace) is None,
+        lambda: (
+            not kube.items("pods", namespace, "paceline.dev/job=placed")
+            and kube.get("configmap", "placed-control", namespace) is None
+            and kube.get("service", "placed", namespace) is None
+        ),
     )
 
 

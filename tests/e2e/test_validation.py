@@ -36,17 +36,29 @@ REJECTED_BY_API_SERVER = [
     ("lr not a number", _bad(optimizer={"learningRate": "fast"}), "spec.optimizer.learningRate"),
     ("lr zero", _bad(optimizer={"learningRate": "0"}), "learningRate must be a decimal in (0, 100]"),
     ("momentum >= 1", _bad(optimizer={"momentum": "1.5"}), "momentum must be a decimal in [0, 1)"),
-    ("two models", _bad(model={"preset": "alexnet", "configMapRef": {"name": "g"}}), "set at most one of preset"),
+    (
+        "two models",
+        _bad(model={"preset": "alexnet", "configMapRef": {"name": "g"}}),
+        "set at most one of preset",
+    ),
     ("unknown preset", _bad(model={"preset": "resnet9000"}), "spec.model.preset"),
     ("no containers", _no_containers(), "needs at least one container"),
     ("restartPolicy Always", _template_restart_always(), "restartPolicy must be Never"),
-    ("async settings on sync job", _bad(asynchronous={"parameterServers": 2}), "only allowed with mode: Asynchronous"),
+    (
+        "async settings on sync job",
+        _bad(asynchronous={"parameterServers": 2}),
+        "only allowed with mode: Asynchronous",
+    ),
     ("zero GPUs", _bad(gpusPerWorker=0), "spec.gpusPerWorker"),
 ]
 
 
-@pytest.mark.parametrize(("case", "doc", "message"), REJECTED_BY_API_SERVER, ids=[c[0] for c in REJECTED_BY_API_SERVER])
-def test_api_server_rejects_with_a_fix_it_message(kube: Kube, namespace: str, case: str, doc: dict, message: str) -> None:
+@pytest.mark.parametrize(
+    ("case", "doc", "message"), REJECTED_BY_API_SERVER, ids=[c[0] for c in REJECTED_BY_API_SERVER]
+)
+def test_api_server_rejects_with_a_fix_it_message(
+    kube: Kube, namespace: str, case: str, doc: dict, message: str
+) -> None:
     proc = kube.apply(doc, namespace)
     assert proc.returncode != 0, f"{case} was accepted"
     assert message in proc.stderr, proc.stderr
@@ -93,11 +105,15 @@ def test_operator_marks_invalid_spec(kube: Kube, namespace: str, case: str, doc:
 
     def failed() -> dict | None:
         job = kube.get("tj", "opbad", namespace) or {}
-        cond = next((c for c in (job.get("status") or {}).get("conditions", []) if c["type"] == "Failed"), None)
+        cond = next(
+            (c for c in (job.get("status") or {}).get("conditions", []) if c["type"] == "Failed"), None
+        )
         return cond if cond and cond["status"] == "True" else None
 
     cond = wait_for("Failed/InvalidSpec", failed, timeout_s=30)
     assert cond["reason"] == "InvalidSpec" and message in cond["message"]
-    warnings = [e for e in kube.events(namespace, "opbad") if e["type"] == "Warning" and e["reason"] == "InvalidSpec"]
+    warnings = [
+        e for e in kube.events(namespace, "opbad") if e["type"] == "Warning" and e["reason"] == "InvalidSpec"
+    ]
     assert warnings and message in warnings[0]["message"]
     assert not kube.items("pods", namespace, "paceline.dev/job=opbad")

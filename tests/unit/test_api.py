@@ -44,15 +44,15 @@ def test_template_rules() -> None:
     base = job()["spec"]
     no_cmd = copy.deepcopy(base)
     del no_cmd["template"]["spec"]["containers"][0]["command"]
-    with pytest.raises(api.InvalidSpec, match="needs a command or args"):
+    with pytest.raises(api.InvalidSpec, match=r"needs a command or args"):
         api.parse_spec(no_cmd)
     gpu_limit = copy.deepcopy(base)
     gpu_limit["template"]["spec"]["containers"][0]["resources"] = {"limits": {"nvidia.com/gpu": "1"}}
-    with pytest.raises(api.InvalidSpec, match="use spec.gpusPerWorker"):
+    with pytest.raises(api.InvalidSpec, match=r"use spec\.gpusPerWorker"):
         api.parse_spec(gpu_limit)
     pinned = copy.deepcopy(base)
     pinned["template"]["spec"]["nodeName"] = "n1"
-    with pytest.raises(api.InvalidSpec, match="nodeName must be unset"):
+    with pytest.raises(api.InvalidSpec, match=r"nodeName must be unset"):
         api.parse_spec(pinned)
 
 

@@ -15,9 +15,9 @@ def test_chart_crds_match_the_source_of_truth() -> None:
     copies = sorted(p.name for p in (REPO / "charts" / "paceline" / "crds").glob("*.yaml"))
     assert source == copies, "run `make chart-crds` to copy crds/ into the chart"
     for name in source:
-        assert (REPO / "crds" / name).read_bytes() == (REPO / "charts" / "paceline" / "crds" / name).read_bytes(), (
-            f"charts/paceline/crds/{name} drifted from crds/{name}: run `make chart-crds`"
-        )
+        assert (REPO / "crds" / name).read_bytes() == (
+            REPO / "charts" / "paceline" / "crds" / name
+        ).read_bytes(), f"charts/paceline/crds/{name} drifted from crds/{name}: run `make chart-crds`"
 
 
 def _walk(schema: dict[str, Any], path: str) -> list[str]:

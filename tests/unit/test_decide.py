@@ -40,9 +40,15 @@ class World:
     def step(self, now: datetime, plan: JobPlan | PlanningError | None = PLAN) -> Decision:
         new_plan = plan if needs_plan(self.job, self.control) else None
         d = decide(
-            Observed(job=self.job, pods=list(self.pods.values()), service=self.service, control=self.control,
-                     now=now, new_plan=new_plan)
-        )  # fmt: skip
+            Observed(
+                job=self.job,
+                pods=list(self.pods.values()),
+                service=self.service,
+                control=self.control,
+                now=now,
+                new_plan=new_plan,
+            )
+        )
         self.events += d.events
         self.job["status"] = copy.deepcopy(d.status)
         for obj in d.create:
@@ -61,8 +67,8 @@ class World:
     def run_all(self, phase: str = "Running") -> None:
         for pod in self.pods.values():
             pod["spec"]["nodeName"] = pod["spec"]["affinity"]["nodeAffinity"][
-                "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]["matchExpressions"][-1][
-                "values"][0]  # fmt: skip
+                "requiredDuringSchedulingIgnoredDuringExecution"
+            ]["nodeSelectorTerms"][0]["matchExpressions"][-1]["values"][0]
             pod["status"] = {"phase": phase, "podIP": "127.16.0.5"}
 
     def fail(self, rank: int, code: int, at: datetime) -> None:

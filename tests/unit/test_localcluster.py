@@ -33,17 +33,40 @@ def test_default_pools_are_heterogeneous_and_loopback() -> None:
         ({}, "pools must be a non-empty list"),
         ({"pools": [{"name": "a"}]}, "pools[0].gpuProduct is required"),
         (
-            {"pools": [{"name": "a", "gpuProduct": "X", "gpuMemoryMiB": 1, "instanceType": "i", "nodes": 1,
-                        "gpusPerNode": 1, "relativeSpeed": 0}]},
+            {
+                "pools": [
+                    {
+                        "name": "a",
+                        "gpuProduct": "X",
+                        "gpuMemoryMiB": 1,
+                        "instanceType": "i",
+                        "nodes": 1,
+                        "gpusPerNode": 1,
+                        "relativeSpeed": 0,
+                    }
+                ]
+            },
             "relativeSpeed must be positive",
         ),
         (
-            {"pools": [{"name": "a", "gpuProduct": "X", "gpuMemoryMiB": 1, "instanceType": "i", "nodes": 1,
-                        "gpusPerNode": 1, "relativeSpeed": 1}], "stragglers": [{"node": "gpu-b-0", "factor": 2}]},
+            {
+                "pools": [
+                    {
+                        "name": "a",
+                        "gpuProduct": "X",
+                        "gpuMemoryMiB": 1,
+                        "instanceType": "i",
+                        "nodes": 1,
+                        "gpusPerNode": 1,
+                        "relativeSpeed": 1,
+                    }
+                ],
+                "stragglers": [{"node": "gpu-b-0", "factor": 2}],
+            },
             "is not a node of this cluster",
         ),
     ],
-)  # fmt: skip
+)
 def test_bad_cluster_yaml_says_what_to_fix(raw: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=None) as err:
         parse_config(raw)
@@ -53,14 +76,21 @@ def test_bad_cluster_yaml_says_what_to_fix(raw: dict, message: str) -> None:
 def test_straggler_schedule_window_and_scope() -> None:
     raw = {
         "pools": [
-            {"name": "a", "gpuProduct": "X", "gpuMemoryMiB": 1, "instanceType": "i", "nodes": 2, "gpusPerNode": 1,
-             "relativeSpeed": 1}
+            {
+                "name": "a",
+                "gpuProduct": "X",
+                "gpuMemoryMiB": 1,
+                "instanceType": "i",
+                "nodes": 2,
+                "gpusPerNode": 1,
+                "relativeSpeed": 1,
+            }
         ],
         "stragglers": [
             {"node": "gpu-a-1", "factor": 3, "fromSeconds": 10, "untilSeconds": 20},
             {"pool": "a", "randomDelay": {"distribution": "gamma", "meanMilliseconds": 20, "shape": 2}},
         ],
-    }  # fmt: skip
+    }
     config = parse_config(raw)
     assert straggler_factor(config.stragglers, node="gpu-a-1", pool="a", elapsed_s=5) == 1.0
     assert straggler_factor(config.stragglers, node="gpu-a-1", pool="a", elapsed_s=15) == 3.0
@@ -85,19 +115,31 @@ def test_env_resolution_like_a_kubelet_with_dns_mapped_to_pod_ips() -> None:
         ]
     }
     env = resolve_env(
-        container, pod,
-        lookup_ip=lambda ns, host, sub: "127.16.0.2" if (ns, host, sub) == ("ml", "j-worker-0", "j") else None,
+        container,
+        pod,
+        lookup_ip=lambda ns, host, sub: (
+            "127.16.0.2" if (ns, host, sub) == ("ml", "j-worker-0", "j") else None
+        ),
         configmap_value=lambda ns, name, key: "v",
-    )  # fmt: skip
-    assert env == {"MASTER_ADDR": "127.16.0.2", "POD_IP": "127.16.0.3", "GREETING": "hi from 127.16.0.3", "CFG": "v"}
+    )
+    assert env == {
+        "MASTER_ADDR": "127.16.0.2",
+        "POD_IP": "127.16.0.3",
+        "GREETING": "hi from 127.16.0.3",
+        "CFG": "v",
+    }
 
 
 def test_wrapper_module_pins_every_staging_module() -> None:
     upstream = (
         "require (\n\tgo.etcd.io/etcd/server/v3 v3.6.8 // indirect\n)\n"
-        "replace (\n\tk8s.io/api => ./staging/src/k8s.io/api\n\tk8s.io/client-go => ./staging/src/k8s.io/client-go\n)"
+        "replace (\n\tk8s.io/api => ./staging/src/k8s.io/api\n"
+        "\tk8s.io/client-go => ./staging/src/k8s.io/client-go\n)"
     )
-    assert staging_replaces(upstream, "v0.36.3") == [("k8s.io/api", "v0.36.3"), ("k8s.io/client-go", "v0.36.3")]
+    assert staging_replaces(upstream, "v0.36.3") == [
+        ("k8s.io/api", "v0.36.3"),
+        ("k8s.io/client-go", "v0.36.3"),
+    ]
     gomod = wrapper_gomod(kubernetes_version="v1.36.3", kubernetes_gomod=upstream)
     assert "\tk8s.io/kubernetes v1.36.3\n" in gomod
     assert "\tgo.etcd.io/etcd/server/v3 v3.6.8\n" in gomod

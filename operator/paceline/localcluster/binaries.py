@@ -77,20 +77,22 @@ def _run(cmd: list[str], *, cwd: Path, env: dict[str, str], log: Path) -> None:
         proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
     if proc.returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-25:]
-        raise BuildError(f"{' '.join(cmd[:3])} … failed (exit {proc.returncode}); log {log}:\n" + "\n".join(tail))
+        raise BuildError(
+            f"{' '.join(cmd[:3])} … failed (exit {proc.returncode}); log {log}:\n" + "\n".join(tail)
+        )
 
 
 def _go_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("GOFLAGS", "-mod=mod")
-    env["GOFLAGS"] = " ".join(f for f in (env["GOFLAGS"].split() + ["-mod=mod"]) if f)
+    env["GOFLAGS"] = " ".join(f for f in [*env["GOFLAGS"].split(), "-mod=mod"] if f)
     env["CGO_ENABLED"] = "0"
     env.setdefault("GOTOOLCHAIN", "local")
     return env
 
 
 def staging_replaces(kubernetes_gomod: str, staging_version: str) -> list[tuple[str, str]]:
-    """Map each ``k8s.io/x => ./staging/...`` replace of Kubernetes' go.mod to ``k8s.io/x <staging_version>``."""
+    """Map each ``k8s.io/x => ./staging/...`` replace of Kubernetes' go.mod to ``k8s.io/x <version>``."""
     pattern = re.compile(r"^\s*(k8s\.io/[A-Za-z0-9._/-]+)\s+=>\s+\./staging/", re.MULTILINE)
     return [(module, staging_version) for module in pattern.findall(kubernetes_gomod)]
 
@@ -121,7 +123,11 @@ def wrapper_gomod(*, kubernetes_version: str, kubernetes_gomod: str) -> str:
     minor = kubernetes_version.removeprefix("v1.")
     replaces = staging_replaces(kubernetes_gomod, f"v0.{minor}")
     lines = ["module paceline.local/controlplane", "", "go 1.26.0", "", "require ("]
-    lines += [f"\tk8s.io/kubernetes {kubernetes_version}", f"\tgo.etcd.io/etcd/server/v3 {etcd_version(kubernetes_gomod)}", ")"]
+    lines += [
+        f"\tk8s.io/kubernetes {kubernetes_version}",
+        f"\tgo.etcd.io/etcd/server/v3 {etcd_version(kubernetes_gomod)}",
+        ")",
+    ]
     lines += ["", "replace ("] + [f"\t{mod} => {mod} {ver}" for mod, ver in replaces] + [")", ""]
     return "\n".join(lines)
 
@@ -159,9 +165,13 @@ def _build_control_plane(target: Path, report: Report) -> None:
         check=False,
     )
     if download.returncode != 0:
-        raise BuildError(f"go mod download k8s.io/kubernetes@{versions.KUBERNETES} failed: {download.stderr.strip()}")
+        raise BuildError(
+            f"go mod download k8s.io/kubernetes@{versions.KUBERNETES} failed: {download.stderr.strip()}"
+        )
     gomod_path = json.loads(download.stdout)["GoMod"]
-    gomod = wrapper_gomod(kubernetes_version=versions.KUBERNETES, kubernetes_gomod=Path(gomod_path).read_text())
+    gomod = wrapper_gomod(
+        kubernetes_version=versions.KUBERNETES, kubernetes_gomod=Path(gomod_path).read_text()
+    )
     (work / "go.mod").write_text(gomod)
     (work / "etcd").mkdir(exist_ok=True)
     (work / "etcd" / "main.go").write_text(ETCD_MAIN)
@@ -170,7 +180,16 @@ def _build_control_plane(target: Path, report: Report) -> None:
     staging.mkdir(parents=True)
     packages = [f"k8s.io/kubernetes/cmd/{name}" for name in versions.CONTROL_PLANE] + ["./etcd"]
     _run(
-        [_go(), "build", "-trimpath", "-ldflags", version_ldflags(versions.KUBERNETES), "-o", str(staging), *packages],
+        [
+            _go(),
+            "build",
+            "-trimpath",
+            "-ldflags",
+            version_ldflags(versions.KUBERNETES),
+            "-o",
+            str(staging),
+            *packages,
+        ],
         cwd=work,
         env=env,
         log=log,
@@ -190,7 +209,12 @@ def _go_install(*, module_path: str, version: str, target: Path, report: Report)
     env = _go_env()
     env["GOBIN"] = str(staging)
     env["GOFLAGS"] = ""
-    _run([_go(), "install", "-trimpath", "-ldflags=-s -w", f"{module_path}@{version}"], cwd=work, env=env, log=log)
+    _run(
+        [_go(), "install", "-trimpath", "-ldflags=-s -w", f"{module_path}@{version}"],
+        cwd=work,
+        env=env,
+        log=log,
+    )
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
 
@@ -205,7 +229,9 @@ def ensure_binaries(report: Report = print) -> Binaries:
     if not all((control / name).exists() for name in (*versions.CONTROL_PLANE, "etcd")):
         _build_control_plane(control, report)
     if not (kwok / "kwok").exists():
-        _go_install(module_path="sigs.k8s.io/kwok/cmd/kwok", version=versions.KWOK, target=kwok, report=report)
+        _go_install(
+            module_path="sigs.k8s.io/kwok/cmd/kwok", version=versions.KWOK, target=kwok, report=report
+        )
     if not (helm / "helm").exists():
         _go_install(module_path="helm.sh/helm/v3/cmd/helm", version=versions.HELM, target=helm, report=report)
     elapsed = time.monotonic() - started

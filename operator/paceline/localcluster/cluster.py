@@ -1,8 +1,9 @@
 """Bring the local cluster up and down: etcd, the Kubernetes control plane, kwok, fake GPU nodes,
 the process runtime and the operator, every address on loopback.
 
-State lives in one directory (``.paceline/`` in the repository by default): certificates, kubeconfigs, etcd data,
-logs and the PIDs of the processes started here. ``up`` is idempotent; ``down`` stops only recorded PIDs.
+State lives in one directory (``.paceline/`` in the repository by default): certificates, kubeconfigs,
+etcd data, logs and the PIDs of the processes started here. ``up`` is idempotent; ``down`` stops only the
+recorded PIDs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
 import yaml
 
 from paceline.localcluster import processes
@@ -43,8 +45,15 @@ COMPONENTS = (
     "operator",
 )
 PORT_NAMES = (
-    "etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok", "operator-health", "operator-metrics",
-)  # fmt: skip
+    "etcd",
+    "etcd-peer",
+    "apiserver",
+    "controller-manager",
+    "scheduler",
+    "kwok",
+    "operator-health",
+    "operator-metrics",
+)
 
 
 class ClusterError(RuntimeError):
@@ -107,9 +116,15 @@ def _ports(paths: Paths) -> dict[str, int]:
 
 
 def write_kubeconfig(
-    path: Path, *, server: str, ca: Path, user: str, cert: Path | None = None, key: Path | None = None,
+    path: Path,
+    *,
+    server: str,
+    ca: Path,
+    user: str,
+    cert: Path | None = None,
+    key: Path | None = None,
     token: str | None = None,
-) -> None:  # fmt: skip
+) -> None:
     """Write a kubeconfig with one cluster, user and context named paceline-local."""
     credentials: dict[str, str] = {}
     if cert is not None and key is not None:
@@ -119,7 +134,9 @@ def write_kubeconfig(
     doc = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "paceline-local", "cluster": {"server": server, "certificate-authority": str(ca)}}],
+        "clusters": [
+            {"name": "paceline-local", "cluster": {"server": server, "certificate-authority": str(ca)}}
+        ],
         "users": [{"name": user, "user": credentials}],
         "contexts": [{"name": "paceline-local", "context": {"cluster": "paceline-local", "user": user}}],
         "current-context": "paceline-local",
@@ -141,7 +158,10 @@ def _wait(what: str, check: Callable[[], bool], *, timeout_s: float, log: Path |
     tail = ""
     if log is not None and log.exists():
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
-    raise ClusterError(f"{what} did not become ready in {timeout_s:.0f} s" + (f"; last lines of {log}:\n{tail}" if tail else ""))
+    raise ClusterError(
+        f"{what} did not become ready in {timeout_s:.0f} s"
+        + (f"; last lines of {log}:\n{tail}" if tail else "")
+    )
 
 
 def _https_ok(url: str, pki: Pki) -> bool:
@@ -159,7 +179,9 @@ def _http_ok(url: str) -> bool:
 class LocalCluster:
     """One local cluster rooted at a state directory."""
 
-    def __init__(self, state: Path | None = None, *, config_path: Path | None = None, report: Report = print) -> None:
+    def __init__(
+        self, state: Path | None = None, *, config_path: Path | None = None, report: Report = print
+    ) -> None:
         self.paths = Paths(state=(state or default_state_dir()).resolve())
         self.config_path = config_path
         self.report = report
@@ -170,7 +192,7 @@ class LocalCluster:
         return [name for name in COMPONENTS if processes.running(self.paths.state, name) is not None]
 
     def config_text(self) -> str:
-        """The cluster YAML in force: --config, else the copy saved at first start, else the packaged default."""
+        """The cluster YAML in force: --config, else the copy saved at first start, else the default."""
         saved = self.paths.state / "cluster.yaml"
         if self.config_path is not None:
             return self.config_path.read_text()
@@ -184,7 +206,7 @@ class LocalCluster:
 
     # -- up -----------------------------------------------------------------------------------------------
     def up(self, *, operator: bool = True) -> None:
-        """Start whatever is not running; return when the API answers, nodes are Ready and the operator runs."""
+        """Start what is not running; return once the API answers, nodes are Ready and the operator runs."""
         started = time.monotonic()
         state = self.paths.state
         state.mkdir(parents=True, exist_ok=True)
@@ -196,14 +218,22 @@ class LocalCluster:
         ports = _ports(self.paths)
         server = f"https://127.0.0.1:{ports['apiserver']}"
         write_kubeconfig(
-            self.paths.kubeconfig, server=server, ca=pki.ca_cert, user="paceline-admin",
-            cert=pki.cert("admin"), key=pki.key("admin"),
-        )  # fmt: skip
+            self.paths.kubeconfig,
+            server=server,
+            ca=pki.ca_cert,
+            user="paceline-admin",
+            cert=pki.cert("admin"),
+            key=pki.key("admin"),
+        )
         for name in ("controller-manager", "scheduler", "kwok", "runtime"):
             write_kubeconfig(
-                self.paths.component_kubeconfig(name), server=server, ca=pki.ca_cert, user=name,
-                cert=pki.cert(name), key=pki.key(name),
-            )  # fmt: skip
+                self.paths.component_kubeconfig(name),
+                server=server,
+                ca=pki.ca_cert,
+                user=name,
+                cert=pki.cert(name),
+                key=pki.key(name),
+            )
         self._start_etcd(bins, ports)
         self._start_apiserver(bins, pki, ports)
         self._start_controllers(bins, pki, ports)
@@ -230,13 +260,18 @@ class LocalCluster:
         self._ensure(
             "etcd",
             [
-                str(bins.etcd), "--name=paceline", f"--data-dir={self.paths.state / 'etcd'}",
-                f"--listen-client-urls={client}", f"--advertise-client-urls={client}",
-                f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
-                f"--initial-cluster=paceline={peer}", "--log-level=warn",
+                str(bins.etcd),
+                "--name=paceline",
+                f"--data-dir={self.paths.state / 'etcd'}",
+                f"--listen-client-urls={client}",
+                f"--advertise-client-urls={client}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster=paceline={peer}",
+                "--log-level=warn",
                 "--quota-backend-bytes=2147483648",
             ],
-        )  # fmt: skip
+        )
         _wait("etcd", lambda: _http_ok(f"{client}/health"), timeout_s=60, log=self.paths.log("etcd"))
 
     def _start_apiserver(self, bins: Binaries, pki: Pki, ports: dict[str, int]) -> None:
@@ -246,11 +281,15 @@ class LocalCluster:
             [
                 str(bins.kube_apiserver),
                 f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
-                "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={port}",
-                f"--tls-cert-file={pki.cert('apiserver')}", f"--tls-private-key-file={pki.key('apiserver')}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={port}",
+                f"--tls-cert-file={pki.cert('apiserver')}",
+                f"--tls-private-key-file={pki.key('apiserver')}",
                 f"--client-ca-file={pki.ca_cert}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                f"--service-account-key-file={pki.sa_pub}", f"--service-account-signing-key-file={pki.sa_key}",
+                f"--service-account-key-file={pki.sa_pub}",
+                f"--service-account-signing-key-file={pki.sa_key}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--endpoint-reconciler-type=none",
                 "--authorization-mode=Node,RBAC",
@@ -261,7 +300,7 @@ class LocalCluster:
                 "--profiling=false",
                 "--v=1",
             ],
-        )  # fmt: skip
+        )
         _wait(
             "kube-apiserver",
             lambda: _https_ok(f"https://127.0.0.1:{port}/readyz", pki),
@@ -275,10 +314,15 @@ class LocalCluster:
             "kube-controller-manager",
             [
                 str(bins.kube_controller_manager),
-                f"--kubeconfig={kcm}", f"--authentication-kubeconfig={kcm}", f"--authorization-kubeconfig={kcm}",
-                "--bind-address=127.0.0.1", f"--secure-port={ports['controller-manager']}",
-                f"--service-account-private-key-file={pki.sa_key}", f"--root-ca-file={pki.ca_cert}",
-                f"--cluster-signing-cert-file={pki.ca_cert}", f"--cluster-signing-key-file={pki.ca_key}",
+                f"--kubeconfig={kcm}",
+                f"--authentication-kubeconfig={kcm}",
+                f"--authorization-kubeconfig={kcm}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={ports['controller-manager']}",
+                f"--service-account-private-key-file={pki.sa_key}",
+                f"--root-ca-file={pki.ca_cert}",
+                f"--cluster-signing-cert-file={pki.ca_cert}",
+                f"--cluster-signing-key-file={pki.ca_key}",
                 "--use-service-account-credentials=true",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--allocate-node-cidrs=false",
@@ -288,17 +332,21 @@ class LocalCluster:
                 "--leader-elect=false",
                 "--v=1",
             ],
-        )  # fmt: skip
+        )
         sched = str(self.paths.component_kubeconfig("scheduler"))
         self._ensure(
             "kube-scheduler",
             [
                 str(bins.kube_scheduler),
-                f"--kubeconfig={sched}", f"--authentication-kubeconfig={sched}", f"--authorization-kubeconfig={sched}",
-                "--bind-address=127.0.0.1", f"--secure-port={ports['scheduler']}",
-                "--leader-elect=false", "--v=1",
+                f"--kubeconfig={sched}",
+                f"--authentication-kubeconfig={sched}",
+                f"--authorization-kubeconfig={sched}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={ports['scheduler']}",
+                "--leader-elect=false",
+                "--v=1",
             ],
-        )  # fmt: skip
+        )
         self._ensure(
             "kwok",
             [
@@ -313,15 +361,19 @@ class LocalCluster:
                 f"--server-address=127.0.0.1:{ports['kwok']}",
                 "--node-lease-duration-seconds=40",
             ],
-        )  # fmt: skip
+        )
 
     def kubectl(self, *args: str, check: bool = True, input_text: str | None = None) -> str:
         """Run kubectl against this cluster as admin and return stdout."""
         bins = ensure_binaries(self.report)
         proc = subprocess.run(
             [str(bins.kubectl), f"--kubeconfig={self.paths.kubeconfig}", *args],
-            capture_output=True, text=True, input=input_text, check=False, timeout=120,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            input=input_text,
+            check=False,
+            timeout=120,
+        )
         if check and proc.returncode != 0:
             raise ClusterError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
         return proc.stdout
@@ -337,10 +389,13 @@ class LocalCluster:
 
         def all_ready() -> bool:
             out = self.kubectl(
-                "get", "nodes", *names, "-o",
+                "get",
+                "nodes",
+                *names,
+                "-o",
                 "jsonpath={range .items[*]}{.status.conditions[?(@.type=='Ready')].status}{' '}{end}",
                 check=False,
-            )  # fmt: skip
+            )
             statuses = out.split()
             return len(statuses) == len(names) and all(s == "True" for s in statuses)
 
@@ -349,31 +404,54 @@ class LocalCluster:
     def _install_chart(self, bins: Binaries) -> None:
         chart = repo_root() / "charts" / "paceline"
         self.report("installing the Paceline chart (CRDs, ServiceAccount, RBAC) with helm")
-        env = dict(os.environ, HELM_CACHE_HOME=str(self.paths.state / "helm" / "cache"),
-                   HELM_CONFIG_HOME=str(self.paths.state / "helm" / "config"),
-                   HELM_DATA_HOME=str(self.paths.state / "helm" / "data"))  # fmt: skip
+        env = dict(
+            os.environ,
+            HELM_CACHE_HOME=str(self.paths.state / "helm" / "cache"),
+            HELM_CONFIG_HOME=str(self.paths.state / "helm" / "config"),
+            HELM_DATA_HOME=str(self.paths.state / "helm" / "data"),
+        )
         proc = subprocess.run(
             [
-                str(bins.helm), "upgrade", "--install", HELM_RELEASE, str(chart),
-                f"--kubeconfig={self.paths.kubeconfig}", "--namespace", OPERATOR_NAMESPACE, "--create-namespace",
-                "--set", "operator.deploy=false", "--wait", "--timeout", "2m",
+                str(bins.helm),
+                "upgrade",
+                "--install",
+                HELM_RELEASE,
+                str(chart),
+                f"--kubeconfig={self.paths.kubeconfig}",
+                "--namespace",
+                OPERATOR_NAMESPACE,
+                "--create-namespace",
+                "--set",
+                "operator.deploy=false",
+                "--wait",
+                "--timeout",
+                "2m",
             ],
-            capture_output=True, text=True, env=env, check=False, timeout=180,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+            timeout=180,
+        )
         if proc.returncode != 0:
-            raise ClusterError(f"helm install of {chart} failed: {proc.stderr.strip() or proc.stdout.strip()}")
+            raise ClusterError(
+                f"helm install of {chart} failed: {proc.stderr.strip() or proc.stdout.strip()}"
+            )
         self.kubectl("wait", "--for=condition=Established", "crd/trainingjobs.paceline.dev", "--timeout=60s")
 
     def _start_runtime(self) -> None:
         self._ensure(
             "process-runtime",
             [
-                sys.executable, "-m", "paceline", "runtime",
+                sys.executable,
+                "-m",
+                "paceline",
+                "runtime",
                 f"--kubeconfig={self.paths.component_kubeconfig('runtime')}",
                 f"--state={self.paths.state}",
             ],
             env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )  # fmt: skip
+        )
 
     def operator_token(self) -> str:
         """A TokenRequest-API token for the chart's operator ServiceAccount."""
@@ -385,9 +463,12 @@ class LocalCluster:
         """Kubeconfig authenticating as the chart's ServiceAccount, so its RBAC really applies."""
         ports = _ports(self.paths)
         write_kubeconfig(
-            self.paths.operator_kubeconfig, server=f"https://127.0.0.1:{ports['apiserver']}",
-            ca=self.paths.state / "pki" / "ca.crt", user=OPERATOR_SERVICE_ACCOUNT, token=self.operator_token(),
-        )  # fmt: skip
+            self.paths.operator_kubeconfig,
+            server=f"https://127.0.0.1:{ports['apiserver']}",
+            ca=self.paths.state / "pki" / "ca.crt",
+            user=OPERATOR_SERVICE_ACCOUNT,
+            token=self.operator_token(),
+        )
         return self.paths.operator_kubeconfig
 
     def _start_operator(self, bins: Binaries, ports: dict[str, int]) -> None:
@@ -397,9 +478,15 @@ class LocalCluster:
             self._ensure(
                 "operator",
                 [
-                    sys.executable, "-m", "paceline", "operator", "--all-namespaces", f"--liveness={health}",
-                    "--metrics-address=127.0.0.1", f"--metrics-port={ports['operator-metrics']}",
-                ],  # fmt: skip
+                    sys.executable,
+                    "-m",
+                    "paceline",
+                    "operator",
+                    "--all-namespaces",
+                    f"--liveness={health}",
+                    "--metrics-address=127.0.0.1",
+                    f"--metrics-port={ports['operator-metrics']}",
+                ],
                 env=dict(os.environ, KUBECONFIG=str(kubeconfig), PYTHONUNBUFFERED="1"),
             )
         _wait("operator", lambda: _http_ok(health), timeout_s=60, log=self.paths.log("operator"))

@@ -170,7 +170,10 @@ def node_manifests(config: ClusterConfig) -> list[dict[str, Any]]:
                     "kind": "Node",
                     "metadata": {
                         "name": name,
-                        "annotations": {KWOK_ANNOTATION: "fake", SPEED_ANNOTATION: f"{pool.relative_speed:g}"},
+                        "annotations": {
+                            KWOK_ANNOTATION: "fake",
+                            SPEED_ANNOTATION: f"{pool.relative_speed:g}",
+                        },
                         "labels": {
                             "kubernetes.io/hostname": name,
                             "kubernetes.io/os": "linux",

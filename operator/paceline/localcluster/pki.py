@@ -56,7 +56,9 @@ class Pki:
 def _openssl(*args: str, cwd: Path) -> None:
     openssl = shutil.which("openssl")
     if openssl is None:
-        raise RuntimeError("openssl is needed to make the local cluster's certificates: apt-get install openssl")
+        raise RuntimeError(
+            "openssl is needed to make the local cluster's certificates: apt-get install openssl"
+        )
     proc = subprocess.run([openssl, *args], cwd=cwd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"openssl {args[0]} failed: {proc.stderr.strip()}")
@@ -68,24 +70,51 @@ def _signed(pki: Pki, stem: str, subject: str, extensions: str) -> None:
     _openssl("genrsa", "-out", pki.key(stem).name, "2048", cwd=pki.dir)
     _openssl("req", "-new", "-key", pki.key(stem).name, "-subj", subject, "-out", f"{stem}.csr", cwd=pki.dir)
     _openssl(
-        "x509", "-req", "-in", f"{stem}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-        "-days", "3650", "-sha256", "-extfile", ext.name, "-out", pki.cert(stem).name, cwd=pki.dir,
-    )  # fmt: skip
+        "x509",
+        "-req",
+        "-in",
+        f"{stem}.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "3650",
+        "-sha256",
+        "-extfile",
+        ext.name,
+        "-out",
+        pki.cert(stem).name,
+        cwd=pki.dir,
+    )
     (pki.dir / f"{stem}.csr").unlink()
     ext.unlink()
 
 
 def ensure_pki(directory: Path) -> Pki:
-    """Create the CA, the API server's serving certificate (loopback only) and client certificates if missing."""
+    """Create the CA, the API server's serving certificate (loopback only) and client certificates."""
     pki = Pki(dir=directory)
     if pki.cert("apiserver").exists() and all(pki.cert(s).exists() for s in CLIENTS):
         return pki
     directory.mkdir(parents=True, exist_ok=True)
     _openssl("genrsa", "-out", "ca.key", "2048", cwd=directory)
     _openssl(
-        "req", "-x509", "-new", "-nodes", "-key", "ca.key", "-sha256", "-days", "3650",
-        "-subj", "/CN=paceline-local-ca", "-out", "ca.crt", cwd=directory,
-    )  # fmt: skip
+        "req",
+        "-x509",
+        "-new",
+        "-nodes",
+        "-key",
+        "ca.key",
+        "-sha256",
+        "-days",
+        "3650",
+        "-subj",
+        "/CN=paceline-local-ca",
+        "-out",
+        "ca.crt",
+        cwd=directory,
+    )
     server_ext = (
         "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
         "extendedKeyUsage=serverAuth\n"
@@ -93,7 +122,9 @@ def ensure_pki(directory: Path) -> Pki:
         "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n"
     )
     _signed(pki, "apiserver", "/CN=kube-apiserver", server_ext)
-    client_ext = "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
+    client_ext = (
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
+    )
     for stem, (cn, org) in CLIENTS.items():
         subject = f"/CN={cn}" + (f"/O={org}" if org else "")
         _signed(pki, stem, subject, client_ext)

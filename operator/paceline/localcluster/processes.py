@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -50,7 +51,12 @@ def running(state: Path, name: str) -> Started | None:
 
 
 def start(
-    state: Path, name: str, cmd: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path | None = None
+    state: Path,
+    name: str,
+    cmd: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> Started:
     """Start a detached process logging to state/logs/NAME.log and record its PID."""
     (state / "logs").mkdir(parents=True, exist_ok=True)
@@ -67,12 +73,14 @@ def start(
     )
     log.close()
     ticks = _start_ticks(proc.pid) or 0
-    _record_path(state, name).write_text(json.dumps({"pid": proc.pid, "start_ticks": ticks, "cmd": list(cmd)}))
+    _record_path(state, name).write_text(
+        json.dumps({"pid": proc.pid, "start_ticks": ticks, "cmd": list(cmd)})
+    )
     return Started(name=name, pid=proc.pid, start_ticks=ticks)
 
 
 def stop(state: Path, name: str, *, grace_s: float = 10.0) -> bool:
-    """SIGTERM the recorded process (SIGKILL after grace); True if it was running. Never touches other PIDs."""
+    """SIGTERM the recorded process (SIGKILL after grace); True if it ran. Never touches other PIDs."""
     proc = running(state, name)
     _record_path(state, name).unlink(missing_ok=True)
     if proc is None:
@@ -102,10 +110,8 @@ def _is_zombie(pid: int) -> bool:
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):  # not our child: nothing to reap
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def alive(proc: Started) -> bool:

@@ -9,6 +9,7 @@ heterogeneity is real in time (see `paceline_worker`'s simulated device). The co
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -28,7 +29,13 @@ import numpy as np
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from paceline.localcluster.config import KWOK_ANNOTATION, SPEED_ANNOTATION, ClusterConfig, Straggler, load_config
+from paceline.localcluster.config import (
+    KWOK_ANNOTATION,
+    SPEED_ANNOTATION,
+    ClusterConfig,
+    Straggler,
+    load_config,
+)
 
 log = logging.getLogger("paceline.runtime")
 POLL_S = 0.3
@@ -127,10 +134,13 @@ class ProcessRuntime:
 
     def __init__(self, *, kubeconfig: Path, state: Path, workdir: Path) -> None:
         config.load_kube_config(str(kubeconfig))
-        self.core = client.CoreV1Api()
+        self.api = client.ApiClient()
+        self.core = client.CoreV1Api(self.api)
         self.state = state
         self.workdir = workdir
-        self.cluster: ClusterConfig = load_config(state / "cluster.yaml" if (state / "cluster.yaml").exists() else None)
+        self.cluster: ClusterConfig = load_config(
+            state / "cluster.yaml" if (state / "cluster.yaml").exists() else None
+        )
         self.pod_logs = state / "logs" / "pods"
         self.pod_logs.mkdir(parents=True, exist_ok=True)
         self.schedules = state / "runtime"
@@ -142,22 +152,26 @@ class ProcessRuntime:
         self.rng = np.random.default_rng()
 
     # -- helpers ------------------------------------------------------------------------------------------
+    def _list(self, items: Any) -> list[dict[str, Any]]:
+        return [self.api.sanitize_for_serialization(i) for i in items]
+
     def _fake_nodes(self) -> dict[str, tuple[float, str]]:
         nodes = {}
-        for node in self.core.list_node().items:
-            ann = node.metadata.annotations or {}
+        for node in self._list(self.core.list_node().items):
+            meta = node["metadata"]
+            ann = meta.get("annotations") or {}
             if ann.get(KWOK_ANNOTATION) == "fake":
                 speed = float(ann.get(SPEED_ANNOTATION, "1"))
-                nodes[node.metadata.name] = (speed, (node.metadata.labels or {}).get("paceline.dev/pool", ""))
+                nodes[meta["name"]] = (speed, (meta.get("labels") or {}).get("paceline.dev/pool", ""))
         return nodes
 
     def _lookup_ip(self, namespace: str, hostname: str, subdomain: str) -> str | None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not self.stop.is_set():
-            pods = self.core.list_namespaced_pod(namespace).items
-            for pod in pods:
-                if pod.spec.hostname == hostname and pod.spec.subdomain == subdomain and pod.status.pod_ip:
-                    return str(pod.status.pod_ip)
+            for pod in self._list(self.core.list_namespaced_pod(namespace).items):
+                spec, ip = pod["spec"], (pod.get("status") or {}).get("podIP")
+                if spec.get("hostname") == hostname and spec.get("subdomain") == subdomain and ip:
+                    return str(ip)
             time.sleep(0.2)
         return None
 
@@ -176,17 +190,23 @@ class ProcessRuntime:
                 log.warning("patching status of %s/%s failed: %s", namespace, name, err.reason)
 
     # -- lifecycle ----------------------------------------------------------------------------------------
-    def _start(self, pod: Any, speed: float) -> None:
-        raw = client.ApiClient().sanitize_for_serialization(pod)
+    def _start(self, raw: dict[str, Any], speed: float) -> None:
         meta, spec = raw["metadata"], raw["spec"]
         key = f"{meta['namespace']}/{meta['name']}"
         container = spec["containers"][0]
         command = list(container.get("command") or []) + list(container.get("args") or [])
         if not command:
-            self._terminated(raw, exit_code=128, reason="NoCommand", started_at=_now(),
-                             message="the process runtime needs a container command")  # fmt: skip
+            self._terminated(
+                raw,
+                exit_code=128,
+                reason="NoCommand",
+                started_at=_now(),
+                message="the process runtime needs a container command",
+            )
             return
-        pod_env = resolve_env(container, raw, lookup_ip=self._lookup_ip, configmap_value=self._configmap_value)
+        pod_env = resolve_env(
+            container, raw, lookup_ip=self._lookup_ip, configmap_value=self._configmap_value
+        )
         schedule_file = self.schedules / f"{meta['namespace']}_{meta['name']}.json"
         schedule_file.write_text(json.dumps({"factor": 1.0, "randomDelays": []}))
         venv_bin = str(Path(sys.executable).parent)
@@ -210,9 +230,14 @@ class ProcessRuntime:
         started_at = _now()
         try:
             proc = subprocess.Popen(
-                command, env=env, cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                command,
+                env=env,
+                cwd=cwd,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,
-            )  # fmt: skip
+            )
         except OSError as err:
             log_file.close()
             self._terminated(raw, exit_code=127, reason="StartError", started_at=started_at, message=str(err))
@@ -222,9 +247,15 @@ class ProcessRuntime:
                 log_file.close()
         grace = float(spec.get("terminationGracePeriodSeconds") or 30)
         run = Running(
-            key=key, uid=meta["uid"], node=spec["nodeName"], proc=proc, started=time.monotonic(),
-            started_at=started_at, schedule_file=schedule_file, grace_s=min(grace, MAX_GRACE_S),
-        )  # fmt: skip
+            key=key,
+            uid=meta["uid"],
+            node=spec["nodeName"],
+            proc=proc,
+            started=time.monotonic(),
+            started_at=started_at,
+            schedule_file=schedule_file,
+            grace_s=min(grace, MAX_GRACE_S),
+        )
         with self.lock:
             self.running[meta["uid"]] = run
         log.info("started %s on %s (pid %d, speed %g): %s", key, spec["nodeName"], proc.pid, speed, command)
@@ -241,7 +272,9 @@ class ProcessRuntime:
         if not run.stopping:
             reason = "Completed" if exit_code == 0 else "Error"
             message = f"killed by signal {-code} ({signal.Signals(-code).name})" if code < 0 else ""
-            self._terminated(raw, exit_code=exit_code, reason=reason, started_at=run.started_at, message=message)
+            self._terminated(
+                raw, exit_code=exit_code, reason=reason, started_at=run.started_at, message=message
+            )
 
     def _terminated(
         self, raw: dict[str, Any], *, exit_code: int, reason: str, started_at: str, message: str = ""
@@ -253,7 +286,12 @@ class ProcessRuntime:
             "phase": "Succeeded" if exit_code == 0 else "Failed",
             "conditions": [
                 {"type": "Ready", "status": "False", "reason": "PodCompleted", "lastTransitionTime": now},
-                {"type": "ContainersReady", "status": "False", "reason": "PodCompleted", "lastTransitionTime": now},
+                {
+                    "type": "ContainersReady",
+                    "status": "False",
+                    "reason": "PodCompleted",
+                    "lastTransitionTime": now,
+                },
             ],
             "containerStatuses": [
                 {
@@ -284,23 +322,26 @@ class ProcessRuntime:
             return
         run.stopping = True
         run.stop_deadline = time.monotonic() + run.grace_s
-        try:
+        with contextlib.suppress(ProcessLookupError):  # already gone
             os.killpg(run.proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
 
-    def _finish_delete(self, pod: Any) -> None:
+    def _finish_delete(self, pod: dict[str, Any]) -> None:
         """Confirm a graceful deletion once the process is gone (what a kubelet does with grace 0)."""
-        if pod.metadata.finalizers:
+        meta = pod["metadata"]
+        if meta.get("finalizers"):
             return
         try:
             self.core.delete_namespaced_pod(
-                pod.metadata.name, pod.metadata.namespace, grace_period_seconds=0,
-                body=client.V1DeleteOptions(grace_period_seconds=0, preconditions=client.V1Preconditions(uid=pod.metadata.uid)),
-            )  # fmt: skip
+                meta["name"],
+                meta["namespace"],
+                grace_period_seconds=0,
+                body=client.V1DeleteOptions(
+                    grace_period_seconds=0, preconditions=client.V1Preconditions(uid=meta["uid"])
+                ),
+            )
         except ApiException as err:
             if err.status not in (404, 409):
-                log.warning("deleting %s/%s failed: %s", pod.metadata.namespace, pod.metadata.name, err.reason)
+                log.warning("deleting %s/%s failed: %s", meta["namespace"], meta["name"], err.reason)
 
     def _update_schedules(self, nodes: Mapping[str, tuple[float, str]]) -> None:
         with self.lock:
@@ -309,7 +350,10 @@ class ProcessRuntime:
             pool = nodes.get(run.node, (1.0, ""))[1]
             doc = {
                 "factor": straggler_factor(
-                    self.cluster.stragglers, node=run.node, pool=pool, elapsed_s=time.monotonic() - run.started
+                    self.cluster.stragglers,
+                    node=run.node,
+                    pool=pool,
+                    elapsed_s=time.monotonic() - run.started,
                 ),
                 "randomDelays": random_delays(self.cluster.stragglers, node=run.node, pool=pool),
             }
@@ -325,23 +369,29 @@ class ProcessRuntime:
     def step(self) -> None:
         """One poll: start processes for new Running pods, stop those of deleted pods, publish schedules."""
         nodes = self._fake_nodes()
-        pods = self.core.list_pod_for_all_namespaces(field_selector="spec.nodeName!=").items
+        pods = self._list(self.core.list_pod_for_all_namespaces(field_selector="spec.nodeName!=").items)
         alive: set[str] = set()
         for pod in pods:
-            if pod.spec.node_name not in nodes:
+            meta, node, status = pod["metadata"], pod["spec"].get("nodeName"), pod.get("status") or {}
+            if node not in nodes:
                 continue
-            uid = pod.metadata.uid
+            uid = str(meta["uid"])
             alive.add(uid)
             with self.lock:
                 run = self.running.get(uid)
-            if pod.metadata.deletion_timestamp is not None:
+            if meta.get("deletionTimestamp"):
                 if run is not None:
                     self._terminate(run)
                 else:
                     self._finish_delete(pod)
                 continue
-            if run is None and uid not in self.finished and pod.status.phase == "Running" and pod.status.pod_ip:
-                self._start(pod, nodes[pod.spec.node_name][0])
+            if (
+                run is None
+                and uid not in self.finished
+                and status.get("phase") == "Running"
+                and status.get("podIP")
+            ):
+                self._start(pod, nodes[node][0])
         with self.lock:
             gone = [r for uid, r in self.running.items() if uid not in alive]
         for run in gone:
@@ -349,16 +399,27 @@ class ProcessRuntime:
         self._update_schedules(nodes)
 
     def adopt_orphans(self) -> None:
-        """Pods marked Running whose process this runtime no longer has (runtime restarted) failed with 137."""
+        """Pods marked Running whose process this runtime lost (it restarted) are failed with 137."""
         nodes = self._fake_nodes()
-        for pod in self.core.list_pod_for_all_namespaces(field_selector="status.phase=Running").items:
-            if pod.spec.node_name in nodes and pod.status.pod_ip and pod.metadata.deletion_timestamp is None:
-                state_file = self.schedules / f"{pod.metadata.namespace}_{pod.metadata.name}.json"
+        for pod in self._list(
+            self.core.list_pod_for_all_namespaces(field_selector="status.phase=Running").items
+        ):
+            meta, status = pod["metadata"], pod.get("status") or {}
+            if (
+                pod["spec"].get("nodeName") in nodes
+                and status.get("podIP")
+                and not meta.get("deletionTimestamp")
+            ):
+                state_file = self.schedules / f"{meta['namespace']}_{meta['name']}.json"
                 if state_file.exists():  # we had started it before this runtime restarted
-                    raw = client.ApiClient().sanitize_for_serialization(pod)
-                    self._terminated(raw, exit_code=137, reason="Error", started_at=_now(),
-                                     message="the process runtime restarted and lost this process")  # fmt: skip
-                    self.finished.add(pod.metadata.uid)
+                    self._terminated(
+                        pod,
+                        exit_code=137,
+                        reason="Error",
+                        started_at=_now(),
+                        message="the process runtime restarted and lost this process",
+                    )
+                    self.finished.add(str(meta["uid"]))
                     state_file.unlink(missing_ok=True)
 
     def shutdown(self) -> None:
