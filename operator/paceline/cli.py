@@ -77,7 +77,7 @@ def _runtime(args: argparse.Namespace) -> int:
     from paceline.localcluster.runtime import run_runtime
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_runtime(kubeconfig=args.kubeconfig, state=args.state)
+    return run_runtime(kubeconfig=args.kubeconfig, state=args.state, workdir=args.workdir)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     runtime = sub.add_parser("runtime", help="dev/test only: run pods bound to fake nodes as local processes")
     runtime.add_argument("--kubeconfig", type=Path, required=True)
     runtime.add_argument("--state", type=Path, required=True)
+    runtime.add_argument("--workdir", type=Path, required=True, help="working directory of pod processes")
     runtime.set_defaults(func=_runtime)
 
     add_planner_commands(sub)

@@ -83,7 +83,7 @@ def wait_for(what: str, check: Callable[[], Any], timeout_s: float = 90.0, inter
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     state = Path(os.environ.get("PACELINE_E2E_STATE") or tmp_path_factory.mktemp("cluster")) / "state"
-    local = LocalCluster(state, report=lambda msg: print(f"[cluster] {msg}"))
+    local = LocalCluster(state, config_path=REPO / "tests" / "e2e" / "cluster.yaml", report=print)
     try:
         local.up(operator=True)
         yield local

@@ -449,6 +449,7 @@ class LocalCluster:
                 "runtime",
                 f"--kubeconfig={self.paths.component_kubeconfig('runtime')}",
                 f"--state={self.paths.state}",
+                f"--workdir={repo_root()}",
             ],
             env=dict(os.environ, PYTHONUNBUFFERED="1"),
         )

@@ -437,9 +437,9 @@ class ProcessRuntime:
                 os.killpg(run.proc.pid, signal.SIGKILL)
 
 
-def run_runtime(*, kubeconfig: Path, state: Path, workdir: Path | None = None) -> int:
+def run_runtime(*, kubeconfig: Path, state: Path, workdir: Path) -> int:
     """Run the process runtime until SIGTERM/SIGINT."""
-    runtime = ProcessRuntime(kubeconfig=kubeconfig, state=state, workdir=workdir or state.parent)
+    runtime = ProcessRuntime(kubeconfig=kubeconfig, state=state, workdir=workdir)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

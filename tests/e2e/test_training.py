@@ -1,0 +1,96 @@
+"""Real training on the local cluster: a straggler schedule kicks in, Paceline detects it, rebalances the
+batch shares live, and the job succeeds. Worker and operator metrics are scraped over HTTP."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+from conftest import Kube, wait_for
+from prometheus_client.parser import text_string_to_metric_families
+
+from paceline.localcluster.cluster import LocalCluster
+
+pytestmark = pytest.mark.e2e
+
+
+def _metrics(url: str) -> dict[str, float]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:  # the worker is still importing torch: not listening yet
+        return {}
+    return {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_straggler_is_detected_and_rebalanced_then_job_succeeds(
+    cluster: LocalCluster, kube: Kube, namespace: str
+) -> None:
+    doc = {
+        "apiVersion": "paceline.dev/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": "digits"},
+        "spec": {
+            "replicas": {"min": 2, "max": 2},
+            "gpusPerWorker": 4,  # one worker per T4 node: gpu-t4-0 and gpu-t4-1 (the straggler)
+            "globalBatchSize": 64,
+            "placement": {"pools": ["t4"]},
+            "balancing": {"cooldownSeconds": 5, "halfLifeSeconds": 10},
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "trainer",
+                            "image": "paceline/worker:dev",
+                            "command": ["python", "examples/train_digits.py", "--epochs", "12"],
+                            "env": [{"name": "PACELINE_SIM_SAMPLE_COST_S", "value": "0.02"}],
+                        }
+                    ]
+                }
+            },
+        },
+    }
+    assert kube.apply(doc, namespace).returncode == 0
+    job = wait_for(
+        "workers running",
+        lambda: (
+            (j := kube.get("tj", "digits", namespace)) and j.get("status", {}).get("phase") == "Running" and j
+        ),
+        timeout_s=120,
+    )
+    rows = {row["rank"]: row for row in job["status"]["workers"]}
+    slow_rank = next(r for r, row in rows.items() if row["node"] == "gpu-t4-1")
+
+    # the workers' own Prometheus endpoints, on their loopback pod IPs
+    pods = kube.items("pods", namespace, "paceline.dev/job=digits")
+    for pod in pods:
+        url = f"http://{pod['status']['podIP']}:9400/metrics"
+        steps = wait_for("worker steps", lambda u=url: _metrics(u).get("paceline_worker_steps_total", 0) > 0)
+        assert steps
+
+    def rebalanced() -> list[dict]:
+        return [e for e in kube.events(namespace, "digits") if e["reason"] == "Rebalanced"]
+
+    events = wait_for("a Rebalanced event", rebalanced, timeout_s=150, interval_s=1)
+    reasons = {e["reason"] for e in kube.events(namespace, "digits")}
+    assert "StragglerDetected" in reasons
+    control = kube.get("configmap", "digits-control", namespace)
+    assert control is not None
+    assignment = json.loads(control["data"]["assignment.json"])
+    assert assignment["version"] >= 2 and sum(assignment["batchSizes"]) == 64
+    assert assignment["batchSizes"][slow_rank] < 32, (assignment, events[-1]["message"])
+    status = kube.get("tj", "digits", namespace)["status"]
+    assert status["assignmentVersion"] == assignment["version"]
+    assert {row["rank"]: row["batchShare"] for row in status["workers"]}[slow_rank] < 32
+
+    ports = json.loads(cluster.paths.ports_file.read_text())
+    operator = _metrics(f"http://127.0.0.1:{ports['operator-metrics']}/metrics")
+    assert operator.get("paceline_operator_rebalances_total", 0) >= 1
+
+    wait_for(
+        "Succeeded",
+        lambda: kube.get("tj", "digits", namespace)["status"].get("phase") == "Succeeded",
+        timeout_s=300,
+        interval_s=2,
+    )
