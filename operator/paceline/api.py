@@ -161,6 +161,11 @@ def parse_spec(spec: Mapping[str, Any]) -> JobSpec:
         mode = Mode(mode_value)
     except ValueError:
         raise InvalidSpec(f"spec.mode must be one of {[m.value for m in Mode]}, got {mode_value!r}") from None
+    if mode is not Mode.SYNCHRONOUS:
+        raise InvalidSpec(
+            f"spec.mode {mode.value} is not implemented by this Paceline version yet (the API reserves it); "
+            "use mode: Synchronous"
+        )
     replicas = spec.get("replicas") or {}
     rmin = _int(replicas, "min", 1, "spec.replicas.min", low=1, high=1024)
     rmax = _int(replicas, "max", 1, "spec.replicas.max", low=1, high=1024)
