@@ -82,7 +82,7 @@ def run_plan(args: argparse.Namespace) -> int:
         if args.cost_model == "pase":
             return _plan_pase(args, graph)
         catalog = load_catalog(args.catalog) if args.catalog else DeviceCatalog()
-        nodes = parse_pools(args.pool, catalog)
+        nodes = parse_pools(args.pool, catalog) if args.pool else _cluster_nodes()
         spec = job.get("spec", {}) if job else {}
         gpw = args.gpus_per_worker or int(spec.get("gpusPerWorker", 1))
         workers = (
@@ -150,6 +150,24 @@ def _plan_pase(args: argparse.Namespace, graph: LayerGraph | None) -> int:
         f"PaSE cost {result['pase_cost_flop']:.4g} FLOP; search {best.search_seconds:.2f} s"
     )
     return 0
+
+
+def _cluster_nodes() -> list[NodeCapacity]:
+    """GPU nodes and free GPUs of the cluster $KUBECONFIG points at (what the operator would plan against)."""
+    from kubernetes.config import ConfigException
+
+    from paceline import kube
+    from paceline.inventory import node_inventory
+
+    try:
+        nodes = node_inventory(kube.list_nodes(), kube.list_all_pods())
+    except ConfigException:
+        raise PlacementError(
+            "no --pool given and no cluster to read nodes from: set KUBECONFIG, or give --pool h100:8 --pool t4:8"
+        ) from None
+    if not nodes:
+        raise PlacementError("the cluster has no Ready GPU node; give pools with --pool h100:8 --pool t4:8")
+    return nodes
 
 
 def parse_pools(specs: list[str], catalog: DeviceCatalog) -> list[NodeCapacity]:
