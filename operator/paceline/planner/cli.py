@@ -46,7 +46,8 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         action="append",
         default=[],
         metavar="[NAME=]GPU:COUNT[/PER_NODE]",
-        help="GPUs available, e.g. h100:8 or fast=NVIDIA-H100-80GB-HBM3:16/8 (repeatable; 8 per node)",
+        help="GPUs available, e.g. h100:8 or fast=NVIDIA-H100-80GB-HBM3:16/8 (repeatable; 8 per node; "
+        "default: the GPU nodes of the cluster $KUBECONFIG points at)",
     )
     plan.add_argument("--batch", type=int, help="global batch size (default: the job's or the graph's)")
     plan.add_argument("--workers", type=int, help="worker ranks (default: every GPU, or spec.replicas.max)")
@@ -163,7 +164,7 @@ def _cluster_nodes() -> list[NodeCapacity]:
         nodes = node_inventory(kube.list_nodes(), kube.list_all_pods())
     except ConfigException:
         raise PlacementError(
-            "no --pool given and no cluster to read nodes from: set KUBECONFIG, or give --pool h100:8 --pool t4:8"
+            "no --pool given and no cluster to read nodes from: set KUBECONFIG, or give --pool h100:8"
         ) from None
     if not nodes:
         raise PlacementError("the cluster has no Ready GPU node; give pools with --pool h100:8 --pool t4:8")
