@@ -402,35 +402,21 @@ def decide(obs: Observed) -> Decision:
         )
         detail = f"{where} exited with code {code} ({why})" if code is not None else f"{where} failed ({why})"
         policy = spec.run_policy
+        failure: tuple[Reason, str] | None = None
         if not retryable(policy.restart_policy, code):
             rule = (
                 "restartPolicy Never"
                 if policy.restart_policy is api.RestartPolicy.NEVER
                 else "restartPolicy ExitCode treats codes 1–127 as permanent: fix the training script"
             )
-            return _fail(
-                decision,
-                finish,
-                current,
-                status,
-                now,
-                plan,
-                planned,
-                Reason.PERMANENT_FAILURE,
-                f"{detail}; {rule}",
-            )
-        if restarts >= policy.backoff_limit:
-            return _fail(
-                decision,
-                finish,
-                current,
-                status,
-                now,
-                plan,
-                planned,
+            failure = (Reason.PERMANENT_FAILURE, f"{detail}; {rule}")
+        elif restarts >= policy.backoff_limit:
+            failure = (
                 Reason.BACKOFF_LIMIT_EXCEEDED,
                 f"{detail}; backoffLimit {policy.backoff_limit} reached after {restarts} restart(s)",
             )
+        if failure is not None:
+            return _fail(decision, finish, current, status, now, plan, planned, *failure)
         delay = min(MAX_BACKOFF_S, policy.backoff_seconds * (2**restarts))
         status["restarts"] = restarts + 1
         status["attempt"] = attempt + 1

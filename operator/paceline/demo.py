@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import re
-import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from rich.console import Console, Group
@@ -18,7 +18,6 @@ from rich.panel import Panel
 from rich.table import Table
 
 from paceline import api
-from paceline.localcluster.binaries import ensure_binaries
 from paceline.localcluster.cluster import LocalCluster, repo_root
 
 NAMESPACE = "paceline-demo"
@@ -97,18 +96,15 @@ def run_demo(
     job_file = job_file or repo_root() / "examples" / "hetero-job.yaml"
     config.load_kube_config(str(cluster.paths.kubeconfig))
     core, custom = client.CoreV1Api(), client.CustomObjectsApi()
-    kubectl = [str(ensure_binaries(lambda _: None).kubectl), f"--kubeconfig={cluster.paths.kubeconfig}"]
-    name = str(__import__("yaml").safe_load(job_file.read_text())["metadata"]["name"])
-    subprocess.run([*kubectl, "create", "namespace", NAMESPACE], capture_output=True, check=False)
-    subprocess.run(
-        [*kubectl, "delete", "tj", name, "-n", NAMESPACE, "--ignore-not-found", "--wait=true"],
-        capture_output=True,
-        check=False,
+    name = str(yaml.safe_load(job_file.read_text())["metadata"]["name"])
+    cluster.run_kubectl("create", "namespace", NAMESPACE, check=False)
+    cluster.run_kubectl(
+        "delete", "tj", name, "-n", NAMESPACE, "--ignore-not-found", "--wait=true", check=False
     )
     while core.list_namespaced_pod(NAMESPACE, label_selector=f"{api.LABEL_JOB}={name}").items:
         time.sleep(0.5)
     console.print(f"$ kubectl apply -n {NAMESPACE} -f {job_file.relative_to(repo_root())}")
-    subprocess.run([*kubectl, "apply", "-n", NAMESPACE, "-f", str(job_file)], check=True)
+    console.print(cluster.kubectl("apply", "-n", NAMESPACE, "-f", str(job_file)).strip())
     started = time.monotonic()
     job: dict[str, Any] = {"metadata": {"name": name}}
     with Live(console=console, refresh_per_second=2) as live:

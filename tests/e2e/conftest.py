@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 import yaml
 
-from paceline.localcluster.binaries import ensure_binaries
 from paceline.localcluster.cluster import LocalCluster
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,20 +24,11 @@ class Kube:
 
     def __init__(self, cluster: LocalCluster) -> None:
         self.cluster = cluster
-        self.kubectl_bin = str(ensure_binaries(lambda _: None).kubectl)
-        self.kubeconfig = str(cluster.paths.kubeconfig)
 
     def run(
         self, *args: str, input_text: str | None = None, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [self.kubectl_bin, f"--kubeconfig={self.kubeconfig}", *args],
-            capture_output=True,
-            text=True,
-            input=input_text,
-            check=False,
-            timeout=120,
-        )
+        proc = self.cluster.run_kubectl(*args, input_text=input_text, check=False)
         if check and proc.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}")
         return proc

@@ -363,8 +363,10 @@ class LocalCluster:
             ],
         )
 
-    def kubectl(self, *args: str, check: bool = True, input_text: str | None = None) -> str:
-        """Run kubectl against this cluster as admin and return stdout."""
+    def run_kubectl(
+        self, *args: str, check: bool = True, input_text: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run kubectl against this cluster as admin."""
         bins = ensure_binaries(self.report)
         proc = subprocess.run(
             [str(bins.kubectl), f"--kubeconfig={self.paths.kubeconfig}", *args],
@@ -376,7 +378,11 @@ class LocalCluster:
         )
         if check and proc.returncode != 0:
             raise ClusterError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
-        return proc.stdout
+        return proc
+
+    def kubectl(self, *args: str, check: bool = True, input_text: str | None = None) -> str:
+        """Run kubectl against this cluster as admin and return stdout."""
+        return self.run_kubectl(*args, check=check, input_text=input_text).stdout
 
     def _create_nodes(self, bins: Binaries, config: ClusterConfig) -> None:
         manifests = node_manifests(config)
