@@ -112,14 +112,17 @@ def test_env_resolution_like_a_kubelet_with_dns_mapped_to_pod_ips() -> None:
             {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
             {"name": "GREETING", "value": "hi from $(POD_IP)"},
             {"name": "CFG", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}},
+            {"name": "PEERS", "value": "j-worker-0.j.ml.svc:29600,j-worker-1.j.ml.svc.cluster.local:29600"},
+            {"name": "OTHER_NS", "value": "x-0.x.other.svc.cluster.local"},
         ]
     }
     env = resolve_env(
         container,
         pod,
-        lookup_ip=lambda ns, host, sub: (
-            "127.16.0.2" if (ns, host, sub) == ("ml", "j-worker-0", "j") else None
-        ),
+        lookup_ip=lambda ns, host, sub: {
+            ("ml", "j-worker-0", "j"): "127.16.0.2",
+            ("ml", "j-worker-1", "j"): "127.16.0.9",
+        }.get((ns, host, sub)),
         configmap_value=lambda ns, name, key: "v",
     )
     assert env == {
@@ -127,6 +130,8 @@ def test_env_resolution_like_a_kubelet_with_dns_mapped_to_pod_ips() -> None:
         "POD_IP": "127.16.0.3",
         "GREETING": "hi from 127.16.0.3",
         "CFG": "v",
+        "PEERS": "127.16.0.2:29600,127.16.0.9:29600",
+        "OTHER_NS": "x-0.x.other.svc.cluster.local",
     }
 
 

@@ -40,7 +40,7 @@ from paceline.localcluster.config import (
 log = logging.getLogger("paceline.runtime")
 POLL_S = 0.3
 MAX_GRACE_S = 10.0
-DNS_NAME = re.compile(r"^([a-z0-9-]+)\.([a-z0-9-]+)\.([a-z0-9-]+)\.svc(\.cluster\.local)?$")
+DNS_NAME = re.compile(r"\b([a-z0-9-]+)\.([a-z0-9-]+)\.([a-z0-9-]+)\.svc(?:\.cluster\.local)?\b")
 VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 PASSTHROUGH_ENV = ("HOME", "LANG", "LC_ALL", "TMPDIR", "TERM", "USER", "VIRTUAL_ENV", "PYTHONPATH")
 
@@ -90,6 +90,13 @@ def random_delays(stragglers: tuple[Straggler, ...], *, node: str, pool: str) ->
     ]
 
 
+def _pod_ip(match: re.Match[str], namespace: str, lookup_ip: Any) -> str:
+    """A pod's DNS name under a headless Service (<hostname>.<subdomain>.<namespace>.svc) → its pod IP."""
+    if match.group(3) != namespace:
+        return match.group(0)
+    return str(lookup_ip(namespace, match.group(1), match.group(2)) or match.group(0))
+
+
 def resolve_env(
     container: Mapping[str, Any], pod: Mapping[str, Any], *, lookup_ip: Any, configmap_value: Any
 ) -> dict[str, str]:
@@ -122,10 +129,7 @@ def resolve_env(
                 value = configmap_value(meta["namespace"], ref["name"], ref["key"]) or ""
             else:
                 value = ""
-        match = DNS_NAME.match(value)
-        if match and match.group(3) == meta["namespace"]:
-            value = lookup_ip(meta["namespace"], match.group(1), match.group(2)) or value
-        env[name] = value
+        env[name] = DNS_NAME.sub(lambda m: _pod_ip(m, meta["namespace"], lookup_ip), value)
     return env
 
 
