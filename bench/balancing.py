@@ -18,7 +18,7 @@ and seed (docs/benchmarks.md has the details):
   plain DDP with equal shares vs Paceline starting from the static run's final shares, over the same
   wall-clock window.
 
---quick shortens every run and compresses the transient timeline fourfold together with the balancer's time
+--quick shortens every run and compresses the transient timeline fivefold together with the balancer's time
 constants (straggler persistence, cooldown, estimator half-life); the full run uses the operator's defaults.
 """
 
@@ -50,18 +50,17 @@ from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Any, Protocol
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from paceline.balancer import (
     BalancingPolicy,
     BalancingSettings,
     FleetTracker,
-    Observation,
     StragglerConfig,
     StragglerState,
-    decide_rebalance,
     equal_split,
 )
+from paceline.builders import Assignment
+from paceline.control_loop import JobControl, control_step
+from paceline.telemetry import push_assignment, scrape_all
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER_SCRIPT = Path(__file__).with_name("_workers.py")
@@ -133,17 +132,17 @@ FULL = Config(
     slow_s=60.0,
     after_s=45.0,
 )
-QUICK = Config(  # the transient timeline and the balancer's time constants compressed fourfold
+QUICK = Config(  # the transient timeline and the balancer's time constants compressed fivefold
     mode="quick",
     solo_steps=4,
-    static_steps=40,
+    static_steps=32,
     overhead_steps=30,
     overhead_pairs=1,
-    probes=15,
-    warm_s=3.75,
-    slow_s=15.0,
-    after_s=11.25,
-    time_scale=0.25,
+    probes=10,
+    warm_s=3.0,
+    slow_s=12.0,
+    after_s=9.0,
+    time_scale=0.2,
 )
 
 
@@ -273,60 +272,29 @@ class Fleet:
 
 
 # -------------------------------------------------------------------------------------------- controller
-@dataclass(frozen=True, kw_only=True)
-class Scrape:
-    steps: int
-    compute_sum: float
-    compute_count: float
-    batch: int
-    version: int
-
-
-def parse_metrics(text: str) -> Scrape:
-    values: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name.startswith("paceline_worker_phase_seconds_") and sample.labels.get("phase") != (
-                "compute"
-            ):
-                continue
-            values[sample.name] = sample.value
-    return Scrape(
-        steps=int(values["paceline_worker_steps_total"]),
-        compute_sum=values["paceline_worker_phase_seconds_sum"],
-        compute_count=values["paceline_worker_phase_seconds_count"],
-        batch=int(values["paceline_worker_batch_size"]),
-        version=int(values["paceline_worker_assignment_version"]),
-    )
-
-
 @dataclass(kw_only=True)
 class Controller:
-    """What the operator does for one job: scrape, track, decide, PUT /assignment to rank 0.
+    """The operator's control loop for one job: scrape every rank, `control_step`, PUT to rank 0.
 
-    An observation is the mean compute time per step between two scrapes; a window in which the assignment
-    version changed is skipped (it mixes two batch sizes). `act=False` scrapes and tracks but never PUTs.
+    `paceline.control_loop` turns counters into per-step observations for the FleetTracker and calls
+    decide_rebalance; `assignment` plays the control ConfigMap (the assignment in force).
     """
 
     fleet: Fleet
     name: str
-    shares: list[int]
-    version: int
+    assignment: Assignment
     settings: BalancingSettings
     straggler: StragglerConfig
     interval_s: float
-    act: bool = True
-    tracker: FleetTracker = field(init=False)
-    last_change_at: float | None = None
+    state: JobControl = field(init=False)
     next_at: float = 0.0
-    previous: dict[int, Scrape] = field(default_factory=dict)
-    states: dict[str, StragglerState] = field(default_factory=dict)
-    changes: list[dict[str, Any]] = field(default_factory=list)
+    states: dict[int, StragglerState] = field(default_factory=dict)
+    last_reason: str = ""  # the latest decision's reason (why shares were kept or changed)
 
     def __post_init__(self) -> None:
-        self.tracker = FleetTracker(
-            estimator_config=self.settings.estimator_config(), straggler_config=self.straggler
-        )
+        estimator = self.settings.estimator_config()
+        tracker = FleetTracker(estimator_config=estimator, straggler_config=self.straggler)
+        self.state = JobControl(tracker=tracker)
 
     def tick(self, now: float) -> None:
         if now < self.next_at:
@@ -335,56 +303,30 @@ class Controller:
         if any(p is None for p in ports):
             return
         self.next_at = now + self.interval_s
-        try:
-            scrapes = [parse_metrics(http("GET", f"http://{LOOPBACK}:{p}/metrics")[1]) for p in ports]
-        except (OSError, KeyError, ValueError):  # the phase is ending (server gone) or not yet exporting
+        samples = scrape_all({r: f"http://{LOOPBACK}:{p}/metrics" for r, p in enumerate(ports)})
+        if not samples:  # the phase is ending
             return
-        now = time.time()
-        for rank, cur in enumerate(scrapes):
-            prev = self.previous.get(rank)
-            self.previous[rank] = cur
-            if prev is None or cur.version != prev.version or cur.compute_count <= prev.compute_count:
-                continue
-            steps = cur.compute_count - prev.compute_count
-            seconds = (cur.compute_sum - prev.compute_sum) / steps
-            obs = Observation(
-                batch=cur.batch, seconds=seconds, steps=int(steps), step=cur.steps, timestamp=now
-            )
-            self.tracker.observe(f"w{rank}", obs)
-        self._log_stragglers(now)
-        if self.act:
-            self._decide(now)
-
-    def _log_stragglers(self, now: float) -> None:
-        for worker, status in self.tracker.stragglers().items():
-            if self.states.get(worker, StragglerState.HEALTHY) is not status.state:
-                log(f"  {self.name}: {worker} now {status.state.value} ({status.slowdown:.2f}x)")
-            self.states[worker] = status.state
-
-    def _decide(self, now: float) -> None:
-        current = {f"w{r}": s for r, s in enumerate(self.shares)}
-        decision = decide_rebalance(
+        outcome = control_step(
+            state=self.state,
+            samples=samples,
+            assignment=self.assignment,
             settings=self.settings,
-            current=current,
-            models=self.tracker.models(),
-            now=now,
-            last_change_at=self.last_change_at,
-            stragglers=self.tracker.stragglers(),
+            now=time.time(),
         )
-        if not decision.apply:
-            return
-        shares = [decision.shares[f"w{r}"] for r in range(len(self.shares))]
-        body = {"version": self.version + 1, "batchSizes": shares}
-        port = self.fleet.port(self.name, 0)
-        status, text = http("PUT", f"http://{LOOPBACK}:{port}/assignment", body)
-        if status != 202:
-            log(f"  {self.name}: PUT /assignment answered {status}: {text}")
-            return
-        self.version += 1
-        self.shares = shares
-        self.last_change_at = now
-        self.changes.append({"at": now, "version": self.version, "shares": shares})
-        log(f"  {self.name}: Rebalanced to {shares}: {decision.reason}")
+        for rank, status in outcome.stragglers.items():
+            if self.states.get(rank, StragglerState.HEALTHY) is not status.state:
+                log(f"  {self.name}: w{rank} now {status.state.value} ({status.slowdown:.2f}x)")
+            self.states[rank] = status.state
+        if outcome.decision is not None:
+            self.last_reason = outcome.decision.reason
+        if outcome.new_assignment is not None:
+            self.assignment = outcome.new_assignment
+            log(f"  {self.name}: Rebalanced to {list(self.assignment.batch_sizes)}: {self.last_reason}")
+        if outcome.push is not None:
+            try:
+                push_assignment(f"http://{LOOPBACK}:{ports[0]}/assignment", outcome.push.to_json())
+            except OSError as err:  # pushed again at the next tick (rank 0 reports an older version)
+                log(f"  {self.name}: PUT /assignment failed: {err}")
 
 
 @dataclass(kw_only=True)
@@ -526,18 +468,19 @@ class Bench:
         return {**base, **fields}
 
     def controller(self, name: str, shares: Sequence[int], *, act: bool = True) -> Controller:
-        settings = self.cfg.balancing()
-        if not act:
-            settings = BalancingSettings(policy=BalancingPolicy.STATIC)
+        """The operator's loop; `act=False` scrapes and tracks at the same pace but keeps the shares."""
+        cfg = self.cfg
+        settings = cfg.balancing() if act else BalancingSettings(policy=BalancingPolicy.STATIC)
+        assignment = Assignment(
+            version=1, batch_sizes=tuple(shares), learning_rate=cfg.lr, momentum=cfg.momentum
+        )
         return Controller(
             fleet=self.fleet,
             name=name,
-            shares=list(shares),
-            version=1,
+            assignment=assignment,
             settings=settings,
-            straggler=self.cfg.straggler_config(),
-            interval_s=self.cfg.scrape_s,
-            act=act,
+            straggler=cfg.straggler_config(),
+            interval_s=cfg.scrape_s,
         )
 
     def capacities(self) -> tuple[list[float], float]:
@@ -615,9 +558,12 @@ class Bench:
                 per_step[kind].append(cfg.global_batch / steady_rate(times, cfg.global_batch, first=2))
         pace, ddp = sum(per_step["paceline"]), sum(per_step["ddp"])
         log(f"overhead: per step Paceline {per_step['paceline']} s, plain DDP {per_step['ddp']} s")
+        pairs = cfg.overhead_pairs
         return {
             "overhead_vs_ddp": rounded(pace / ddp - 1.0),
             "step_s": {k: [rounded(v, 5) for v in vs] for k, vs in per_step.items()},
+            "paceline_sps": cfg.global_batch * pairs / pace,
+            "ddp_sps": cfg.global_batch * pairs / ddp,
         }
 
     def probe(self, shares: Sequence[int]) -> None:
@@ -671,6 +617,12 @@ class Bench:
             log(f"transient: {name}: {rates[kind]:.1f} samples/s over {cfg.window_s:.0f}s")
         pace = results["paceline"]
         self.propagations += propagation(pace)
+        if controller is not None:
+            fits = ", ".join(
+                f"{w}: {1e3 * m.overhead_s:.0f} ms + {1e3 * m.per_sample_s:.2f} ms/sample cv {m.noise_cv:.2f}"
+                for w, m in sorted(controller.state.tracker.models().items())
+            )
+            log(f"transient: the balancer's last decision: {controller.last_reason}; step-time fits {fits}")
         line = timelines["paceline"]
         assert line.t0 is not None and line.onset is not None and line.recovered is not None
         slow_overlap = min(line.recovered, line.t0 + cfg.window_s) - line.onset
@@ -689,6 +641,7 @@ class Bench:
             "speedup_vs_equal": rounded(rates["paceline"] / rates["ddp"]),
             "readapt_s": rounded(readapt, 2),
             "rebalances": len(switched),
+            "last_decision": controller.last_reason if controller is not None else "",
             "window_s": cfg.window_s,
             "slow_s": round(slow_overlap, 2),
             "straggler": {
@@ -726,6 +679,10 @@ def main() -> None:
             static, shares, losses = bench.static(caps)
             noise = bench.loss_noise(losses["equal"])
             overhead = bench.overhead(shares)
+            # What plain DDP reaches at the shares Paceline found: the ceiling set by synchronous steps
+            # (all-reduce, optimiser, waiting) on this machine, with no balancer and no runtime overhead.
+            static["ddp_same_shares_sps"] = rounded(overhead["ddp_sps"], 2)
+            static["ddp_same_shares_efficiency"] = rounded(overhead["ddp_sps"] / sum(caps))
             bench.probe(shares)
             transient = bench.transient(caps, slow_cap, shares)
         done = True

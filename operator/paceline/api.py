@@ -14,6 +14,9 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
+from paceline.balancer import BalancingSettings
+from paceline.momentum import MomentumSettings
+
 GROUP = "paceline.dev"
 VERSION = "v1alpha1"
 PLURAL = "trainingjobs"
@@ -33,6 +36,8 @@ GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 
 METRICS_PORT = 9400
+PS_PORT = 29600  # parameter servers' update protocol (Asynchronous mode)
+PS_ENTRYPOINT = ("python", "-m", "paceline_worker.asynchronous.ps")
 DEFAULT_CHECKPOINT_ROOT = "/tmp/paceline"
 
 
@@ -85,6 +90,13 @@ class JobSpec:
     asynchronous: Mapping[str, Any]
     reinforcement: Mapping[str, Any]
 
+    @property
+    def parameter_servers(self) -> int:
+        """Parameter-server shards (Asynchronous mode only; 0 otherwise)."""
+        if self.mode is not Mode.ASYNCHRONOUS:
+            return 0
+        return int(self.asynchronous.get("parameterServers", 1))
+
     def plan_hash(self) -> str:
         """Digest of every field a plan depends on; a change means the job must be re-planned."""
         relevant = {
@@ -95,6 +107,7 @@ class JobSpec:
             "model": self.model,
             "pools": sorted(self.pools),
             "template": self.template,
+            "asynchronous": self.asynchronous,
         }
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -161,10 +174,10 @@ def parse_spec(spec: Mapping[str, Any]) -> JobSpec:
         mode = Mode(mode_value)
     except ValueError:
         raise InvalidSpec(f"spec.mode must be one of {[m.value for m in Mode]}, got {mode_value!r}") from None
-    if mode is not Mode.SYNCHRONOUS:
+    if mode is Mode.REINFORCEMENT:
         raise InvalidSpec(
             f"spec.mode {mode.value} is not implemented by this Paceline version yet (the API reserves it); "
-            "use mode: Synchronous"
+            "use mode: Synchronous or Asynchronous"
         )
     replicas = spec.get("replicas") or {}
     rmin = _int(replicas, "min", 1, "spec.replicas.min", low=1, high=1024)
@@ -215,13 +228,11 @@ def parse_spec(spec: Mapping[str, Any]) -> JobSpec:
             f"spec.momentumTuning.floor ({floor}) must not exceed the target "
             f"spec.optimizer.momentum ({momentum})"
         )
-    _decimal(
-        tuning.get("minChange", "0.02"),
-        "spec.momentumTuning.minChange",
-        low=Decimal(0),
-        high=Decimal(1),
-        example="0.02",
-    )
+    try:  # the policies' own parsers check the rest (ranges, unknown keys), with fix-it messages
+        MomentumSettings.from_spec(tuning, target=str(momentum))
+        BalancingSettings.from_spec(balancing)
+    except ValueError as err:
+        raise InvalidSpec(str(err)) from None
     run = spec.get("runPolicy") or {}
     policy_value = run.get("restartPolicy", RestartPolicy.EXIT_CODE.value)
     try:
@@ -263,6 +274,11 @@ def parse_spec(spec: Mapping[str, Any]) -> JobSpec:
 def worker_pod_name(job: str, rank: int) -> str:
     """Pod (and hostname) of one worker rank."""
     return f"{job}-worker-{rank}"
+
+
+def ps_pod_name(job: str, shard: int) -> str:
+    """Pod (and hostname) of one parameter-server shard."""
+    return f"{job}-ps-{shard}"
 
 
 def control_name(job: str) -> str:

@@ -83,7 +83,7 @@ def build_service(job: JobRef, *, port: int) -> dict[str, Any]:
         "spec": {
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
-            "selector": {api.LABEL_JOB: job.name, api.LABEL_ROLE: "worker"},
+            "selector": {api.LABEL_JOB: job.name},  # workers and parameter servers: one DNS name each
             "ports": [
                 {"name": "rendezvous", "port": port, "targetPort": port},
                 {"name": "metrics", "port": api.METRICS_PORT, "targetPort": api.METRICS_PORT},
@@ -162,7 +162,101 @@ def worker_env(
         _field_env("POD_IP", "status.podIP"),
         _field_env("POD_NAME", "metadata.name"),
         _field_env("NODE_NAME", "spec.nodeName"),
+        *_async_env(job, spec=spec, role="worker"),
     ]
+
+
+def ps_addresses(job: JobRef, shards: int) -> str:
+    """PACELINE_PS_ADDRS: every parameter-server shard's stable DNS name and port, shard order."""
+    return ",".join(
+        f"{api.ps_pod_name(job.name, i)}.{job.name}.{job.namespace}.svc.cluster.local:{api.PS_PORT}"
+        for i in range(shards)
+    )
+
+
+def _async_env(job: JobRef, *, spec: api.JobSpec, role: str) -> list[dict[str, Any]]:
+    if spec.mode is not api.Mode.ASYNCHRONOUS:
+        return []
+    return [_env("PACELINE_ROLE", role), _env("PACELINE_PS_ADDRS", ps_addresses(job, spec.parameter_servers))]
+
+
+def hyperparameters_json(*, version: int, learning_rate: float, momentum: float) -> str:
+    """Versioned update-rule settings of the parameter servers (PACELINE_HYPERPARAMETERS)."""
+    return json.dumps(
+        {"version": version, "learningRate": learning_rate, "momentum": momentum}, separators=(",", ":")
+    )
+
+
+def build_ps_pod(
+    job: JobRef, *, spec: api.JobSpec, shard: int, workers: int, attempt: int, plan_hash: str, momentum: float
+) -> dict[str, Any]:
+    """One parameter-server shard: the template's image running Paceline's PS entry point, no GPU."""
+    template: Mapping[str, Any] = spec.template
+    meta_in = template.get("metadata") or {}
+    pod_spec = copy.deepcopy(dict(template["spec"]))
+    name = api.ps_pod_name(job.name, shard)
+    first = dict(pod_spec["containers"][0])
+    resources = copy.deepcopy(first.get("resources") or {})
+    for kind in ("limits", "requests"):
+        (resources.get(kind) or {}).pop(api.GPU_RESOURCE, None)
+    env = [
+        _env("PACELINE_JOB", job.name),
+        _env("PACELINE_NAMESPACE", job.namespace),
+        _env("PACELINE_MODE", str(spec.mode)),
+        _env("PACELINE_ATTEMPT", str(attempt)),
+        _env("PACELINE_PS_SHARD", str(shard)),
+        _env("WORLD_SIZE", str(workers)),
+        _env("PACELINE_METRICS_PORT", str(api.METRICS_PORT)),
+        _env(
+            "PACELINE_HYPERPARAMETERS",
+            hyperparameters_json(version=1, learning_rate=float(spec.learning_rate), momentum=momentum),
+        ),
+        _field_env("POD_IP", "status.podIP"),
+        _field_env("POD_NAME", "metadata.name"),
+        *_async_env(job, spec=spec, role="ps"),
+    ]
+    container = {
+        "name": "parameter-server",
+        "image": first["image"],
+        "command": list(api.PS_ENTRYPOINT),
+        "env": _merge_env(
+            [e for e in first.get("env") or [] if not e["name"].startswith("PACELINE_")], env, []
+        ),
+        "ports": [
+            {"name": "ps", "containerPort": api.PS_PORT},
+            {"name": "pl-metrics", "containerPort": api.METRICS_PORT},
+        ],
+        **({"resources": resources} if resources else {}),
+        **({"workingDir": first["workingDir"]} if "workingDir" in first else {}),
+    }
+    pod_spec["containers"] = [container]
+    pod_spec["restartPolicy"] = "Never"
+    pod_spec["hostname"] = name
+    pod_spec["subdomain"] = job.name
+    pod_spec.setdefault("tolerations", []).append(
+        {"key": api.GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+    )
+    labels = {
+        **(meta_in.get("labels") or {}),
+        **_labels(job, **{api.LABEL_ROLE: "ps", api.LABEL_RANK: str(shard), api.LABEL_ATTEMPT: str(attempt)}),
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": job.namespace,
+            "labels": labels,
+            "annotations": {
+                **(meta_in.get("annotations") or {}),
+                api.ANNOTATION_PLAN_HASH: plan_hash,
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(api.METRICS_PORT),
+            },
+            "ownerReferences": [job.owner_reference()],
+        },
+        "spec": pod_spec,
+    }
 
 
 def _merge_env(

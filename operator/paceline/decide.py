@@ -17,11 +17,13 @@ from paceline.builders import (
     Assignment,
     JobRef,
     build_control,
+    build_ps_pod,
     build_service,
     build_worker_pod,
     plan_from_json,
 )
 from paceline.conditions import Condition, find, merge_conditions
+from paceline.momentum import MomentumPolicy, MomentumSettings, explicit_momentum, theory_momentum
 from paceline.plan_types import JobPlan
 from paceline.planning import PlanningError
 from paceline.reasons import ConditionType, EventReason, Reason
@@ -65,6 +67,14 @@ class Decision:
 
 def _iso(when: datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def initial_explicit_momentum(spec: api.JobSpec, *, workers: int) -> float:
+    """Explicit momentum before any staleness is measured: target − (1 − 1/M), the theory for M workers."""
+    tuning = MomentumSettings.from_spec(spec.momentum_tuning, target=str(spec.momentum))
+    if tuning.policy is MomentumPolicy.FIXED:
+        return float(spec.momentum)
+    return explicit_momentum(target=tuning.target, implicit=theory_momentum(workers), floor=tuning.floor)
 
 
 def job_ref(job: Mapping[str, Any]) -> JobRef:
@@ -357,7 +367,8 @@ def decide(obs: Observed) -> Decision:
     attempt = int(old.get("attempt") or 0)
     restarts = int(old.get("restarts") or 0)
     status: dict[str, Any] = {**old}
-    current: dict[int, Mapping[str, Any]] = {}
+    current: dict[int, Mapping[str, Any]] = {}  # workers of this attempt, by rank
+    servers: dict[int, Mapping[str, Any]] = {}  # parameter servers of this attempt, by shard
     names_present = set()
     for pod in obs.pods:
         name = pod["metadata"]["name"]
@@ -365,10 +376,10 @@ def decide(obs: Observed) -> Decision:
         is_current = (
             _label(pod, api.LABEL_ATTEMPT) == str(attempt)
             and ((pod["metadata"].get("annotations") or {}).get(api.ANNOTATION_PLAN_HASH)) == plan_hash
-            and _label(pod, api.LABEL_ROLE) == "worker"
         )
-        if is_current and not _deleting(pod):
-            current[int(_label(pod, api.LABEL_RANK) or -1)] = pod
+        role = _label(pod, api.LABEL_ROLE)
+        if is_current and not _deleting(pod) and role in ("worker", "ps"):
+            (current if role == "worker" else servers)[int(_label(pod, api.LABEL_RANK) or -1)] = pod
         elif not _deleting(pod):
             decision.delete_pods.append(name)
 
@@ -392,7 +403,10 @@ def decide(obs: Observed) -> Decision:
     world = len(plan.workers)
 
     # failures of the current attempt
+    workers_done = len(current) == world and all(_phase(p) == "Succeeded" for p in current.values())
     failed_pods = [p for p in current.values() if _phase(p) == "Failed"]
+    if not workers_done:  # a parameter server failing stops the workers' progress too
+        failed_pods += [p for p in servers.values() if _phase(p) == "Failed"]
     if failed_pods:
         first = min(failed_pods, key=lambda p: exit_info(p)[1] or "~")
         code, _, why = exit_info(first)
@@ -416,13 +430,16 @@ def decide(obs: Observed) -> Decision:
                 f"{detail}; backoffLimit {policy.backoff_limit} reached after {restarts} restart(s)",
             )
         if failure is not None:
-            return _fail(decision, finish, current, status, now, plan, planned, *failure)
+            return _fail(
+                decision, finish, [*current.values(), *servers.values()], status, now, plan, planned, *failure
+            )
         delay = min(MAX_BACKOFF_S, policy.backoff_seconds * (2**restarts))
         status["restarts"] = restarts + 1
         status["attempt"] = attempt + 1
         status["nextRestartTime"] = _iso(obs.now + timedelta(seconds=delay))
         decision.delete_pods = sorted(
-            set(decision.delete_pods) | {p["metadata"]["name"] for p in current.values()}
+            set(decision.delete_pods)
+            | {p["metadata"]["name"] for p in [*current.values(), *servers.values()]}
         )
         decision.requeue_after = float(max(delay, 1))
         restarting = Condition(
@@ -470,6 +487,25 @@ def decide(obs: Observed) -> Decision:
                     plan_hash=plan_hash,
                     assignment=assignment,
                     port=port,
+                )
+            )
+            created += 1
+        initial_momentum = (
+            initial_explicit_momentum(spec, workers=world) if spec.mode is api.Mode.ASYNCHRONOUS else 0.0
+        )
+        for shard in range(spec.parameter_servers):
+            name = api.ps_pod_name(ref.name, shard)
+            if shard in servers or name in names_present:
+                continue
+            decision.create.append(
+                build_ps_pod(
+                    ref,
+                    spec=spec,
+                    shard=shard,
+                    workers=world,
+                    attempt=attempt,
+                    plan_hash=plan_hash,
+                    momentum=initial_momentum,
                 )
             )
             created += 1
@@ -559,7 +595,7 @@ def decide(obs: Observed) -> Decision:
 def _fail(
     decision: Decision,
     finish: Any,
-    current: Mapping[int, Mapping[str, Any]],
+    pods: Sequence[Mapping[str, Any]],
     status: dict[str, Any],
     now: str,
     plan: JobPlan,
@@ -569,7 +605,7 @@ def _fail(
 ) -> Decision:
     decision.delete_pods = sorted(
         set(decision.delete_pods)
-        | {p["metadata"]["name"] for p in current.values() if _phase(p) not in ("Succeeded", "Failed")}
+        | {p["metadata"]["name"] for p in pods if _phase(p) not in ("Succeeded", "Failed")}
     )
     status["completionTime"] = now
     status.pop("nextRestartTime", None)

@@ -18,16 +18,27 @@ from paceline import api, kube, operator_metrics
 from paceline.balancer import BalancingSettings
 from paceline.builders import Assignment
 from paceline.control_loop import JobControl, control_step
-from paceline.decide import Decision, Observed, decide, needs_plan, pod_rejected
+from paceline.decide import (
+    Decision,
+    Observed,
+    decide,
+    initial_explicit_momentum,
+    needs_plan,
+    pod_rejected,
+)
 from paceline.inventory import node_inventory
+from paceline.momentum import MomentumSettings
+from paceline.momentum_loop import AsyncControl, momentum_step
 from paceline.plan_types import JobPlan
 from paceline.planning import PlanningError, plan_for
+from paceline.reasons import EventReason
 from paceline.telemetry import push_assignment, scrape_all
 
 log = logging.getLogger("paceline.reconcile")
 _locks: dict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
 _locks_guard = threading.Lock()
 _controls: dict[tuple[str, str], JobControl] = {}
+_async: dict[tuple[str, str], AsyncControl] = {}
 
 
 def _job_lock(namespace: str, name: str) -> threading.Lock:
@@ -178,9 +189,54 @@ def observe_and_rebalance(
     operator_metrics.record_control(namespace=ns, job=name, outcome=outcome)
 
 
+def _running_urls(pods: Sequence[Mapping[str, Any]], *, role: str, attempt: str) -> dict[int, str]:
+    return {
+        int(p["metadata"]["labels"][api.LABEL_RANK]): f"http://{p['status']['podIP']}:{api.METRICS_PORT}"
+        for p in pods
+        if (p.get("status") or {}).get("phase") == "Running"
+        and p["status"].get("podIP")
+        and p["metadata"]["labels"].get(api.LABEL_ROLE) == role
+        and p["metadata"]["labels"].get(api.LABEL_ATTEMPT) == attempt
+    }
+
+
+def observe_and_retune_momentum(
+    job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], status: Mapping[str, Any]
+) -> None:
+    """Asynchronous jobs: measured staleness → explicit momentum pushed to the PS shards, status, events."""
+    meta = job["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    spec = api.parse_spec(job["spec"])
+    attempt = str(status.get("attempt") or 0)
+    workers = _running_urls(pods, role="worker", attempt=attempt)
+    shards = _running_urls(pods, role="ps", attempt=attempt)
+    if len(shards) != spec.parameter_servers or len(workers) != len(status.get("workers") or []):
+        return  # only a complete worker set is a worker-count change worth retuning for
+    state = _async.get((ns, name))
+    if state is None:
+        settings = MomentumSettings.from_spec(spec.momentum_tuning, target=str(spec.momentum))
+        world = len(status.get("workers") or []) or 1
+        state = AsyncControl.create(
+            settings=settings, workers=world, initial_explicit=initial_explicit_momentum(spec, workers=world)
+        )
+        _async[(ns, name)] = state
+    if state.attempt != attempt:
+        state.attempt, state.cursors = attempt, {}
+    samples = scrape_all({rank: f"{url}/metrics" for rank, url in workers.items()})
+    speeds = {f"w{rank}": s.compute_samples_per_second for rank, s in samples.items()}
+    decision = momentum_step(state, shard_urls=shards, worker_speeds=speeds)
+    if decision is not None:
+        kube.emit_event(
+            job, type_="Normal", reason=str(EventReason.MOMENTUM_RETUNED), message=decision.reason
+        )
+    if state.status and status.get("momentum") != state.status:
+        kube.patch_job_status(ns, name, {"momentum": state.status})
+
+
 def forget(namespace: str, name: str) -> None:
     """Drop in-memory control state of a deleted job."""
     _controls.pop((namespace, name), None)
+    _async.pop((namespace, name), None)
     operator_metrics.forget_job(namespace=namespace, job=name)
 
 
@@ -205,10 +261,10 @@ def reconcile(namespace: str, name: str) -> float | None:
             apply(job, decision)
             spec = job.get("spec") or {}
             dynamic = (spec.get("balancing") or {}).get("policy", "Dynamic") == "Dynamic"
-            if (
-                decision.status.get("phase") == "Running"
-                and spec.get("mode", "Synchronous") == "Synchronous"
-                and dynamic
-            ):
+            running = decision.status.get("phase") == "Running"
+            mode = spec.get("mode", "Synchronous")
+            if running and mode == "Synchronous" and dynamic:
                 observe_and_rebalance(job, observed.pods, control, decision.status)
+            elif running and mode == "Asynchronous":
+                observe_and_retune_momentum(job, observed.pods, decision.status)
         return decision.requeue_after

@@ -66,9 +66,14 @@ class World:
 
     def run_all(self, phase: str = "Running") -> None:
         for pod in self.pods.values():
-            pod["spec"]["nodeName"] = pod["spec"]["affinity"]["nodeAffinity"][
-                "requiredDuringSchedulingIgnoredDuringExecution"
-            ]["nodeSelectorTerms"][0]["matchExpressions"][-1]["values"][0]
+            pinned = pod["spec"].get("affinity", {}).get("nodeAffinity")  # workers are pinned by the plan
+            pod["spec"]["nodeName"] = (
+                pinned["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0][
+                    "matchExpressions"
+                ][-1]["values"][0]
+                if pinned
+                else "gpu-a100-0"  # parameter servers go wherever the scheduler puts them
+            )
             pod["status"] = {"phase": phase, "podIP": "127.16.0.5"}
 
     def fail(self, rank: int, code: int, at: datetime) -> None:
@@ -222,3 +227,40 @@ def test_spec_change_replans_and_replaces_stale_pods() -> None:
     assert '"version":2' in d.patch_control["data"]["assignment.json"]
     assert sorted(d.delete_pods) == ["demo-worker-0", "demo-worker-1", "demo-worker-2"]
     assert EventReason.RESIZED in [e.reason for e in d.events]
+
+
+def test_asynchronous_job_gets_parameter_servers_and_compensated_momentum() -> None:
+    world = World(job(mode="Asynchronous", asynchronous={"parameterServers": 2}))
+    d = world.step(T0)
+    ps = sorted(
+        o["metadata"]["name"] for o in d.create if o["kind"] == "Pod" and "-ps-" in o["metadata"]["name"]
+    )
+    assert ps == ["demo-ps-0", "demo-ps-1"]
+    server = world.pods["demo-ps-1"]
+    container = server["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert container["command"] == ["python", "-m", "paceline_worker.asynchronous.ps"]
+    assert "nvidia.com/gpu" not in (container.get("resources") or {}).get("limits", {})
+    assert env["PACELINE_ROLE"] == "ps" and env["PACELINE_PS_SHARD"] == "1" and env["WORLD_SIZE"] == "3"
+    # no staleness measured yet: the theory for M = 3 workers, implicit 1 − 1/3, explicit 0.9 − 0.667
+    assert '"momentum":0.233' in env["PACELINE_HYPERPARAMETERS"]
+    worker = {e["name"]: e.get("value") for e in world.pods["demo-worker-0"]["spec"]["containers"][0]["env"]}
+    assert worker["PACELINE_ROLE"] == "worker"
+    assert worker["PACELINE_PS_ADDRS"] == (
+        "demo-ps-0.demo.ml.svc.cluster.local:29600,demo-ps-1.demo.ml.svc.cluster.local:29600"
+    )
+    # a parameter server failing stops everyone: all pods of the attempt are re-created
+    world.run_all()
+    world.step(T0)
+    world.pods["demo-ps-0"]["status"] = {
+        "phase": "Failed",
+        "containerStatuses": [{"state": {"terminated": {"exitCode": 137, "finishedAt": T0.isoformat()}}}],
+    }
+    d = world.step(T0 + timedelta(seconds=1))
+    assert sorted(d.delete_pods) == [
+        "demo-ps-0",
+        "demo-ps-1",
+        "demo-worker-0",
+        "demo-worker-1",
+        "demo-worker-2",
+    ]

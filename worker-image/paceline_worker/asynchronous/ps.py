@@ -1,0 +1,259 @@
+"""Parameter-server shard process: `python -m paceline_worker.asynchronous.ps` (PACELINE_ROLE=ps).
+
+Serves the worker protocol (protocol.py) on PACELINE_PS_PORT and HTTP on PACELINE_METRICS_PORT:
+GET /metrics, GET|PUT /hyperparameters, GET /staleness?after=N, GET /status, GET /healthz.
+Exits 0 on SIGTERM, or PACELINE_PS_LINGER_S after all WORLD_SIZE workers said goodbye.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import socketserver
+import threading
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+from ..config import ConfigError
+from .config import PsConfig, ps_config_from_env
+from .http_endpoint import Handler, HttpEndpoint, Response, health_route, metrics_route
+from .hyperparameters import HyperparameterError, StaleVersionError, parse_update
+from .protocol import ProtocolError, from_wire, recv_frame, send_frame, to_wire
+from .ps_metrics import PsMetrics
+from .shard import ParameterShard, ShardError
+
+log = logging.getLogger("paceline_worker.asynchronous.ps")
+
+
+class ParameterServer:
+    """One shard: the TCP worker protocol, the HTTP control endpoint and the shutdown logic."""
+
+    def __init__(self, config: PsConfig) -> None:
+        self.config = config
+        self.shard = ParameterShard(shard=config.shard, initial=config.hyperparameters)
+        self.metrics = PsMetrics(job=config.job, shard=config.shard)
+        self.shard.on_update = self.metrics.observe_update
+        self._lock = threading.Lock()
+        self._connections = 0
+        self._finished: set[str] = set()
+        self.stop_event = threading.Event()
+        self._tcp = self._tcp_server()
+        self._http = HttpEndpoint(self._routes(), host=config.bind_address, port=config.metrics_port)
+
+    # ---- worker protocol -------------------------------------------------------------------------
+    def _tcp_server(self) -> socketserver.ThreadingTCPServer:
+        server = self
+
+        class Connection(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                server._serve_connection(self.request)
+
+        family = socket.AF_INET6 if ":" in self.config.bind_address else socket.AF_INET
+
+        class Server(socketserver.ThreadingTCPServer):
+            address_family = family
+            allow_reuse_address = True
+            daemon_threads = True
+
+        return Server((self.config.bind_address, self.config.port), Connection)
+
+    def _serve_connection(self, sock: socket.socket) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self._lock:
+            self._connections += 1
+            self.metrics.observe_connections(self._connections)
+        try:
+            while True:
+                header, payload = recv_frame(sock)
+                reply, body = self._handle(header, payload)
+                send_frame(sock, reply, body)
+        except (ProtocolError, OSError):
+            pass
+        finally:
+            with self._lock:
+                self._connections -= 1
+                self.metrics.observe_connections(self._connections)
+
+    def _handle(self, header: Mapping[str, Any], payload: bytes) -> tuple[dict[str, Any], bytes]:
+        op = header.get("op")
+        worker = str(header.get("worker", "?"))
+        try:
+            if header.get("shard", self.config.shard) != self.config.shard:
+                raise ShardError(
+                    f"this is shard {self.config.shard}, the worker expected shard {header.get('shard')}: "
+                    "PACELINE_PS_ADDRS must list the shards in PACELINE_PS_SHARD order"
+                )
+            if op == "init":
+                snap = self.shard.initialise(
+                    fingerprint=str(header["fingerprint"]),
+                    values=from_wire(payload),
+                    learning_rate=float(header["learningRate"]),
+                    momentum=float(header["momentum"]),
+                )
+                hyper = self.shard.hyperparameters
+                if hyper is not None:
+                    self.metrics.observe_hyperparameters(hyper)
+                self.metrics.observe_parameters(self.shard.numel)
+                log.info("worker %s joined shard %d at version %d", worker, self.config.shard, snap.version)
+                return {"ok": True, "version": snap.version}, to_wire(snap.values)
+            if op == "pull":
+                snap = self.shard.read()
+                return {"ok": True, "version": snap.version}, to_wire(snap.values)
+            if op == "push":
+                record, snap = self.shard.apply(
+                    worker=worker, read_version=int(header["readVersion"]), gradient=from_wire(payload)
+                )
+                reply = {"ok": True, "version": snap.version, "staleness": record.staleness}
+                return {**reply, "momentum": record.momentum, "learningRate": record.learning_rate}, to_wire(
+                    snap.values
+                )
+            if op == "bye":
+                self._goodbye(worker)
+                return {"ok": True, "version": self.shard.version}, b""
+            raise ShardError(f"unknown op {op!r}")
+        except (ShardError, KeyError, TypeError, ValueError) as exc:
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}, b""
+
+    def _goodbye(self, worker: str) -> None:
+        with self._lock:
+            self._finished.add(worker)
+            done = self.config.workers > 0 and len(self._finished) >= self.config.workers
+        log.info("worker %s finished (%d of %s)", worker, len(self._finished), self.config.workers or "?")
+        if done:
+            log.info("all %d workers finished; exiting in %.1fs", self.config.workers, self.config.linger_s)
+            threading.Timer(self.config.linger_s, self.stop_event.set).start()
+
+    # ---- HTTP --------------------------------------------------------------------------------------
+    def _routes(self) -> dict[tuple[str, str], Handler]:
+        return {
+            ("GET", "/metrics"): metrics_route(self.metrics.registry),
+            ("GET", "/healthz"): health_route,
+            ("GET", "/status"): lambda q, b: Response.json(HTTPStatus.OK, self.status()),
+            ("GET", "/hyperparameters"): self._get_hyperparameters,
+            ("PUT", "/hyperparameters"): self._put_hyperparameters,
+            ("GET", "/staleness"): self._get_staleness,
+        }
+
+    def status(self) -> dict[str, Any]:
+        hyper = self.shard.hyperparameters
+        with self._lock:
+            connections, finished = self._connections, sorted(self._finished)
+        return {
+            "shard": self.config.shard,
+            "initialised": self.shard.initialised,
+            "version": self.shard.version,
+            "parameters": self.shard.numel,
+            "fingerprint": self.shard.fingerprint,
+            "hyperparameters": None if hyper is None else hyper.to_json_dict(),
+            "connectedWorkers": connections,
+            "finishedWorkers": finished,
+        }
+
+    def _get_hyperparameters(self, query: dict[str, str], body: bytes) -> Response:
+        hyper = self.shard.hyperparameters
+        store = self.shard.store
+        return Response.json(
+            HTTPStatus.OK,
+            {
+                "current": None if hyper is None else hyper.to_json_dict(),
+                "applied": [] if store is None else store.history(),
+            },
+        )
+
+    def _put_hyperparameters(self, query: dict[str, str], body: bytes) -> Response:
+        try:
+            hyper = self.shard.set_hyperparameters(parse_update(body))
+        except StaleVersionError as exc:
+            return Response.json(HTTPStatus.CONFLICT, {"error": str(exc)})
+        except HyperparameterError as exc:
+            return Response.json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+        except ShardError as exc:
+            return Response.json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": f"{exc}; retry later"})
+        self.metrics.observe_hyperparameters(hyper)
+        log.info("hyperparameters version %d in force: %s", hyper.version, hyper.to_json_dict())
+        return Response.json(
+            HTTPStatus.OK,
+            {
+                "result": "applied",
+                "current": hyper.to_json_dict(),
+                "appliedAtModelVersion": self.shard.version,
+            },
+        )
+
+    def _get_staleness(self, query: dict[str, str], body: bytes) -> Response:
+        try:
+            after = int(query.get("after", "0"))
+        except ValueError:
+            return Response.json(HTTPStatus.BAD_REQUEST, {"error": "after must be an integer"})
+        updates = self.shard.updates_after(after)
+        return Response.json(
+            HTTPStatus.OK,
+            {
+                "shard": self.config.shard,
+                "version": self.shard.version,
+                "next": updates[-1].index + 1 if updates else max(after, 0),
+                "updates": [
+                    {
+                        "index": u.index,
+                        "worker": u.worker,
+                        "readVersion": u.read_version,
+                        "staleness": u.staleness,
+                        "learningRate": u.learning_rate,
+                        "momentum": u.momentum,
+                    }
+                    for u in updates
+                ],
+            },
+        )
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+    @property
+    def tcp_address(self) -> tuple[str, int]:
+        host, port = self._tcp.server_address[:2]
+        return str(host), int(port)
+
+    @property
+    def http_address(self) -> tuple[str, int]:
+        return self._http.address
+
+    def start(self) -> ParameterServer:
+        threading.Thread(target=self._tcp.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+        self._http.start()
+        log.info(
+            "PS shard %d serving workers on %s:%d, HTTP on %s:%d",
+            self.config.shard,
+            *self.tcp_address,
+            *self.http_address,
+        )
+        return self
+
+    def stop(self) -> None:
+        self._tcp.shutdown()
+        self._tcp.server_close()
+        self._http.stop()
+
+
+def main(env: Mapping[str, str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        config = ps_config_from_env(os.environ if env is None else env)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    server = ParameterServer(config).start()
+    signal.signal(signal.SIGTERM, lambda signum, frame: server.stop_event.set())
+    try:
+        while not server.stop_event.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    server.stop()
+    log.info("PS shard %d stopped at model version %d", config.shard, server.shard.version)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

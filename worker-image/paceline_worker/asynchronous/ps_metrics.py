@@ -1,0 +1,67 @@
+"""Prometheus metrics of one parameter-server shard (names prefixed paceline_ps_; labels job, shard)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from .hyperparameters import Hyperparameters
+from .shard import AppliedUpdate
+
+# τ is an integer: buckets at every integer up to 16 make the histogram exact there (le is inclusive).
+STALENESS_BUCKETS = (*range(17), 24, 32, 48, 64, 96, 128, 256, 512, 1024)
+
+
+class PsMetrics:
+    def __init__(self, *, job: str, shard: int) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._labels = {"job": job, "shard": str(shard)}
+        names = list(self._labels)
+        r = self.registry
+        self._staleness = Histogram(
+            "paceline_ps_update_staleness",
+            "Staleness τ of each applied update: model versions between the worker's read and its write",
+            [*names, "worker"],
+            buckets=[float(b) for b in STALENESS_BUCKETS],
+            registry=r,
+        )
+        self._updates = Counter(
+            "paceline_ps_updates", "Updates applied, per worker", [*names, "worker"], registry=r
+        )
+        self._version = Gauge("paceline_ps_model_version", "Current model version", names, registry=r).labels(
+            **self._labels
+        )
+        self._momentum = Gauge(
+            "paceline_ps_momentum", "Explicit momentum in the update rule", names, registry=r
+        ).labels(**self._labels)
+        self._learning_rate = Gauge(
+            "paceline_ps_learning_rate", "Learning rate in the update rule", names, registry=r
+        ).labels(**self._labels)
+        self._hyper_version = Gauge(
+            "paceline_ps_hyperparameters_version",
+            "Version of the hyperparameters in force",
+            names,
+            registry=r,
+        ).labels(**self._labels)
+        self._parameters = Gauge(
+            "paceline_ps_parameters", "Number of parameter values held by this shard", names, registry=r
+        ).labels(**self._labels)
+        self._workers = Gauge(
+            "paceline_ps_connected_workers", "Workers with an open connection", names, registry=r
+        ).labels(**self._labels)
+
+    def observe_update(self, update: AppliedUpdate) -> None:
+        labels = {**self._labels, "worker": update.worker}
+        self._staleness.labels(**labels).observe(update.staleness)
+        self._updates.labels(**labels).inc()
+        self._version.set(update.version)
+
+    def observe_hyperparameters(self, hyper: Hyperparameters) -> None:
+        self._momentum.set(hyper.momentum)
+        self._learning_rate.set(hyper.learning_rate)
+        self._hyper_version.set(hyper.version)
+
+    def observe_parameters(self, count: int) -> None:
+        self._parameters.set(count)
+
+    def observe_connections(self, count: int) -> None:
+        self._workers.set(count)

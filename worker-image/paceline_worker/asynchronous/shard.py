@@ -1,0 +1,155 @@
+"""One parameter-server shard: parameters, momentum buffer, model version and exact staleness (no I/O)."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from .hyperparameters import Hyperparameters, HyperparameterStore, HyperparameterUpdate
+
+FloatArray = npt.NDArray[np.float32]
+STALENESS_LOG_LIMIT = 65536
+
+
+class ShardError(ValueError):
+    """A request the shard refuses (not initialised, wrong layout, wrong size, version from the future)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AppliedUpdate:
+    """One applied update: who wrote it, the version it read, the version it created, τ and μ/lr used."""
+
+    index: int  # 0-based position in the shard's update sequence (== version - 1)
+    worker: str
+    read_version: int
+    version: int  # model version after this update
+    staleness: int  # τ = version before this update − read_version
+    learning_rate: float
+    momentum: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Snapshot:
+    version: int
+    values: FloatArray
+
+
+class ParameterShard:
+    """Heavy-ball SGD applied update by update: buf ← μ·buf + g;  w ← w − lr·buf;  version += 1.
+
+    τ of an update is exact: every update gets the next version under one lock, so τ is the number of
+    updates (from any worker) applied between the worker's read (version v) and its write.
+    """
+
+    def __init__(self, *, shard: int, initial: HyperparameterUpdate | None = None) -> None:
+        self.shard = shard
+        self._lock = threading.Lock()
+        self._values: FloatArray | None = None
+        self._buffer: FloatArray | None = None
+        self._fingerprint = ""
+        self._version = 0
+        self._store: HyperparameterStore | None = None
+        self._override = initial  # hyperparameters from the PS environment, if any
+        self._log: deque[AppliedUpdate] = deque(maxlen=STALENESS_LOG_LIMIT)
+        self.on_update: Callable[[AppliedUpdate], None] | None = None
+
+    @property
+    def initialised(self) -> bool:
+        return self._values is not None
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    @property
+    def hyperparameters(self) -> Hyperparameters | None:
+        return None if self._store is None else self._store.current
+
+    @property
+    def store(self) -> HyperparameterStore | None:
+        return self._store
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    @property
+    def numel(self) -> int:
+        return 0 if self._values is None else int(self._values.size)
+
+    def initialise(
+        self, *, fingerprint: str, values: FloatArray, learning_rate: float, momentum: float
+    ) -> Snapshot:
+        """The first worker's parameters become the model; later calls just check the layout and read."""
+        with self._lock:
+            if self._values is None:
+                self._values = np.array(values, dtype=np.float32, copy=True)
+                self._buffer = np.zeros_like(self._values)
+                self._fingerprint = fingerprint
+                from_worker = Hyperparameters(version=0, learning_rate=learning_rate, momentum=momentum)
+                initial = from_worker
+                if self._override is not None:
+                    initial = self._override.applied_to(from_worker)
+                self._store = HyperparameterStore(initial)
+            elif fingerprint != self._fingerprint or values.size != self._values.size:
+                raise ShardError(
+                    f"shard {self.shard} holds layout {self._fingerprint} ({self._values.size} values), "
+                    f"the worker sent {fingerprint} ({values.size}): "
+                    "same model and PACELINE_PS_ADDRS on every worker?"
+                )
+            return Snapshot(version=self._version, values=self._values.copy())
+
+    def read(self) -> Snapshot:
+        with self._lock:
+            if self._values is None:
+                raise ShardError(f"shard {self.shard} is not initialised yet")
+            return Snapshot(version=self._version, values=self._values.copy())
+
+    def apply(
+        self, *, worker: str, read_version: int, gradient: FloatArray
+    ) -> tuple[AppliedUpdate, Snapshot]:
+        """Apply one gradient computed at `read_version`; returns the record and the parameters after it."""
+        with self._lock:
+            if self._values is None or self._buffer is None or self._store is None:
+                raise ShardError(f"shard {self.shard} is not initialised yet")
+            if gradient.size != self._values.size:
+                raise ShardError(
+                    f"gradient has {gradient.size} values, shard {self.shard} holds {self._values.size}"
+                )
+            if not 0 <= read_version <= self._version:
+                raise ShardError(f"read version {read_version} is not in [0, {self._version}]")
+            hyper = self._store.current
+            self._buffer *= np.float32(hyper.momentum)
+            self._buffer += gradient
+            self._values -= np.float32(hyper.learning_rate) * self._buffer
+            record = AppliedUpdate(
+                index=self._version,
+                worker=worker,
+                read_version=read_version,
+                version=self._version + 1,
+                staleness=self._version - read_version,
+                learning_rate=hyper.learning_rate,
+                momentum=hyper.momentum,
+            )
+            self._version += 1
+            self._log.append(record)
+            if self.on_update is not None:
+                self.on_update(record)
+            return record, Snapshot(version=self._version, values=self._values.copy())
+
+    def set_hyperparameters(self, update: HyperparameterUpdate) -> Hyperparameters:
+        """Versioned change, in force from the next update (raises StaleVersionError / ShardError)."""
+        with self._lock:
+            if self._store is None:
+                raise ShardError(f"shard {self.shard} is not initialised yet: no worker has connected")
+            return self._store.offer(update, model_version=self._version)
+
+    def updates_after(self, index: int, limit: int = 10000) -> list[AppliedUpdate]:
+        """Applied updates with index >= `index` still in the log (the last 65536), oldest first."""
+        with self._lock:
+            return [u for u in self._log if u.index >= index][:limit]
