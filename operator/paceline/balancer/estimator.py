@@ -5,6 +5,13 @@ weighted least-squares problem with a prior on the overhead ``a`` (mean a0, s.d.
 time), entered as a pseudo-observation at b = 0. When b has varied the data decide the a/c split; when b
 has been constant the fit keeps ``a + c·b̄ = t̄`` exactly and takes ``a = a0`` from the prior (the fleet
 passes a pooled estimate), so ``c`` is still tracked.
+
+The noise (coefficient of variation of one step's time) is estimated separately from successive
+differences of window means at the same batch, each clipped at 3 standard deviations of the current
+estimate (a Huber-type robust scale estimate): a level shift within the forgetting window moves the mean
+fit but adds at most one clipped term to the noise, instead of a residual spread that lasts a half-life.
+`restart()` forgets the mean fit at a change point (the tracker calls it when a worker's regime changes)
+and keeps the noise statistics, which are relative and were never fed a difference across the change.
 """
 
 from __future__ import annotations
@@ -13,7 +20,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+_NOISE_CLIP_Z = 3.0  # successive differences beyond 3 s.d. of the current noise estimate are clipped
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,7 +107,8 @@ class EstimatorConfig:
         )
 
 
-_STAT_NAMES = ("w", "sb", "st", "sbb", "sbt", "stt", "d")
+_STAT_NAMES = ("w", "sb", "st", "sbb", "sbt", "d")  # the mean fit's sums; `restart` clears them
+_NOISE_NAMES = ("sv", "dv")  # the noise estimate's sums; kept across a restart
 
 
 @dataclass(kw_only=True)
@@ -113,12 +122,16 @@ class StepTimeEstimator:
     st: float = 0.0
     sbb: float = 0.0
     sbt: float = 0.0
-    stt: float = 0.0
     d: float = 0.0
-    count: int = 0  # observations ingested, never decayed
+    # decayed sum of clipped squared relative successive differences (each estimates cv²) and their count
+    sv: float = 0.0
+    dv: float = 0.0
+    count: int = 0  # observations ingested, never decayed (a restart keeps it)
     last_step: int | None = None
     last_timestamp: float | None = None
     last_batch: int | None = None
+    last_seconds: float | None = None  # the previous window mean (None: no difference with the next one)
+    last_steps: int | None = None
 
     def _decay_factor(self, timestamp: float) -> float:
         cfg = self.config
@@ -138,7 +151,7 @@ class StepTimeEstimator:
         if self.is_duplicate(obs):
             return False
         k = self._decay_factor(obs.timestamp)
-        for name in _STAT_NAMES:
+        for name in (*_STAT_NAMES, *_NOISE_NAMES):
             setattr(self, name, getattr(self, name) * k)
         n, b, t = float(obs.steps), float(obs.batch), obs.seconds
         self.w += n
@@ -146,14 +159,47 @@ class StepTimeEstimator:
         self.st += n * t
         self.sbb += n * b * b
         self.sbt += n * b * t
-        self.stt += n * t * t
         self.d += 1.0
+        if self.last_seconds is not None and self.last_steps is not None and obs.batch == self.last_batch:
+            self._add_difference(self.last_seconds, self.last_steps, t, obs.steps)
         self.count += 1
         self.last_step = obs.step
         self.last_batch = obs.batch
+        self.last_seconds, self.last_steps = t, obs.steps
         if self.last_timestamp is None or obs.timestamp > self.last_timestamp:
             self.last_timestamp = obs.timestamp
         return True
+
+    def _add_difference(self, t0: float, n0: int, t1: float, n1: int) -> None:
+        """One successive difference of window means at the same batch → one clipped estimate of cv².
+
+        With per-step times of s.d. cv·μ, Var(t1 − t0) = (cv·μ)²·(1/n0 + 1/n1); dividing by the pair's mean
+        and by (1/n0 + 1/n1) gives an unbiased estimate of cv². Terms beyond `_NOISE_CLIP_Z`² × the current
+        estimate are clipped (for Gaussian noise that lowers the expectation by 0.5 %), so a level shift
+        between the two windows counts as at most one 3-sigma difference.
+        """
+        mean = 0.5 * (t0 + t1)
+        sample = ((t1 - t0) / mean) ** 2 / (1.0 / n0 + 1.0 / n1)
+        current = self.noise_cv2()
+        if current > 0.0:
+            sample = min(sample, _NOISE_CLIP_Z * _NOISE_CLIP_Z * current)
+        self.sv += sample
+        self.dv += 1.0
+
+    def noise_cv2(self) -> float:
+        """Squared noise cv: the clipped successive differences, blended with the prior cv (weight 1)."""
+        return (self.config.default_noise_cv**2 + self.sv) / (1.0 + self.dv)
+
+    def restart(self) -> None:
+        """Change point: forget the mean fit (a, c) but keep the noise statistics and the counters.
+
+        The next observation starts the fit afresh and forms no successive difference with the previous
+        one (they belong to different regimes).
+        """
+        for name in _STAT_NAMES:
+            setattr(self, name, 0.0)
+        self.last_seconds = None
+        self.last_steps = None
 
     @property
     def mean_batch(self) -> float:
@@ -193,45 +239,28 @@ class StepTimeEstimator:
             a = max(0.0, mt - c * mb)
         return a, c
 
-    def _noise_variance(self, a: float, c: float, identified: bool) -> float:
-        """Per-step variance: residuals of window means scaled back by their step counts, plus a prior."""
-        rss = (
-            self.stt
-            - 2 * a * self.st
-            - 2 * c * self.sbt
-            + a * a * self.w
-            + 2 * a * c * self.sb
-            + c * c * self.sbb
-        )
-        level = a + c * self.mean_batch
-        prior_var = (self.config.default_noise_cv * level) ** 2
-        dof = max(self.d - (2.0 if identified else 1.0), 0.0)
-        return (max(0.0, rss) + prior_var) / (dof + 1.0)
-
     def model(self, *, prior_overhead_s: float = 0.0) -> StepTimeModel | None:
-        """Current fit, or None before the first observation.
+        """Current fit, or None before the first observation (or right after a restart).
 
         `prior_overhead_s` is a0, the prior mean of the overhead; its prior s.d. is
         `prior_overhead_sd_fraction` × mean step time. The prior enters as a pseudo-observation at b = 0
-        whose weight σ²/σ_a² comes from a first, prior-free fit's noise estimate.
+        whose weight σ²/σ_a² uses the per-step noise σ = cv·t̄ (robust estimate, see `noise_cv2`); with
+        weights of one per step, the data dominate as soon as b has varied.
         """
         if self.w <= 0:
             return None
         mt = self.mean_seconds
         a0 = min(max(prior_overhead_s, 0.0), mt)
         identified = self.is_identified()
-        a, c = self._solve(1e-9 * self.w, a0)
-        prior_sd = self.config.prior_overhead_sd_fraction * mt
-        lam = self._noise_variance(a, c, identified) / (prior_sd * prior_sd)
+        cv2 = self.noise_cv2()
+        lam = max(cv2 / self.config.prior_overhead_sd_fraction**2, 1e-9 * self.w)
         a, c = self._solve(lam, a0)
-        level = a + c * self.mean_batch
-        cv = math.sqrt(self._noise_variance(a, c, identified)) / level if level > 0 else 0.0
         return StepTimeModel(
-            overhead_s=a, per_sample_s=c, noise_cv=cv, observations=self.d, identified=identified
+            overhead_s=a, per_sample_s=c, noise_cv=math.sqrt(cv2), observations=self.d, identified=identified
         )
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {name: getattr(self, name) for name in _STAT_NAMES}
+        out: dict[str, Any] = {name: getattr(self, name) for name in (*_STAT_NAMES, *_NOISE_NAMES)}
         out.update(
             version=STATE_VERSION,
             config=self.config.to_dict(),
@@ -239,6 +268,8 @@ class StepTimeEstimator:
             lastStep=self.last_step,
             lastTimestamp=self.last_timestamp,
             lastBatch=self.last_batch,
+            lastSeconds=self.last_seconds,
+            lastSteps=self.last_steps,
         )
         return out
 
@@ -247,10 +278,12 @@ class StepTimeEstimator:
         if data.get("version") != STATE_VERSION:
             raise ValueError(f"unsupported estimator state version {data.get('version')!r}")
         est = cls(config=EstimatorConfig.from_dict(data["config"]))
-        for name in _STAT_NAMES:
+        for name in (*_STAT_NAMES, *_NOISE_NAMES):
             setattr(est, name, float(data[name]))
         est.count = int(data["count"])
         est.last_step = None if data["lastStep"] is None else int(data["lastStep"])
         est.last_timestamp = None if data["lastTimestamp"] is None else float(data["lastTimestamp"])
         est.last_batch = None if data["lastBatch"] is None else int(data["lastBatch"])
+        est.last_seconds = None if data["lastSeconds"] is None else float(data["lastSeconds"])
+        est.last_steps = None if data["lastSteps"] is None else int(data["lastSteps"])
         return est

@@ -6,6 +6,11 @@ An episode starts when ratio >= `enter_ratio`, continues while ratio >= `exit_ra
 becomes *persistent* once it has lasted `min_persistence_s` and `min_observations`. An episode that ends
 earlier was *transient*. A persistent episode that lasts `rebaseline_after_s` is accepted as the new
 normal and the worker is healthy again (the balancer has already adapted to it).
+
+Both edges of a persistent episode are change points for the worker's step-time model, confirmed with the
+same rule: the onset once the episode becomes persistent, the recovery once the step time has been back
+near the reference (ratio < `exit_ratio`, and not again >= `enter_ratio`) for `min_persistence_s` and
+`min_observations`. A recovery that does not last is a transient too: the episode stays persistent.
 """
 
 from __future__ import annotations
@@ -28,9 +33,9 @@ class Verdict(enum.StrEnum):
     """What the tracker should do with the observation just classified."""
 
     ACCEPT = "accept"  # ingest it
-    HOLD = "hold"  # quarantine it until the episode is resolved
-    RELEASE = "release"  # the episode became persistent: ingest held observations and this one
-    DISCARD = "discard"  # the episode was transient: drop held observations, ingest this one
+    HOLD = "hold"  # quarantine it until the episode (or the recovery) is resolved
+    RELEASE = "release"  # a change of regime is confirmed: refit from the held observations and this one
+    DISCARD = "discard"  # the held observations were a transient: drop them, ingest this one
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,6 +109,8 @@ class StragglerDetector:
     log_slowdown: float = 0.0  # EWMA (alpha 0.5) of log ratio within the episode
     reference: StepTimeModel | None = None  # snapshot at episode start
     transient_episodes: int = 0
+    recovering_since: float | None = None  # persistent episode: first observation back near the reference
+    recovery_observations: int = 0
 
     def status(self) -> StragglerStatus:
         slowdown = math.exp(self.log_slowdown) if self.state is not StragglerState.HEALTHY else 1.0
@@ -117,6 +124,11 @@ class StragglerDetector:
         self.episode_observations = 0
         self.log_slowdown = 0.0
         self.reference = None
+        self._end_recovery()
+
+    def _end_recovery(self) -> None:
+        self.recovering_since = None
+        self.recovery_observations = 0
 
     def classify(
         self,
@@ -144,25 +156,44 @@ class StragglerDetector:
             return Verdict.HOLD
         assert self.reference is not None and self.since is not None
         ratio = seconds / self.reference.mean(batch)
+        if self.state is StragglerState.PERSISTENT:
+            return self._classify_persistent(ratio, timestamp)
         if ratio < cfg.exit_ratio:
-            was_transient = self.state is StragglerState.TRANSIENT
             self._end_episode()
-            if was_transient:
-                self.transient_episodes += 1
-                return Verdict.DISCARD
-            return Verdict.ACCEPT
+            self.transient_episodes += 1
+            return Verdict.DISCARD
         self.episode_observations += 1
         self.log_slowdown = 0.5 * self.log_slowdown + 0.5 * math.log(ratio)
         elapsed = timestamp - self.since
-        if self.state is StragglerState.PERSISTENT:
-            if elapsed >= cfg.rebaseline_after_s:
-                self._end_episode()
-            return Verdict.ACCEPT
         long_enough = elapsed >= cfg.min_persistence_s and self.episode_observations >= cfg.min_observations
         if long_enough or self.episode_observations >= cfg.max_held:
             self.state = StragglerState.PERSISTENT
             return Verdict.RELEASE
         return Verdict.HOLD
+
+    def _classify_persistent(self, ratio: float, timestamp: float) -> Verdict:
+        """Persistent episode: watch for a recovery, confirmed like an onset (hysteresis, persistence)."""
+        cfg = self.config
+        recovering = self.recovering_since is not None
+        if ratio < cfg.exit_ratio or (recovering and ratio < cfg.enter_ratio):
+            if self.recovering_since is None:
+                self.recovering_since = timestamp
+            self.recovery_observations += 1
+            lasted = timestamp - self.recovering_since >= cfg.min_persistence_s
+            if (lasted and self.recovery_observations >= cfg.min_observations) or (
+                self.recovery_observations >= cfg.max_held
+            ):
+                self._end_episode()
+                return Verdict.RELEASE
+            return Verdict.HOLD
+        verdict = Verdict.DISCARD if recovering else Verdict.ACCEPT  # a recovery that did not last
+        self._end_recovery()
+        self.episode_observations += 1
+        self.log_slowdown = 0.5 * self.log_slowdown + 0.5 * math.log(ratio)
+        assert self.since is not None
+        if timestamp - self.since >= cfg.rebaseline_after_s:
+            self._end_episode()
+        return verdict
 
     def to_dict(self) -> dict[str, Any]:
         ref = self.reference
@@ -174,6 +205,8 @@ class StragglerDetector:
             "logSlowdown": self.log_slowdown,
             "reference": None if ref is None else _model_to_dict(ref),
             "transientEpisodes": self.transient_episodes,
+            "recoveringSince": self.recovering_since,
+            "recoveryObservations": self.recovery_observations,
         }
 
     @classmethod
@@ -187,6 +220,8 @@ class StragglerDetector:
             log_slowdown=float(data["logSlowdown"]),
             reference=None if ref is None else _model_from_dict(ref),
             transient_episodes=int(data["transientEpisodes"]),
+            recovering_since=None if data["recoveringSince"] is None else float(data["recoveringSince"]),
+            recovery_observations=int(data["recoveryObservations"]),
         )
 
 

@@ -1,8 +1,13 @@
 """Per-worker and fleet-wide tracking: estimator + straggler detector + quarantine of slow observations.
 
 Observations taken during a slow episode are held back from the estimator. If the episode turns out
-transient they are dropped, so a one-off spike never moves the model (and the balancer does not chase it);
-if it becomes persistent they are replayed, so no information is lost and the model follows the change.
+transient they are dropped, so a one-off spike never moves the model (and the balancer does not chase it).
+If it becomes persistent, the onset is a change point: the worker's estimator restarts from the held
+observations alone (the pre-episode data describe another regime; mixing them would fit a line through
+contradictory points and inflate the noise), with the pooled overhead prior. The end of a persistent
+episode is handled the same way: observations back near the pre-episode reference are held until the
+recovery has lasted the persistence time, then the estimator restarts from them (dropped if the worker
+slows down again before that).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Any
 from paceline.balancer.estimator import EstimatorConfig, Observation, StepTimeEstimator, StepTimeModel
 from paceline.balancer.straggler import StragglerConfig, StragglerDetector, StragglerStatus, Verdict
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 @dataclass(kw_only=True)
@@ -44,7 +49,8 @@ class WorkerTracker:
         if verdict is Verdict.HOLD:
             self.held.append(obs)
             return verdict
-        if verdict is Verdict.RELEASE:
+        if verdict is Verdict.RELEASE:  # change point: refit from the new regime's observations only
+            self.estimator.restart()
             for held in self.held:
                 self.estimator.update(held)
         self.held.clear()
