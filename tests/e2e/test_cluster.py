@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from conftest import Kube
+from e2e_support import Kube
 
 pytestmark = pytest.mark.e2e
 

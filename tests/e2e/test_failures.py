@@ -6,7 +6,7 @@ import os
 import signal
 
 import pytest
-from conftest import Kube, training_job, wait_for
+from e2e_support import Kube, training_job, wait_for
 
 from paceline.localcluster import processes
 from paceline.localcluster.cluster import LocalCluster

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from conftest import Kube, training_job, wait_for
+from e2e_support import Kube, training_job, wait_for
 
 pytestmark = pytest.mark.e2e
 SLEEP = ["python", "-c", "import time; time.sleep(600)"]

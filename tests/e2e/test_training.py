@@ -7,7 +7,7 @@ import json
 import urllib.request
 
 import pytest
-from conftest import Kube, wait_for
+from e2e_support import Kube, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from paceline.localcluster.cluster import LocalCluster

@@ -7,7 +7,7 @@ import copy
 from typing import Any
 
 import pytest
-from conftest import Kube, training_job, wait_for
+from e2e_support import Kube, training_job, wait_for
 
 pytestmark = pytest.mark.e2e
 SLEEP = ["python", "-c", "import time; time.sleep(600)"]
