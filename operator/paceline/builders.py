@@ -187,15 +187,50 @@ def hyperparameters_json(*, version: int, learning_rate: float, momentum: float)
     )
 
 
+def _pod(
+    job: JobRef, *, spec: api.JobSpec, name: str, role_labels: Mapping[str, str], plan_hash: str
+) -> dict[str, Any]:
+    """A pod from the template with Paceline's labels, annotations, stable DNS name and GPU toleration."""
+    template: Mapping[str, Any] = spec.template
+    meta_in = template.get("metadata") or {}
+    pod_spec = copy.deepcopy(dict(template["spec"]))
+    pod_spec["restartPolicy"] = "Never"
+    pod_spec["hostname"] = name
+    pod_spec["subdomain"] = job.name
+    pod_spec.setdefault("tolerations", []).append(
+        {"key": api.GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+    )
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": job.namespace,
+            "labels": {**(meta_in.get("labels") or {}), **_labels(job, **role_labels)},
+            "annotations": {
+                **(meta_in.get("annotations") or {}),
+                api.ANNOTATION_PLAN_HASH: plan_hash,
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(api.METRICS_PORT),
+            },
+            "ownerReferences": [job.owner_reference()],
+        },
+        "spec": pod_spec,
+    }
+
+
 def build_ps_pod(
     job: JobRef, *, spec: api.JobSpec, shard: int, workers: int, attempt: int, plan_hash: str, momentum: float
 ) -> dict[str, Any]:
     """One parameter-server shard: the template's image running Paceline's PS entry point, no GPU."""
-    template: Mapping[str, Any] = spec.template
-    meta_in = template.get("metadata") or {}
-    pod_spec = copy.deepcopy(dict(template["spec"]))
-    name = api.ps_pod_name(job.name, shard)
-    first = dict(pod_spec["containers"][0])
+    pod = _pod(
+        job,
+        spec=spec,
+        name=api.ps_pod_name(job.name, shard),
+        role_labels={api.LABEL_ROLE: "ps", api.LABEL_RANK: str(shard), api.LABEL_ATTEMPT: str(attempt)},
+        plan_hash=plan_hash,
+    )
+    first = dict(pod["spec"]["containers"][0])
     resources = copy.deepcopy(first.get("resources") or {})
     for kind in ("limits", "requests"):
         (resources.get(kind) or {}).pop(api.GPU_RESOURCE, None)
@@ -229,34 +264,8 @@ def build_ps_pod(
         **({"resources": resources} if resources else {}),
         **({"workingDir": first["workingDir"]} if "workingDir" in first else {}),
     }
-    pod_spec["containers"] = [container]
-    pod_spec["restartPolicy"] = "Never"
-    pod_spec["hostname"] = name
-    pod_spec["subdomain"] = job.name
-    pod_spec.setdefault("tolerations", []).append(
-        {"key": api.GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
-    )
-    labels = {
-        **(meta_in.get("labels") or {}),
-        **_labels(job, **{api.LABEL_ROLE: "ps", api.LABEL_RANK: str(shard), api.LABEL_ATTEMPT: str(attempt)}),
-    }
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": job.namespace,
-            "labels": labels,
-            "annotations": {
-                **(meta_in.get("annotations") or {}),
-                api.ANNOTATION_PLAN_HASH: plan_hash,
-                "prometheus.io/scrape": "true",
-                "prometheus.io/port": str(api.METRICS_PORT),
-            },
-            "ownerReferences": [job.owner_reference()],
-        },
-        "spec": pod_spec,
-    }
+    pod["spec"]["containers"] = [container]
+    return pod
 
 
 def _merge_env(
@@ -280,31 +289,19 @@ def build_worker_pod(
     port: int,
 ) -> dict[str, Any]:
     """One worker pod: the user's template plus placement on the planned node, GPUs and the env contract."""
-    template: Mapping[str, Any] = spec.template
-    meta_in = template.get("metadata") or {}
-    pod_spec = copy.deepcopy(dict(template["spec"]))
-    name = api.worker_pod_name(job.name, placement.rank)
-    labels = {
-        **(meta_in.get("labels") or {}),
-        **_labels(
-            job,
-            **{
-                api.LABEL_ROLE: "worker",
-                api.LABEL_RANK: str(placement.rank),
-                api.LABEL_ATTEMPT: str(attempt),
-                api.LABEL_POOL: placement.pool,
-            },
-        ),
-    }
-    annotations = {
-        **(meta_in.get("annotations") or {}),
-        api.ANNOTATION_PLAN_HASH: plan_hash,
-        "prometheus.io/scrape": "true",
-        "prometheus.io/port": str(api.METRICS_PORT),
-    }
-    pod_spec["restartPolicy"] = "Never"
-    pod_spec["hostname"] = name
-    pod_spec["subdomain"] = job.name
+    pod = _pod(
+        job,
+        spec=spec,
+        name=api.worker_pod_name(job.name, placement.rank),
+        role_labels={
+            api.LABEL_ROLE: "worker",
+            api.LABEL_RANK: str(placement.rank),
+            api.LABEL_ATTEMPT: str(attempt),
+            api.LABEL_POOL: placement.pool,
+        },
+        plan_hash=plan_hash,
+    )
+    pod_spec = pod["spec"]
     affinity = pod_spec.setdefault("affinity", {})
     node_affinity = affinity.setdefault("nodeAffinity", {})
     required = node_affinity.setdefault(
@@ -315,8 +312,6 @@ def build_worker_pod(
     for term in terms:  # every term must also pin the node: terms are ORed
         term.setdefault("matchExpressions", []).append(pin)
     required["nodeSelectorTerms"] = terms
-    tolerations = pod_spec.setdefault("tolerations", [])
-    tolerations.append({"key": api.GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
     containers = pod_spec["containers"]
     first = containers[0]
     resources = first.setdefault("resources", {})
@@ -339,15 +334,4 @@ def build_worker_pod(
         ports.append({"name": "pl-metrics", "containerPort": api.METRICS_PORT})
     if placement.rank == 0 and not any(p.get("containerPort") == port for p in ports):
         ports.append({"name": "rendezvous", "containerPort": port})
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": job.namespace,
-            "labels": labels,
-            "annotations": annotations,
-            "ownerReferences": [job.owner_reference()],
-        },
-        "spec": pod_spec,
-    }
+    return pod

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 from prometheus_client import CollectorRegistry, exposition
 
@@ -93,12 +93,12 @@ class _IPv6Server(ThreadingHTTPServer):
     address_family = socket.AF_INET6
 
 
-class WorkerHttpServer:
-    """A ThreadingHTTPServer running in a daemon thread."""
+class BackgroundHttpServer:
+    """A ThreadingHTTPServer running in a daemon thread (IPv6 when the host is an IPv6 address)."""
 
-    def __init__(self, state: EndpointState, *, host: str, port: int) -> None:
+    def __init__(self, handler: type[BaseHTTPRequestHandler], *, host: str, port: int) -> None:
         server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
-        self._server = server_class((host, port), _handler_class(state))
+        self._server = server_class((host, port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -112,7 +112,7 @@ class WorkerHttpServer:
         host, port = self._server.server_address[:2]
         return str(host), int(port)
 
-    def start(self) -> WorkerHttpServer:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
@@ -120,3 +120,10 @@ class WorkerHttpServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+class WorkerHttpServer(BackgroundHttpServer):
+    """The worker's /metrics, /assignment and /healthz endpoint."""
+
+    def __init__(self, state: EndpointState, *, host: str, port: int) -> None:
+        super().__init__(_handler_class(state), host=host, port=port)

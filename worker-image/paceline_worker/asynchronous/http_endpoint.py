@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CollectorRegistry, exposition
+
+from ..http_server import BackgroundHttpServer
 
 log = logging.getLogger(__name__)
 
@@ -99,32 +99,8 @@ def _handler_class(routes: Mapping[tuple[str, str], Handler]) -> type[BaseHTTPRe
     return RequestHandler
 
 
-class _IPv6Server(ThreadingHTTPServer):
-    address_family = socket.AF_INET6
+class HttpEndpoint(BackgroundHttpServer):
+    """A parameter server's HTTP endpoint serving the given routes."""
 
-
-class HttpEndpoint:
     def __init__(self, routes: Mapping[tuple[str, str], Handler], *, host: str, port: int) -> None:
-        server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
-        self._server = server_class((host, port), _handler_class(dict(routes)))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name="paceline-http",
-            daemon=True,
-        )
-
-    @property
-    def address(self) -> tuple[str, int]:
-        host, port = self._server.server_address[:2]
-        return str(host), int(port)
-
-    def start(self) -> HttpEndpoint:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        super().__init__(_handler_class(dict(routes)), host=host, port=port)
