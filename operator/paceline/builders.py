@@ -180,8 +180,9 @@ def _async_env(job: JobRef, *, spec: api.JobSpec, role: str) -> list[dict[str, A
     return [_env("PACELINE_ROLE", role), _env("PACELINE_PS_ADDRS", ps_addresses(job, spec.parameter_servers))]
 
 
-def hyperparameters_json(*, version: int, learning_rate: float, momentum: float) -> str:
-    """Versioned update-rule settings of the parameter servers (PACELINE_HYPERPARAMETERS)."""
+def hyperparameters_json(*, version: int, learning_rate: float | None, momentum: float) -> str:
+    """Versioned update-rule settings of the parameter servers (PACELINE_HYPERPARAMETERS and
+    PUT /hyperparameters; a null learning rate keeps the one in force)."""
     return json.dumps(
         {"version": version, "learningRate": learning_rate, "momentum": momentum}, separators=(",", ":")
     )

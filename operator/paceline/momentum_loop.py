@@ -8,16 +8,13 @@ gets it again on the next resync).
 
 from __future__ import annotations
 
-import json
 import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
+from paceline.builders import hyperparameters_json
 from paceline.momentum import MomentumController, MomentumDecision, MomentumSettings
-
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+from paceline.telemetry import http_json
 
 
 @dataclass(kw_only=True)
@@ -39,16 +36,10 @@ class AsyncControl:
         return AsyncControl(controller=controller, explicit=initial_explicit)
 
 
-def _request(url: str, *, method: str = "GET", body: bytes | None = None, timeout_s: float = 1.0) -> Any:
-    req = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})
-    with _NO_PROXY.open(req, timeout=timeout_s) as resp:
-        return json.loads(resp.read() or b"{}")
-
-
 def read_staleness(url: str, after: int) -> tuple[list[int], int] | None:
     """New τ values of one shard since update index `after`, and the next index; None if unreachable."""
     try:
-        doc = _request(f"{url}/staleness?after={after}")
+        doc = http_json(f"{url}/staleness?after={after}")
     except (OSError, ValueError):
         return None
     return [int(u["staleness"]) for u in doc.get("updates", [])], int(doc.get("next", after))
@@ -56,9 +47,9 @@ def read_staleness(url: str, after: int) -> tuple[list[int], int] | None:
 
 def put_momentum(url: str, *, version: int, momentum: float) -> bool:
     """PUT a new explicit momentum to one shard; True when it holds that version (200, or 409 = already)."""
-    body = json.dumps({"version": version, "momentum": momentum, "learningRate": None}).encode()
+    body = hyperparameters_json(version=version, learning_rate=None, momentum=momentum)
     try:
-        _request(f"{url}/hyperparameters", method="PUT", body=body)
+        http_json(f"{url}/hyperparameters", method="PUT", body=body)
     except urllib.error.HTTPError as err:
         return err.code == 409
     except OSError:

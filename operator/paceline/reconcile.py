@@ -149,13 +149,7 @@ def observe_and_rebalance(
     spec = job.get("spec") or {}
     settings = BalancingSettings.from_spec(spec.get("balancing"))
     attempt = str(status.get("attempt") or 0)
-    urls = {
-        int(p["metadata"]["labels"][api.LABEL_RANK]): f"http://{p['status']['podIP']}:{api.METRICS_PORT}"
-        for p in pods
-        if (p.get("status") or {}).get("phase") == "Running"
-        and p["status"].get("podIP")
-        and p["metadata"]["labels"].get(api.LABEL_ATTEMPT) == attempt
-    }
+    urls = _running_urls(pods, role="worker", attempt=attempt)
     if len(urls) != len(assignment.batch_sizes):
         return
     state = _controls.setdefault((ns, name), JobControl.create(settings))

@@ -6,6 +6,7 @@ proxy (`http_proxy` and friends are ignored): workers are addressed directly by 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -14,6 +15,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -145,6 +147,18 @@ def scrape_all(
             continue
         out[rank] = sample
     return out
+
+
+def http_json(url: str, *, method: str = "GET", body: str | None = None, timeout_s: float = 1.0) -> Any:
+    """A JSON request to a worker or parameter server, never through a proxy; raises OSError/ValueError."""
+    request = urllib.request.Request(
+        url,
+        data=None if body is None else body.encode(),
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
+    with _OPENER.open(request, timeout=timeout_s) as response:
+        return json.loads(response.read() or b"{}")
 
 
 def push_assignment(url: str, assignment_json: str, *, timeout_s: float = 1.0) -> int:
