@@ -1,4 +1,4 @@
-"""The operator's planning step: spec + GPU inventory → the planner's JobPlan, or a PlanningError that says why."""
+"""The operator's planning step: spec + GPU inventory → the planner's JobPlan, or a PlanningError."""
 
 from __future__ import annotations
 
