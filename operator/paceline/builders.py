@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from paceline import api
-from paceline.plan_types import JobPlan, WorkerPlacement
+from paceline.plan_types import Executed, JobPlan, Layout, ModuleSplit, SplitStyle, WorkerPlacement
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,7 +102,20 @@ def plan_from_json(text: str) -> JobPlan:
     doc = json.loads(text)
     workers = tuple(WorkerPlacement(**w) for w in doc.pop("workers"))
     layers = tuple(doc.pop("layers", ()) or ())
-    return JobPlan(workers=workers, layers=layers, **doc)
+    splits = tuple(
+        ModuleSplit(
+            **{
+                **s,
+                "style": SplitStyle(s["style"]),
+                "shape": tuple(s["shape"]),
+                "input": Layout(s["input"]),
+                "output": Layout(s["output"]),
+            }
+        )
+        for s in doc.pop("splits", ()) or ()
+    )
+    executed = Executed(doc.pop("executed", Executed.DATA_PARALLEL))
+    return JobPlan(workers=workers, layers=layers, splits=splits, executed=executed, **doc)
 
 
 def build_control(job: JobRef, *, plan: JobPlan, plan_hash: str, assignment: Assignment) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,6 +30,37 @@ class WorkerPlacement:
     batch_share: int
 
 
+class Executed(StrEnum):
+    """What the workers execute: plain data parallel, or data parallel across pods plus tensor parallel
+    (Megatron-style column/row splits) inside each pod."""
+
+    DATA_PARALLEL = "data-parallel"
+    HYBRID = "hybrid"
+
+
+class SplitStyle(StrEnum):
+    COLWISE = "colwise"  # output features split (Linear weight rows / Embedding columns)
+    ROWWISE = "rowwise"  # input features split (Linear weight columns / Embedding rows = vocabulary)
+
+
+class Layout(StrEnum):
+    REPLICATE = "replicate"  # the full tensor on every rank of the tensor-parallel group
+    SHARD = "shard"  # last dim split over the group (a colwise output feeding a rowwise input directly)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModuleSplit:
+    """One tensor-parallel module of an executable plan, applied inside every pod."""
+
+    module: str  # qualified name in the user's nn.Module, e.g. "classifier.1"
+    layer: str  # the graph layer it comes from (for messages)
+    kind: str  # "linear" | "embedding"
+    style: SplitStyle
+    shape: tuple[int, int]  # weight shape the plan was made for: (out, in) or (vocabulary, dim)
+    input: Layout = Layout.REPLICATE  # rowwise only may be SHARD
+    output: Layout = Layout.REPLICATE  # colwise only may be SHARD
+
+
 @dataclass(frozen=True, kw_only=True)
 class JobPlan:
     """A parallelization strategy plus a placement of every rank onto nodes."""
@@ -39,3 +72,31 @@ class JobPlan:
     baseline_step_s: float | None = None  # plain data parallel with equal shares, same cost model
     reason: str = ""  # why this plan: goes into the `Planned` event
     layers: tuple[dict[str, str], ...] = field(default_factory=tuple)  # per-layer strategy rows (optional)
+    executed: Executed = Executed.DATA_PARALLEL  # what the workers run (never a strategy they cannot run)
+    tensor_parallel: int = 1  # ranks per tensor-parallel group (divides the GPUs of a pod)
+    splits: tuple[ModuleSplit, ...] = ()  # the modules split across each tensor-parallel group
+    predicted_memory_bytes_per_gpu: float | None = None  # most loaded GPU under the executed strategy
+    search_space: str = "executable"  # "executable" (what the runtime runs) or "pase" (PaSE's full space)
+
+
+def sharding_map(plan: JobPlan) -> dict[str, object]:
+    """The wire form of the executed strategy every rank receives (PACELINE_PLAN; see docs/worker.md)."""
+    return {
+        "tensorParallel": plan.tensor_parallel,
+        "modules": {
+            s.module: {
+                "layer": s.layer,
+                "kind": s.kind,
+                "style": str(s.style),
+                "shape": list(s.shape),
+                "input": str(s.input),
+                "output": str(s.output),
+            }
+            for s in plan.splits
+        },
+    }
+
+
+def sharding_json(plan: JobPlan) -> str:
+    """`sharding_map` as compact JSON."""
+    return json.dumps(sharding_map(plan), separators=(",", ":"), sort_keys=True)

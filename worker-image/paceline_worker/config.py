@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .assignment import Assignment, AssignmentError, assignment_from_mapping
+from .execution_plan import ExecutionPlan, PlanError, parse_plan
+from .topology import Topology
 
 DEFAULT_METRICS_PORT = 9400
 DEFAULT_CHECKPOINT_INTERVAL_STEPS = 100
@@ -32,6 +34,7 @@ class WorkerConfig:
     rank: int
     world_size: int
     local_rank: int
+    local_world_size: int
     master_addr: str
     master_port: int
     job: str
@@ -45,6 +48,16 @@ class WorkerConfig:
     process_group_timeout_s: float
     seed: int
     simulation: SimulationConfig | None
+    plan: ExecutionPlan = field(default_factory=ExecutionPlan)
+
+    @property
+    def topology(self) -> Topology:
+        return Topology(
+            rank=self.rank,
+            world_size=self.world_size,
+            local_world_size=self.local_world_size,
+            tensor_parallel=self.plan.tensor_parallel,
+        )
 
 
 def _int(env: Mapping[str, str], name: str, default: int | None = None) -> int:
@@ -69,17 +82,18 @@ def _float(env: Mapping[str, str], name: str) -> float | None:
         raise ConfigError(f"{name}={raw!r} is not a number") from exc
 
 
-def _assignment(env: Mapping[str, str], world_size: int, default_batch_size: int | None) -> Assignment:
+def _assignment(env: Mapping[str, str], workers: int, default_batch_size: int | None) -> Assignment:
+    """One batch share per pod (a pod's share is split across its ranks)."""
     raw = env.get("PACELINE_ASSIGNMENT")
     if not raw:
         if default_batch_size is None:
             raise ConfigError("PACELINE_ASSIGNMENT is not set and no default batch size was given")
-        return Assignment(version=0, batch_sizes=(default_batch_size,) * world_size)
+        return Assignment(version=0, batch_sizes=(default_batch_size,) * workers)
     try:
         data = json.loads(raw)
         if not isinstance(data, dict):
             raise AssignmentError("assignment must be a JSON object")
-        return assignment_from_mapping(data, world_size=world_size)
+        return assignment_from_mapping(data, world_size=workers)
     except (json.JSONDecodeError, AssignmentError) as exc:
         raise ConfigError(f"PACELINE_ASSIGNMENT: {exc}") from exc
 
@@ -116,17 +130,27 @@ def config_from_env(env: Mapping[str, str], *, default_batch_size: int | None = 
         raise ConfigError("PACELINE_CHECKPOINT_INTERVAL_STEPS must be >= 0 (0 = only at SIGTERM)")
     timeout = _float(env, "PACELINE_PG_TIMEOUT_S") or DEFAULT_PROCESS_GROUP_TIMEOUT_S
     checkpoint_dir = env.get("PACELINE_CHECKPOINT_DIR")
+    local_world_size = _int(env, "LOCAL_WORLD_SIZE", 1)
+    if local_world_size < 1 or world_size % local_world_size:
+        raise ConfigError(f"WORLD_SIZE={world_size} is not a multiple of LOCAL_WORLD_SIZE={local_world_size}")
+    try:
+        plan = parse_plan(env.get("PACELINE_PLAN"))
+        plan.check_world(local_world_size=local_world_size)
+    except PlanError as exc:
+        raise ConfigError(f"PACELINE_PLAN: {exc}") from exc
     return WorkerConfig(
         rank=rank,
         world_size=world_size,
         local_rank=_int(env, "LOCAL_RANK", 0),
+        local_world_size=local_world_size,
+        plan=plan,
         master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
         master_port=_int(env, "MASTER_PORT", 29500),
         job=env.get("PACELINE_JOB", "local"),
         namespace=env.get("PACELINE_NAMESPACE", ""),
         bind_address=env.get("PACELINE_BIND_ADDRESS") or env.get("POD_IP") or "127.0.0.1",
         metrics_port=metrics_port,
-        assignment=_assignment(env, world_size, default_batch_size),
+        assignment=_assignment(env, world_size // local_world_size, default_batch_size),
         checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
         checkpoint_interval_steps=interval,
         backend=backend,

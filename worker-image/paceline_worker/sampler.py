@@ -65,6 +65,7 @@ class StepSamples:
     epoch: int
     indices: list[int]
     global_batch_size: int  # samples in this step summed over all ranks (< B only for an epoch's last batch)
+    counts: tuple[int, ...] = ()  # samples of every rank in this step
 
 
 class GlobalSampler:
@@ -102,7 +103,9 @@ class GlobalSampler:
             self.state = SamplerState(epoch=epoch + 1, cursor=0)
         else:
             self.state = SamplerState(epoch=epoch, cursor=new_cursor)
-        return StepSamples(epoch=epoch, indices=indices, global_batch_size=taken)
+        return StepSamples(
+            epoch=epoch, indices=indices, global_batch_size=taken, counts=tuple(s.count for s in slices)
+        )
 
     def state_dict(self) -> dict[str, int | bool]:
         return {

@@ -36,6 +36,17 @@ from .metrics import StepTiming, WorkerMetrics
 from .sampler import GlobalSampler
 from .signals import StopRequest
 from .simulation import SimulatedDevice, SlowdownSchedule
+from .tensor_parallel import (
+    apply_plan,
+    broadcast_module,
+    build_mesh,
+    check_module,
+    full_optimizer_state,
+    full_tensors,
+    local_gradients,
+    placements,
+    sum_across,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +82,9 @@ class Worker:
     ) -> None:
         if (loss_fn is None) == (compute_loss is None):
             raise ValueError("pass exactly one of loss_fn= or compute_loss=")
-        if config.assignment.world_size != config.world_size:
-            raise ValueError("the assignment's batchSizes must have WORLD_SIZE entries")
+        self.topology = config.topology
+        if config.assignment.world_size != self.topology.workers:
+            raise ValueError("the assignment's batchSizes must have one entry per pod")
         self.config = config
         self.module = model
         self.optimizer = optimizer
@@ -87,9 +99,12 @@ class Worker:
             fixed_global_batch=fixed_global_batch,
             extra_validation=self._check_optimizer_supports,
         )
-        self.metrics = WorkerMetrics(rank=config.rank, job=config.job)
+        self.metrics = WorkerMetrics(rank=self.topology.worker, job=config.job)
         self.device = torch.device("cpu")
         self.ddp: DistributedDataParallel | None = None
+        self._wrapped: nn.Module | None = None  # DDP, or the tensor-parallel module (own gradient sum)
+        self._data_group: dist.ProcessGroup | None = None
+        self._worker_samples = 0
         self.global_step = 0
         self.stopped_by_signal = False
         self.last_timing: StepTiming | None = None
@@ -151,19 +166,23 @@ class Worker:
     def start(self) -> None:
         cfg = self.config
         self._stop.install()
+        if cfg.plan.hybrid:
+            check_module(self.module, cfg.plan)  # a plan for another model fails here, before any collective
         backend = cfg.backend or ("nccl" if torch.cuda.is_available() else "gloo")
         if backend == "nccl":
             torch.cuda.set_device(cfg.local_rank)
             self.device = torch.device("cuda", cfg.local_rank)
-            self.metrics = WorkerMetrics(rank=cfg.rank, job=cfg.job, gpu_index=cfg.local_rank)
-        # Serve first: a taken port fails before the rendezvous, and the pod is observable while it waits.
-        self._http = WorkerHttpServer(
-            EndpointState(store=self.store, registry=self.metrics.registry, status=self._status),
-            host=cfg.bind_address,
-            port=cfg.metrics_port,
-        ).start()
-        host, port = self._http.address
-        log.info("rank %d serving http://%s:%d/metrics and /assignment", cfg.rank, host, port)
+            self.metrics = WorkerMetrics(rank=self.topology.worker, job=cfg.job, gpu_index=cfg.local_rank)
+        if cfg.local_rank == 0:
+            # One endpoint per pod. Serve first: a taken port fails before the rendezvous, and the pod is
+            # observable while it waits.
+            self._http = WorkerHttpServer(
+                EndpointState(store=self.store, registry=self.metrics.registry, status=self._status),
+                host=cfg.bind_address,
+                port=cfg.metrics_port,
+            ).start()
+            host, port = self._http.address
+            log.info("rank %d serving http://%s:%d/metrics and /assignment", cfg.rank, host, port)
         if not dist.is_initialized():
             os.environ.setdefault("MASTER_ADDR", cfg.master_addr)
             os.environ.setdefault("MASTER_PORT", str(cfg.master_port))
@@ -179,11 +198,15 @@ class Worker:
         self._resume()
         self._apply_hyperparameters(self.store.current)
         self._sync = GradientSync(simulation=self._simulated_device(), device=self.device)
-        device_ids = [self.device.index] if self.device.type == "cuda" else None
-        self.ddp = DistributedDataParallel(self.module, device_ids=device_ids, **self._ddp_kwargs)
-        self.ddp.register_comm_hook(self._sync, sum_allreduce_hook)
+        if cfg.plan.hybrid:
+            self._split_modules()
+        else:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.module, device_ids=device_ids, **self._ddp_kwargs)
+            self.ddp.register_comm_hook(self._sync, sum_allreduce_hook)
+            self._wrapped = self.ddp
         self._control = torch.zeros(
-            control_vector_length(cfg.world_size), dtype=torch.float64, device=self.device
+            control_vector_length(self.topology.workers), dtype=torch.float64, device=self.device
         )
         self._observe_assignment(self.store.current, self.global_step, time.time())
         log.info(
@@ -193,6 +216,24 @@ class Worker:
             backend,
             self.global_step,
             self.store.current.version,
+        )
+
+    def _split_modules(self) -> None:
+        """Data parallel across pods, the plan's tensor-parallel splits inside each pod."""
+        plan = self.config.plan
+        mesh = build_mesh(self.topology, self.device.type)
+        broadcast_module(self.module)
+        apply_plan(self.module, plan, mesh, self.optimizer)
+        self._data_group = mesh["dp"].get_group()
+        self._wrapped = self.module
+        layout = placements(self.module, [s.module for s in plan.modules])
+        log.info(
+            "rank %d: tensor parallel %d (rank %d of its group), data parallel %d; split modules: %s",
+            self.rank,
+            plan.tensor_parallel,
+            self.topology.tensor_rank,
+            self.topology.data_parallel_size,
+            ", ".join(f"{name} {s.style} -> {layout[name]}" for name, s in ((s.module, s) for s in plan.modules)),
         )
 
     def close(self, *, clean: bool = True) -> None:
@@ -234,10 +275,15 @@ class Worker:
         return None if self._http is None else self._http.address
 
     @property
-    def model(self) -> DistributedDataParallel:
-        if self.ddp is None:
+    def model(self) -> nn.Module:
+        """The module to call in the training loop (DDP-wrapped, or split by the plan)."""
+        if self._wrapped is None:
             raise RuntimeError("the worker is not started; use `with Worker.from_env(...) as w:`")
-        return self.ddp
+        return self._wrapped
+
+    def module_placements(self) -> dict[str, str]:
+        """How this rank actually holds each planned module's weight, e.g. {"fc1": "shard(0)/2"}."""
+        return placements(self.module, [s.module for s in self.config.plan.modules])
 
     def batches(self, *, epochs: int | None = None, max_steps: int | None = None) -> Iterator[Batch]:
         """Yield this rank's batch of every global step; call `step(batch)` on each before the next.
@@ -255,7 +301,9 @@ class Worker:
                 return
             self._boundary_seconds = time.perf_counter() - started
             assignment = self.store.current
-            samples = self.sampler.next_step(assignment.batch_sizes, self.rank)
+            sizes = self.topology.data_batch_sizes(assignment.batch_sizes)
+            samples = self.sampler.next_step(sizes, self.topology.data_rank)
+            self._worker_samples = sum(samples.counts[g] for g in self.topology.worker_groups())
             data = to_device(collate_indices(self.dataset, samples.indices), self.device)
             self._data_seconds = time.perf_counter() - started - self._boundary_seconds
             self._expecting_step = True
@@ -286,6 +334,11 @@ class Worker:
         # Sample weighting: rank m contributes b_m/B of its mean loss, and the hook sums over ranks. An empty
         # batch has weight 0 (its mean is NaN, but its gradient is a sum over no samples, i.e. zero).
         (loss * (batch.size / batch.global_batch_size)).backward()
+        if self._wrapped is not self.ddp:
+            self._sync.on_last_bucket()
+            grads = local_gradients(self.module.parameters())
+            if self.topology.data_parallel_size > 1:
+                sum_across(grads, self._data_group)
         self._backward_done_at = time.perf_counter()
         self._pending_batch = batch
         self._last_loss = float(loss.detach()) if batch.size else None
@@ -312,7 +365,7 @@ class Worker:
         self._expecting_step = False
         self.global_step += 1
         self.metrics.observe_step(
-            timing=self.last_timing, samples=batch.size, loss=self._last_loss, epoch=batch.epoch
+            timing=self.last_timing, samples=self._worker_samples, loss=self._last_loss, epoch=batch.epoch
         )
         if self._sync.simulation is not None:
             self.metrics.observe_simulation(self._sync.simulation.last_factor)
@@ -333,7 +386,7 @@ class Worker:
         """The per-step collective: everyone learns rank 0's assignment and whether any rank must stop."""
         assert self._control is not None
         announced = self.store.take_for_next_step() if self.rank == 0 else None
-        values = encode_control(announced, stop=self._stop.requested, world_size=self.world_size)
+        values = encode_control(announced, stop=self._stop.requested, world_size=self.topology.workers)
         self._control.copy_(torch.tensor(values, dtype=torch.float64))
         dist.all_reduce(self._control, op=dist.ReduceOp.SUM)
         message = decode_control(self._control.tolist())
@@ -379,7 +432,7 @@ class Worker:
     def _observe_assignment(self, assignment: Assignment, step: int, applied_at: float) -> None:
         self.metrics.observe_assignment(
             version=assignment.version,
-            batch_size=assignment.batch_sizes[self.rank],
+            batch_size=assignment.batch_sizes[self.topology.worker],
             global_batch_size=assignment.global_batch_size,
             step=step,
             applied_at=applied_at,
@@ -390,16 +443,26 @@ class Worker:
 
     # ------------------------------------------------------------------------------------- checkpoint/resume
     def checkpoint(self) -> Path | None:
-        """Rank 0 writes model, optimiser, sampler, assignment and step; other ranks do nothing."""
-        if self.rank != 0 or self.config.checkpoint_dir is None:
+        """Rank 0 writes model, optimiser, sampler, assignment and step, all as full (unsplit) tensors.
+
+        Call it on every rank: with tensor-parallel modules the full tensors are gathered collectively.
+        """
+        if self.config.checkpoint_dir is None:
+            return None
+        split = self.config.plan.hybrid and self._wrapped is not None
+        if self.rank != 0 and not split:
+            return None
+        model_state = full_tensors(self.module.state_dict()) if split else self.module.state_dict()
+        optimizer_state = full_optimizer_state(self.optimizer) if split else self.optimizer.state_dict()
+        if self.rank != 0:
             return None
         pending = self.store.pending
         path = save_checkpoint(
             self.config.checkpoint_dir,
             {
                 "step": self.global_step,
-                "model": self.module.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
+                "model": model_state,
+                "optimizer": optimizer_state,
                 "sampler": self.sampler.state_dict(),
                 "assignment": self.store.current.to_json_dict(),
                 "pending": None if pending is None else pending.to_json_dict(),
@@ -443,7 +506,7 @@ class Worker:
         if data is None:
             return None
         try:
-            return assignment_from_mapping(data, world_size=self.world_size)
+            return assignment_from_mapping(data, world_size=self.topology.workers)
         except AssignmentError as exc:
             log.warning("ignoring the checkpoint's assignment (%s)", exc)
             return None
@@ -486,9 +549,8 @@ class Worker:
 
     def _calibrate_sample_cost(self) -> float:
         """Median per-sample time of a few real forward/backward passes; leaves model and RNG untouched."""
-        batch_size = max(
-            1, min(self.store.current.batch_sizes[self.rank] or 1, len(self.sampler.permutation(0)))
-        )
+        mine = self.topology.data_batch_sizes(self.store.current.batch_sizes)[self.topology.data_rank]
+        batch_size = max(1, min(mine or 1, len(self.sampler.permutation(0))))
         data = to_device(collate_indices(self.dataset, list(range(batch_size))), self.device)
         buffers = {name: b.detach().clone() for name, b in self.module.named_buffers()}
         rng = torch.get_rng_state()
