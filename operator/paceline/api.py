@@ -38,6 +38,8 @@ HOSTNAME_LABEL = "kubernetes.io/hostname"
 METRICS_PORT = 9400
 PS_PORT = 29600  # parameter servers' update protocol (Asynchronous mode)
 PS_ENTRYPOINT = ("python", "-m", "paceline_worker.asynchronous.ps")
+LAUNCHER = "paceline_worker.launch"
+LAUNCHER_ENTRYPOINT = ("python", "-m", LAUNCHER)  # torchrun, one process per GPU; see worker-image
 DEFAULT_CHECKPOINT_ROOT = "/tmp/paceline"
 
 

@@ -154,17 +154,35 @@ def worker_env(
     attempt: int,
     assignment: Assignment,
     port: int,
+    sharding: str,
 ) -> list[dict[str, Any]]:
-    """The torch.distributed environment contract plus Paceline's own variables."""
+    """The launcher's (torchrun's PET_*) environment plus Paceline's own variables.
+
+    Synchronous pods run one process per GPU under torchrun, which sets RANK, LOCAL_RANK, WORLD_SIZE and
+    LOCAL_WORLD_SIZE itself; asynchronous pods run one process and get the torch.distributed variables here.
+    """
     master = f"{api.worker_pod_name(job.name, 0)}.{job.name}.{job.namespace}.svc.cluster.local"
+    if spec.mode is api.Mode.SYNCHRONOUS:
+        launch = [
+            _env("PET_NNODES", str(world_size)),
+            _env("PET_NODE_RANK", str(rank)),
+            _env("PET_NPROC_PER_NODE", str(spec.gpus_per_worker)),
+            _env("PET_MASTER_ADDR", master),
+            _env("PET_MASTER_PORT", str(port)),
+            _env("PACELINE_PLAN", sharding),
+        ]
+    else:
+        launch = [
+            _env("MASTER_ADDR", master),
+            _env("MASTER_PORT", str(port)),
+            _env("RANK", str(rank)),
+            _env("WORLD_SIZE", str(world_size)),
+            _env("LOCAL_RANK", "0"),
+            _env("LOCAL_WORLD_SIZE", "1"),
+            _env("GROUP_RANK", str(rank)),
+        ]
     return [
-        _env("MASTER_ADDR", master),
-        _env("MASTER_PORT", str(port)),
-        _env("RANK", str(rank)),
-        _env("WORLD_SIZE", str(world_size)),
-        _env("LOCAL_RANK", "0"),
-        _env("LOCAL_WORLD_SIZE", "1"),
-        _env("GROUP_RANK", str(rank)),
+        *launch,
         _env("PACELINE_JOB", job.name),
         _env("PACELINE_NAMESPACE", job.namespace),
         _env("PACELINE_MODE", str(spec.mode)),
@@ -177,6 +195,14 @@ def worker_env(
         _field_env("NODE_NAME", "spec.nodeName"),
         *_async_env(job, spec=spec, role="worker"),
     ]
+
+
+def launched(command: list[str]) -> list[str]:
+    """The container command under Paceline's launcher (a process per GPU), unless it already is torchrun."""
+    joined = " ".join(command[:3])
+    if not command or "torchrun" in command[0] or "torch.distributed.run" in joined or api.LAUNCHER in joined:
+        return command
+    return [*api.LAUNCHER_ENTRYPOINT, "--", *command]
 
 
 def ps_addresses(job: JobRef, shards: int) -> str:
@@ -301,8 +327,10 @@ def build_worker_pod(
     plan_hash: str,
     assignment: Assignment,
     port: int,
+    sharding: str,
 ) -> dict[str, Any]:
-    """One worker pod: the user's template plus placement on the planned node, GPUs and the env contract."""
+    """One worker pod: the user's template plus placement on the planned node, GPUs, the env contract and
+    (synchronous mode) the launcher that starts one process per GPU."""
     pod = _pod(
         job,
         spec=spec,
@@ -340,7 +368,10 @@ def build_worker_pod(
         attempt=attempt,
         assignment=assignment,
         port=port,
+        sharding=sharding,
     )
+    if spec.mode is api.Mode.SYNCHRONOUS:
+        first["command"] = launched([*(first.get("command") or []), *(first.pop("args", None) or [])])
     defaults = [_env("PACELINE_CHECKPOINT_DIR", f"{api.DEFAULT_CHECKPOINT_ROOT}/{job.namespace}/{job.name}")]
     first["env"] = _merge_env(list(first.get("env") or []), ours, defaults)
     ports = first.setdefault("ports", [])

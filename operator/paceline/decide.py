@@ -24,7 +24,7 @@ from paceline.builders import (
 )
 from paceline.conditions import Condition, find, merge_conditions
 from paceline.momentum import MomentumPolicy, MomentumSettings, explicit_momentum, theory_momentum
-from paceline.plan_types import JobPlan
+from paceline.plan_types import JobPlan, sharding_json
 from paceline.planning import PlanningError
 from paceline.reasons import ConditionType, EventReason, Reason
 
@@ -129,12 +129,15 @@ def _label(pod: Mapping[str, Any], key: str) -> str | None:
 
 
 def exit_info(pod: Mapping[str, Any]) -> tuple[int | None, str, str]:
-    """(exit code, finishedAt, reason) of the first terminated container of a failed pod."""
+    """(exit code, finishedAt, reason) of the first terminated container of a failed pod; the reason carries
+    the container's termination message when it wrote one (e.g. a plan that does not match the model)."""
     status = pod.get("status") or {}
     for cs in status.get("containerStatuses") or []:
         term = (cs.get("state") or {}).get("terminated")
         if term:
-            return term.get("exitCode"), str(term.get("finishedAt") or ""), str(term.get("reason") or "Error")
+            why = str(term.get("reason") or "Error")
+            said = str(term.get("message") or "").strip()
+            return term.get("exitCode"), str(term.get("finishedAt") or ""), f"{why}: {said}" if said else why
     return None, "", str(status.get("reason") or "Failed")
 
 
@@ -145,6 +148,35 @@ def retryable(policy: api.RestartPolicy, exit_code: int | None) -> bool:
     if policy is api.RestartPolicy.ON_FAILURE:
         return True
     return exit_code is None or exit_code >= 128 or exit_code < 0
+
+
+def plan_status(plan: JobPlan) -> dict[str, Any]:
+    """status.plan: the strategy the workers execute, its predictions and the DP baseline."""
+    optional = {
+        "predictedStepSeconds": plan.predicted_step_s,
+        "baselineStepSeconds": plan.baseline_step_s,
+        "predictedMemoryBytesPerGPU": plan.predicted_memory_bytes_per_gpu,
+    }
+    return {
+        "executed": str(plan.executed),
+        "tensorParallel": plan.tensor_parallel,
+        "searchSpace": plan.search_space,
+        "strategy": plan.strategy,
+        "summary": plan.summary,
+        **{k: f"{v:.4g}" for k, v in optional.items() if v is not None},
+        **(
+            {
+                "splits": [
+                    {"module": s.module, "layer": s.layer, "style": str(s.style)}
+                    | {"input": str(s.input), "output": str(s.output)}
+                    for s in plan.splits
+                ]
+            }
+            if plan.splits
+            else {}
+        ),
+        **({"layers": list(plan.layers)} if plan.layers else {}),
+    }
 
 
 def _placed_message(plan: JobPlan) -> str:
@@ -386,19 +418,7 @@ def decide(obs: Observed) -> Decision:
     planned = Condition(
         type=ConditionType.PLANNED, status=True, reason=Reason.PLAN_COMPUTED, message=plan.reason
     )
-    status["plan"] = {
-        "strategy": plan.strategy,
-        "summary": plan.summary,
-        **(
-            {"predictedStepSeconds": f"{plan.predicted_step_s:.4g}"}
-            if plan.predicted_step_s is not None
-            else {}
-        ),
-        **(
-            {"baselineStepSeconds": f"{plan.baseline_step_s:.4g}"} if plan.baseline_step_s is not None else {}
-        ),
-        **({"layers": list(plan.layers)} if plan.layers else {}),
-    }
+    status["plan"] = plan_status(plan)
     status["assignmentVersion"] = assignment.version
     world = len(plan.workers)
 
@@ -487,6 +507,7 @@ def decide(obs: Observed) -> Decision:
                     plan_hash=plan_hash,
                     assignment=assignment,
                     port=port,
+                    sharding=sharding_json(plan),
                 )
             )
             created += 1

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import torch
-
 from conftest import LOOPBACK, REPO, free_port
 
 HARNESS = Path(__file__).with_name("tp_harness.py")
@@ -30,7 +29,9 @@ PLAN = {
 LR, MOMENTUM, SAMPLES = 0.1, 0.9, 120
 
 
-def run_pods(out: Path, *, shares: list[int], args: list[str], checkpoint: Path, plan: Any = PLAN) -> list[int]:
+def run_pods(
+    out: Path, *, shares: list[int], args: list[str], checkpoint: Path, plan: Any = PLAN
+) -> list[int]:
     """Start one launcher per pod (as the operator's pods do), wait, return the pods' exit codes."""
     out.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PACELINE_", "PET_"))}
@@ -76,7 +77,9 @@ def run_pods(out: Path, *, shares: list[int], args: list[str], checkpoint: Path,
 
 
 def logs(out: Path) -> str:
-    return "\n".join(f"--- {p.name} ---\n{p.read_text(errors='replace')[-3000:]}" for p in out.glob("pod*.log"))
+    return "\n".join(
+        f"--- {p.name} ---\n{p.read_text(errors='replace')[-3000:]}" for p in out.glob("pod*.log")
+    )
 
 
 def replay(records: list[list[dict[str, Any]]], steps: int) -> dict[str, torch.Tensor]:
@@ -94,7 +97,9 @@ def replay(records: list[list[dict[str, Any]]], steps: int) -> dict[str, torch.T
     for step in range(steps):
         indices = [i for d in sorted(by_step[step]) for i in by_step[step][d]]
         optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(model(data.tensors[0][indices]), data.tensors[1][indices]).backward()
+        torch.nn.functional.cross_entropy(
+            model(data.tensors[0][indices]), data.tensors[1][indices]
+        ).backward()
         optimizer.step()
     return {k: v.detach() for k, v in model.state_dict().items()}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -97,8 +98,19 @@ def test_new_job_gets_control_service_and_one_pinned_pod_per_rank() -> None:
     assert kinds == ["ConfigMap", "Pod", "Pod", "Pod", "Service"]
     pod = world.pods["demo-worker-2"]
     env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
-    assert env["RANK"] == "2" and env["WORLD_SIZE"] == "3"
-    assert env["MASTER_ADDR"] == "demo-worker-0.demo.ml.svc.cluster.local"
+    # torchrun's launcher contract (as Kubeflow's PyTorchJob): pods, this pod, processes per pod, pod 0
+    assert env["PET_NODE_RANK"] == "2" and env["PET_NNODES"] == "3" and env["PET_NPROC_PER_NODE"] == "1"
+    assert env["PET_MASTER_ADDR"] == "demo-worker-0.demo.ml.svc.cluster.local"
+    assert "RANK" not in env and "WORLD_SIZE" not in env  # torchrun sets them per process
+    assert pod["spec"]["containers"][0]["command"] == [
+        "python",
+        "-m",
+        "paceline_worker.launch",
+        "--",
+        "python",
+        "train.py",
+    ]
+    assert json.loads(env["PACELINE_PLAN"]) == {"tensorParallel": 1, "modules": {}}
     assert env["EPOCHS"] == "3"  # the user's env survives
     assert '"batchSizes":[56,56,16]' in env["PACELINE_ASSIGNMENT"]
     terms = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]

@@ -93,7 +93,9 @@ def _shard(name: str, doc: Any, tp: int) -> ModuleShard:
     if (style == "colwise" and layouts["input"] != "replicate") or (
         style == "rowwise" and layouts["output"] != "replicate"
     ):
-        raise PlanError(f"{where}: a {style} module may shard only its {'output' if style == 'colwise' else 'input'}")
+        raise PlanError(
+            f"{where}: a {style} module may shard only its {'output' if style == 'colwise' else 'input'}"
+        )
     shard = ModuleShard(
         module=name,
         layer=str(doc.get("layer") or name),

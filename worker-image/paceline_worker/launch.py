@@ -15,6 +15,8 @@ succeed; 128 + N when the launcher itself is stopped by signal N.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -45,6 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from torch.distributed.run import parse_args, run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s launcher %(levelname)s %(message)s")
+    if os.environ.get("PACELINE_LOCAL_RUNTIME"):
+        # Local cluster: torchrun's agent looks up its host name for logs and error reports; answer without a
+        # resolver so nothing can reach a DNS server (the local cluster contacts loopback addresses only).
+        socket.getfqdn = lambda name="": name or socket.gethostname()
     try:
         run(parse_args(torchrun_args(args)))
     except ChildFailedError as failed:

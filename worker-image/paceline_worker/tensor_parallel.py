@@ -16,7 +16,12 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.tensor import DTensor, Replicate, Shard
-from torch.distributed.tensor.parallel import ColwiseParallel, ParallelStyle, RowwiseParallel, parallelize_module
+from torch.distributed.tensor.parallel import (
+    ColwiseParallel,
+    ParallelStyle,
+    RowwiseParallel,
+    parallelize_module,
+)
 
 from .execution_plan import ExecutionPlan, ModuleShard, PlanError
 from .topology import Topology
@@ -41,7 +46,9 @@ def check_module(model: nn.Module, plan: ExecutionPlan) -> None:
             raise PlanError(
                 f"module {shard.module!r} is a {type(sub).__name__}, the plan expects {expected.__name__}"
             )
-        shape = tuple(sub.weight.shape)
+        weight = sub.weight
+        assert isinstance(weight, torch.Tensor)
+        shape = tuple(weight.shape)
         if shape != shard.shape:
             raise PlanError(
                 f"module {shard.module!r}: weight shape {list(shape)} differs from the planned "
@@ -73,7 +80,9 @@ def broadcast_module(model: nn.Module, *, src: int = 0) -> None:
             dist.broadcast(tensor.data, src=src)
 
 
-def apply_plan(model: nn.Module, plan: ExecutionPlan, mesh: DeviceMesh, optimizer: torch.optim.Optimizer) -> None:
+def apply_plan(
+    model: nn.Module, plan: ExecutionPlan, mesh: DeviceMesh, optimizer: torch.optim.Optimizer
+) -> None:
     """Split the planned modules across mesh["tp"] in place and re-point `optimizer` at the new parameters.
 
     Optimizer state that already exists (a resumed checkpoint) is split like its parameter.

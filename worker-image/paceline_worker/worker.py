@@ -30,6 +30,7 @@ from .assignment_store import AppliedVersion, AssignmentStore
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import WorkerConfig, config_from_env
 from .data import Batch, collate_indices, split_pair, to_device
+from .execution_plan import PlanError
 from .gradient_sync import GradientSync, sum_allreduce_hook
 from .http_server import EndpointState, WorkerHttpServer
 from .metrics import StepTiming, WorkerMetrics
@@ -47,6 +48,7 @@ from .tensor_parallel import (
     placements,
     sum_across,
 )
+from .termination import write_termination_message
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +169,11 @@ class Worker:
         cfg = self.config
         self._stop.install()
         if cfg.plan.hybrid:
-            check_module(self.module, cfg.plan)  # a plan for another model fails here, before any collective
+            try:  # a plan made for another model fails here, before any collective
+                check_module(self.module, cfg.plan)
+            except PlanError as exc:
+                write_termination_message(f"InvalidModel: {exc}")
+                raise
         backend = cfg.backend or ("nccl" if torch.cuda.is_available() else "gloo")
         if backend == "nccl":
             torch.cuda.set_device(cfg.local_rank)
@@ -233,7 +239,9 @@ class Worker:
             plan.tensor_parallel,
             self.topology.tensor_rank,
             self.topology.data_parallel_size,
-            ", ".join(f"{name} {s.style} -> {layout[name]}" for name, s in ((s.module, s) for s in plan.modules)),
+            ", ".join(
+                f"{name} {s.style} -> {layout[name]}" for name, s in ((s.module, s) for s in plan.modules)
+            ),
         )
 
     def close(self, *, clean: bool = True) -> None:

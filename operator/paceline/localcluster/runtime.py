@@ -45,6 +45,9 @@ VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 PASSTHROUGH_ENV = ("HOME", "LANG", "LC_ALL", "TMPDIR", "TERM", "USER", "VIRTUAL_ENV", "PYTHONPATH")
 
 
+TERMINATION_MESSAGE_BYTES = 4096  # the kubelet's limit
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -212,6 +215,8 @@ class ProcessRuntime:
             container, raw, lookup_ip=self._lookup_ip, configmap_value=self._configmap_value
         )
         schedule_file = self.schedules / f"{meta['namespace']}_{meta['name']}.json"
+        termination_file = self.schedules / f"{meta['namespace']}_{meta['name']}.termination-log"
+        termination_file.unlink(missing_ok=True)
         schedule_file.write_text(json.dumps({"factor": 1.0, "randomDelays": []}))
         venv_bin = str(Path(sys.executable).parent)
         env = {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}
@@ -222,8 +227,9 @@ class ProcessRuntime:
                 "GLOO_SOCKET_IFNAME": "lo",
                 "PYTHONUNBUFFERED": "1",
                 "PACELINE_LOCAL_RUNTIME": "1",
-                "PACELINE_SIM_SPEED": f"{speed * _gpus(container):g}",
+                "PACELINE_SIM_SPEED": f"{speed:g}",  # per GPU: each rank is one GPU
                 "PACELINE_SIM_SCHEDULE": str(schedule_file),
+                "PACELINE_TERMINATION_LOG": str(termination_file),  # the container's terminationMessagePath
             }
         )
         env.update(pod_env)
@@ -276,6 +282,10 @@ class ProcessRuntime:
         if not run.stopping:
             reason = "Completed" if exit_code == 0 else "Error"
             message = f"killed by signal {-code} ({signal.Signals(-code).name})" if code < 0 else ""
+            written = run.schedule_file.with_suffix(".termination-log")
+            if written.exists():
+                message = written.read_text(errors="replace")[:TERMINATION_MESSAGE_BYTES]
+                written.unlink(missing_ok=True)
             self._terminated(
                 raw, exit_code=exit_code, reason=reason, started_at=run.started_at, message=message
             )

@@ -1,0 +1,38 @@
+"""The pod launcher: torchrun arguments and container exit-code semantics."""
+
+from __future__ import annotations
+
+import signal
+
+from paceline.builders import launched
+from paceline_worker.launch import exit_code, main, torchrun_args
+
+
+def test_user_command_runs_verbatim_under_torchrun() -> None:
+    assert torchrun_args(["python", "train.py", "--epochs", "3"]) == [
+        "--max-restarts=0",
+        "--no-python",
+        "--",
+        "python",
+        "train.py",
+        "--epochs",
+        "3",
+    ]
+
+
+def test_rank_exit_codes_keep_container_semantics() -> None:
+    assert exit_code(0) == 0 and exit_code(3) == 3
+    assert exit_code(-signal.SIGKILL) == 137 and exit_code(-signal.SIGTERM) == 143
+
+
+def test_missing_command_is_a_usage_error(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["--"]) == 2 and "usage" in capsys.readouterr().err
+    assert main(["--nproc-per-node=2"]) == 2
+
+
+def test_operator_wraps_commands_once() -> None:
+    wrapped = launched(["python", "train.py"])
+    assert wrapped == ["python", "-m", "paceline_worker.launch", "--", "python", "train.py"]
+    assert launched(wrapped) == wrapped
+    assert launched(["torchrun", "--nproc-per-node=2", "train.py"])[0] == "torchrun"
+    assert launched(["python", "-m", "torch.distributed.run", "train.py"])[2] == "torch.distributed.run"
