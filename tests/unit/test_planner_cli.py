@@ -16,8 +16,14 @@ def test_plan_pase_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", "--model", "alexnet", "--cost-model", "pase", "-p", "32", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["procs"] == 32 and out["cost_model"] == "pase"
+    assert out["searchSpace"] == "pase" and out["note"] == "PaSE full space (not all executable)"
     assert out["cost_s"] < out["dp_cost_s"]
     assert {row["layer"] for row in out["layers"] if row["kind"] == "model"} >= {"fc6", "fc7", "fc8"}
+
+
+def test_plan_pase_text_says_not_all_executable(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "--model", "alexnet", "--cost-model", "pase", "-p", "8"]) == 0
+    assert "PaSE full space (not all executable)" in capsys.readouterr().out
 
 
 def test_plan_pools_table(capsys: pytest.CaptureFixture[str]) -> None:
@@ -25,6 +31,46 @@ def test_plan_pools_table(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "per-layer strategy" in out and "lstm" in out
     assert "plain data parallel" in out
+    assert "search space: executable" in out and "executed: data-parallel" in out
+
+
+WIDE_MLP = """
+name: wide-mlp
+layers:
+- {name: fc1, module: fc1, op: gemm, dims: {b: 16, n: 8192, k: 1024}, gemm: {m: [b], n: [n], k: [k]},
+   inputs: [{axes: [b, k]}], output: [b, n], weights: [n, k], pointwise: 1}
+- {name: fc2, module: fc2, op: gemm, dims: {b: 16, n: 1024, k: 8192}, gemm: {m: [b], n: [n], k: [k]},
+   inputs: [{from: fc1, axes: [b, k]}], output: [b, n], weights: [n, k]}
+- {name: loss, op: softmax_xent, dims: {b: 16, c: 1024}, inputs: [{from: fc2, axes: [b, c]}], output: [b, c]}
+"""
+
+
+def test_plan_executable_json_and_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    graph = tmp_path / "mlp.yaml"
+    graph.write_text(WIDE_MLP)
+    args = [
+        "plan",
+        "--graph-file",
+        str(graph),
+        "--pool",
+        "h100:4/2",
+        "--workers",
+        "2",
+        "--gpus-per-worker",
+        "2",
+    ]
+    assert main([*args, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["searchSpace"] == "executable" and out["executed"] == "hybrid" and out["tensorParallel"] == 2
+    assert [(s["module"], s["style"], s["output"], s["input"]) for s in out["splits"]] == [
+        ("fc1", "colwise", "shard", "replicate"),
+        ("fc2", "rowwise", "replicate", "shard"),
+    ]
+    assert out["sharding"]["modules"]["fc2"]["shape"] == [1024, 8192]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "search space: executable" in text and "executed: hybrid (tensor parallel 2)" in text
+    assert "tensor-parallel modules" in text and "fc1 colwise, fc2 rowwise" in text
 
 
 def test_plan_from_training_job(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

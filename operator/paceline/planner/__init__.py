@@ -1,12 +1,15 @@
 """Paceline's planner: PaSE's layer-graph DP extended to mixed GPU types, plus worker placement.
 
-Entry points: `plan_job` (TrainingJob -> JobPlan) and `load_graph` (spec.model -> LayerGraph).
+Entry points: `plan_job` (TrainingJob -> JobPlan, searching the strategies the workers can execute) and
+`load_graph` (spec.model -> LayerGraph).
 """
 
 from __future__ import annotations
 
+from paceline.planner.configs import executable_configs
 from paceline.planner.cost_models import HeteroCostModel, PaseCostModel
 from paceline.planner.devices import DeviceCatalog, DeviceType, load_catalog
+from paceline.planner.executable import executable_space, module_splits
 from paceline.planner.graph import GraphError, LayerGraph
 from paceline.planner.graph_io import dump_graph_yaml, graph_from_dict, graph_to_dict, load_graph_file
 from paceline.planner.job import load_graph, plan_job
@@ -27,11 +30,14 @@ __all__ = [
     "Strategy",
     "build_space",
     "dump_graph_yaml",
+    "executable_configs",
+    "executable_space",
     "graph_from_dict",
     "graph_to_dict",
     "load_catalog",
     "load_graph",
     "load_graph_file",
+    "module_splits",
     "plan_job",
     "plan_strategy",
     "preset",

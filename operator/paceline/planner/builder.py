@@ -27,6 +27,7 @@ class GraphBuilder:
     batch_dim: str = "b"
     min_split_size: int = 4
     description: str = ""
+    modules_from_names: bool = False  # fc, embedding and weight-einsum layers get module = layer name
     layers: list[Layer] = field(default_factory=list)
     _shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     _counts: dict[str, int] = field(default_factory=dict)
@@ -53,6 +54,9 @@ class GraphBuilder:
         n = self._counts.get(kind, 0) + 1
         self._counts[kind] = n
         return f"{kind}{n}"
+
+    def _module(self, module: str, name: str) -> str:
+        return module or (name if self.modules_from_names else "")
 
     def add(self, layer: Layer) -> str:
         self.layers.append(layer)
@@ -93,14 +97,22 @@ class GraphBuilder:
         )
 
     def fc(
-        self, src: Ref, in_shape: Sequence[int], units: int, *, pointwise: int = 0, name: str | None = None
+        self,
+        src: Ref,
+        in_shape: Sequence[int],
+        units: int,
+        *,
+        pointwise: int = 0,
+        name: str | None = None,
+        module: str = "",
     ) -> str:
-        """Fully connected layer on the last axis; leading axes are GEMM rows."""
+        """Fully connected layer on the last axis; leading axes are GEMM rows (`module`: its nn.Linear)."""
         lead = [self._dim_letter(i, len(in_shape) - 1) for i in range(len(in_shape) - 1)]
         dims = (*zip(lead, in_shape[:-1], strict=True), ("n", units), ("k", in_shape[-1]))
+        name = self._name("fc", name)
         return self.add(
             Layer(
-                name=self._name("fc", name),
+                name=name,
                 op=OpKind.GEMM,
                 dims=tuple(dims),
                 gemm=GemmRoles(m=tuple(lead), n=("n",), k=("k",)),
@@ -108,6 +120,7 @@ class GraphBuilder:
                 output=(*lead, "n"),
                 weights=("n", "k"),
                 pointwise=pointwise,
+                module=self._module(module, name),
             )
         )
 
@@ -120,6 +133,7 @@ class GraphBuilder:
         weights: bool = False,
         pointwise: int = 0,
         name: str | None = None,
+        module: str = "",
     ) -> str:
         """Binary einsum; iteration space = output dims then reduced dims (PaSE's convention)."""
         lhs, out = equation.replace(" ", "").split("->")
@@ -140,9 +154,10 @@ class GraphBuilder:
             n=tuple(d for d in order if d in in2 and d not in common),
             k=tuple(reduced),
         )
+        name = self._name("einsum", name)
         return self.add(
             Layer(
-                name=self._name("einsum", name),
+                name=name,
                 op=OpKind.GEMM,
                 dims=tuple((d, sizes[d]) for d in order),
                 gemm=roles,
@@ -153,14 +168,18 @@ class GraphBuilder:
                 output=tuple(out),
                 weights=tuple(in2) if weights else (),
                 pointwise=pointwise,
+                module=self._module(module, name) if weights else module,
             )
         )
 
-    def embedding(self, in_shape: Sequence[int], vocab: int, dim: int, *, name: str | None = None) -> str:
+    def embedding(
+        self, in_shape: Sequence[int], vocab: int, dim: int, *, name: str | None = None, module: str = ""
+    ) -> str:
         """Embedding lookup as PaSE models it: one-hot input times the table (einsum over the vocabulary)."""
         lead = "b" + "lpq"[: len(in_shape) - 1]
         eq = f"{lead}v,ve->{lead}e"
-        return self.einsum(eq, (None, (*in_shape, vocab)), (None, (vocab, dim)), weights=True, name=name)
+        one_hot, table = (None, (*in_shape, vocab)), (None, (vocab, dim))
+        return self.einsum(eq, one_hot, table, weights=True, name=name, module=module)
 
     def lstm(
         self, src: Ref, in_shape: Sequence[int], *, layers: int, units: int, name: str | None = None

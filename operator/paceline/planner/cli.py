@@ -14,9 +14,10 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from paceline.plan_types import JobPlan, NodeCapacity
+from paceline.plan_types import JobPlan, NodeCapacity, sharding_map
 from paceline.planner.cost_models import PaseCostModel
-from paceline.planner.devices import DeviceCatalog, load_catalog
+from paceline.planner.devices import GIB, DeviceCatalog, load_catalog
+from paceline.planner.executable import PASE
 from paceline.planner.graph import GraphError, LayerGraph, with_batch
 from paceline.planner.graph_io import dump_graph_yaml, load_graph_file
 from paceline.planner.job import layer_rows, load_graph, plan_job, strategy_text
@@ -25,6 +26,8 @@ from paceline.planner.presets import preset
 from paceline.planner.strategy import DoesNotFit, build_space, data_parallel_choice, evaluate, plan_strategy
 
 GPUS_PER_NODE = 8
+PASE_NOTE = "PaSE full space (not all executable)"
+EXECUTABLE_NOTE = "executable (what the workers run: data parallel, tensor parallel inside pods)"
 _POOL = re.compile(r"^(?:(?P<name>[\w.-]+)=)?(?P<type>[\w.-]+):(?P<count>\d+)(?:/(?P<per_node>\d+))?$")
 
 
@@ -52,7 +55,13 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     plan.add_argument("--batch", type=int, help="global batch size (default: the job's or the graph's)")
     plan.add_argument("--workers", type=int, help="worker ranks (default: every GPU, or spec.replicas.max)")
     plan.add_argument("--gpus-per-worker", type=int, help="GPUs per rank (default 1, or spec.gpusPerWorker)")
-    plan.add_argument("--cost-model", choices=("hetero", "pase"), default="hetero")
+    plan.add_argument(
+        "--cost-model",
+        choices=("hetero", "pase"),
+        default="hetero",
+        help="hetero (default): the strategies the workers can execute, on the given GPUs; "
+        "pase: PaSE's full space on identical devices (not all executable)",
+    )
     plan.add_argument(
         "-p", "--procs", type=int, help="devices for --cost-model pase (default: GPUs in --pool, or 8)"
     )
@@ -130,6 +139,8 @@ def _plan_pase(args: argparse.Namespace, graph: LayerGraph | None) -> int:
     result = {
         "graph": graph.name,
         "cost_model": "pase",
+        "searchSpace": PASE,
+        "note": PASE_NOTE,
         "procs": procs,
         "strategy": strategy_text(space, best),
         "cost_s": best.total_seconds,
@@ -145,6 +156,7 @@ def _plan_pase(args: argparse.Namespace, graph: LayerGraph | None) -> int:
     console = Console()
     console.print(_layer_table(rows, f"{graph.name} on {procs} identical devices (PaSE cost model)"))
     console.print(
+        f"search space: {PASE_NOTE}\n"
         f"strategy: {result['strategy']}\n"
         f"predicted {best.total_seconds * 1e3:.2f} ms/step vs data parallel "
         f"{dp.total_seconds * 1e3:.2f} ms/step ({result['speedup']:.2f}x); "
@@ -235,25 +247,44 @@ def _print_plan(plan: JobPlan, graph: LayerGraph | None) -> None:
     console = Console()
     if plan.layers:
         console.print(_layer_table(plan.layers, f"{graph.name if graph else 'model'}: per-layer strategy"))
+    if plan.splits:
+        console.print(_splits_table(plan))
     workers = Table(title="placement")
     for col in ("rank", "node", "pool", "gpu", "gpus", "batch"):
         workers.add_column(col)
     for w in plan.workers:
         workers.add_row(str(w.rank), w.node, w.pool, w.gpu_product, str(w.gpus), str(w.batch_share))
     console.print(workers)
+    console.print(f"search space: {EXECUTABLE_NOTE}")
+    console.print(f"executed: {plan.executed} (tensor parallel {plan.tensor_parallel})")
     console.print(f"strategy: {plan.strategy}")
     if plan.predicted_step_s is not None and plan.baseline_step_s is not None:
         console.print(
             f"predicted {plan.predicted_step_s * 1e3:.2f} ms/step vs plain data parallel "
             f"{plan.baseline_step_s * 1e3:.2f} ms/step ({plan.baseline_step_s / plan.predicted_step_s:.2f}x)"
         )
+    if plan.predicted_memory_bytes_per_gpu is not None:
+        console.print(f"memory: at most {plan.predicted_memory_bytes_per_gpu / GIB:.3g} GiB per GPU")
     console.print(f"summary: {plan.summary}\nreason: {plan.reason}")
+
+
+def _splits_table(plan: JobPlan) -> Table:
+    table = Table(title=f"tensor-parallel modules (TP{plan.tensor_parallel}, in every pod)")
+    for col in ("module", "layer", "kind", "style", "shape", "input", "output"):
+        table.add_column(col)
+    for s in plan.splits:
+        shape = "x".join(str(n) for n in s.shape)
+        table.add_row(s.module, s.layer, s.kind, str(s.style), shape, str(s.input), str(s.output))
+    return table
 
 
 def _plan_json(plan: JobPlan, graph: LayerGraph | None) -> dict[str, Any]:
     out = asdict(plan)
     out["graph"] = graph.name if graph else None
     out["cost_model"] = "hetero"
+    out["searchSpace"] = out.pop("search_space")
+    out["tensorParallel"] = out.pop("tensor_parallel")
+    out["sharding"] = sharding_map(plan)
     if plan.predicted_step_s and plan.baseline_step_s:
         out["speedup"] = plan.baseline_step_s / plan.predicted_step_s
     return out

@@ -7,9 +7,14 @@ is at most p (a layer may use fewer devices than there are).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 
-from paceline.planner.graph import Layer, parse_axis
+from paceline.planner.graph import Layer, OpKind, parse_axis
+
+ConfigFn = Callable[[Layer], np.ndarray]  # a layer's configurations (configs x dims)
 
 
 def split_options(size: int, *, min_split_size: int, procs: int) -> list[int]:
@@ -36,6 +41,71 @@ def layer_configs(layer: Layer, *, procs: int, min_split_size: int) -> np.ndarra
     if layer.contiguous:
         configs = configs[[_is_contiguous(row, layer.dim_sizes) for row in configs]]
     return configs
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModuleDims:
+    """How a module layer maps onto a torch module: the dims a tensor-parallel split cuts."""
+
+    kind: str  # "linear" | "embedding"
+    out_dim: str  # gemm.n: Linear out_features / Embedding dim (colwise splits it)
+    in_dim: str  # gemm.k: Linear in_features / Embedding vocabulary (rowwise splits it)
+
+
+def module_dims(layer: Layer) -> ModuleDims | None:
+    """The split dims of a layer that a Linear or Embedding computes; None if it cannot be tensor-split.
+
+    Needed: a `module`, a GEMM with one n and one k dim, a 2-D weight over exactly those, the output's last
+    axis n and (linear) the data input's last axis k. An embedding is the one-hot x table einsum of
+    `GraphBuilder.embedding`: both operands are graph inputs and the weight is laid out (k, n).
+    """
+    g = layer.gemm
+    if not layer.module or layer.op != OpKind.GEMM or g is None or g.batch:
+        return None
+    if len(g.n) != 1 or len(g.k) != 1 or set(layer.weights) != {g.n[0], g.k[0]} or len(layer.weights) != 2:
+        return None
+    n, k = g.n[0], g.k[0]
+    if not layer.output or layer.output[-1] != n or not layer.inputs:
+        return None
+    if len(layer.inputs) == 2 and all(t.source is None for t in layer.inputs) and layer.weights == (k, n):
+        return ModuleDims(kind="embedding", out_dim=n, in_dim=k)
+    if layer.inputs[0].axes[-1:] != (k,):
+        return None
+    return ModuleDims(kind="linear", out_dim=n, in_dim=k)
+
+
+def executable_configs(
+    layer: Layer,
+    *,
+    batch_dim: str,
+    data_groups: int,
+    tensor_parallel: int,
+    colwise: bool = True,
+) -> np.ndarray:
+    """The configurations the worker runtime can run for `layer` (configs x dims).
+
+    Always replicated (batch split `data_groups` ways, nothing else split); with `tensor_parallel` > 1
+    and a Linear/Embedding module also rowwise (k split t ways) and, if `colwise`, colwise (n split t
+    ways), each only when t divides the dim. A layer without the batch dim is replicated unsplit.
+    Raises ValueError when the batch dim is smaller than `data_groups`.
+    """
+    names = layer.dim_names
+    base = np.ones(len(names), dtype=np.int64)
+    if batch_dim in names:
+        batch = layer.dim_sizes[names.index(batch_dim)]
+        if batch < data_groups:
+            raise ValueError(f"layer {layer.name!r}: batch {batch} < {data_groups} data-parallel groups")
+        base[names.index(batch_dim)] = data_groups
+    rows = [base]
+    dims = module_dims(layer) if tensor_parallel > 1 else None
+    if dims is not None:
+        wanted = ([dims.out_dim] if colwise else []) + [dims.in_dim]
+        for dim in wanted:
+            if layer.dim_sizes[names.index(dim)] % tensor_parallel == 0:
+                row = base.copy()
+                row[names.index(dim)] = tensor_parallel
+                rows.append(row)
+    return np.stack(rows)
 
 
 def _is_contiguous(config: np.ndarray, sizes: tuple[int, ...]) -> bool:

@@ -10,6 +10,9 @@
   FLOPs / aggregate speed; with equal shares (PaSE's execution) every group waits for the slowest.
   Collectives inside groups use intra-node links when each group sits in one node, batch collectives
   and layout transitions use intra-node links only when all their devices share one node.
+  With `group_size` = t > 0 (the executable space: t-way tensor-parallel groups), every configuration
+  with batch split b runs on b groups of t devices whatever its other splits: a layer split only on the
+  batch is computed t times over (replicated in its group), and layout transitions stay inside groups.
 """
 
 from __future__ import annotations
@@ -95,6 +98,7 @@ class HeteroCostModel:
     word_bytes: float = 4.0  # fp32 activations and gradients
     bytes_per_param: float = 16.0  # fp32 weight + gradient + two Adam moments
     bytes_per_activation: float = 4.0
+    group_size: int = 0  # > 0: b-way batch splits run on b groups of this many devices (see module doc)
     _agg: Array = field(init=False, repr=False)
     _bw_group: Array = field(init=False, repr=False)
     _bw_all: Array = field(init=False, repr=False)
@@ -105,6 +109,8 @@ class HeteroCostModel:
         p = len(self.devices)
         if p == 0:
             raise ValueError("HeteroCostModel needs at least one device")
+        if self.group_size < 0 or (self.group_size and p % self.group_size):
+            raise ValueError(f"group_size {self.group_size} must be 0 or divide the {p} devices")
         eff = self.catalog.compute_efficiency
         speeds = np.asarray([d.type.peak_flops * eff for d in self.devices], dtype=np.float64)
         intra = (
@@ -145,8 +151,15 @@ class HeteroCostModel:
     def procs(self) -> int:
         return len(self.devices)
 
+    def groups(self, terms: LayerTerms) -> tuple[Array, Array]:
+        """Per configuration: how many groups it runs on and how many devices each group has."""
+        b = terms.batch_split
+        if self.group_size:
+            return b, np.full_like(b, self.group_size)
+        return b, terms.model_split
+
     def layer_seconds(self, terms: LayerTerms) -> Array:
-        b, m = terms.batch_split, terms.model_split
+        b, m = self.groups(terms)
         n = b * m
         compute = terms.comp * n / self._agg[b, m]
         comm = terms.words_model * self.word_bytes / self._bw_group[b, m]
@@ -154,11 +167,14 @@ class HeteroCostModel:
         return np.asarray(compute + comm)
 
     def edge_seconds(self, words: Array, devices: Array) -> Array:
+        if self.group_size:  # every layout splits the batch alike: data moves only inside groups
+            g = self.group_size
+            return np.asarray(words * self.word_bytes / self._bw_group[self.procs // g, g])
         return np.asarray(words * self.word_bytes / self._bw_all[devices.astype(np.int64)])
 
     def _bytes(self, terms: LayerTerms) -> Array:
         """Bytes per device (configs x devices); devices a configuration does not use hold nothing."""
-        b, m = terms.batch_split, terms.model_split
+        b, m = self.groups(terms)
         share = self._share[b, m]  # configs x devices, zero where unused
         used = share > 0
         weights = (terms.weights * self.bytes_per_param)[:, None] * used
@@ -169,7 +185,7 @@ class HeteroCostModel:
         return np.asarray((self._bytes(terms) / self._cap).max(axis=1))
 
     def device_bytes(self, terms: LayerTerms, index: int) -> Array | None:
-        b, m = terms.batch_split[index : index + 1], terms.model_split[index : index + 1]
+        b, m = (a[index : index + 1] for a in self.groups(terms))
         share = self._share[b, m][0]
         weights = terms.weights[index] * self.bytes_per_param * (share > 0)
         return np.asarray(weights + terms.activations[index] * self.bytes_per_activation * share)

@@ -98,7 +98,7 @@ def trace_module(model: Any, input_shape: Shape, *, name: str = "model") -> Laye
             mod = modules[node.target]
             src, in_shape = tensors[0]
             if isinstance(mod, nn.Linear):
-                ref = g.fc(src, in_shape, mod.out_features, name=label)
+                ref = g.fc(src, in_shape, mod.out_features, name=label, module=str(node.target))
             elif isinstance(mod, nn.Conv2d):
                 if mod.groups != 1:
                     raise GraphError(f"{label}: grouped convolution (groups={mod.groups}) is not supported")
@@ -128,7 +128,9 @@ def trace_module(model: Any, input_shape: Shape, *, name: str = "model") -> Laye
             elif isinstance(mod, nn.AdaptiveAvgPool2d) and math.prod(shape[2:]) == 1:
                 ref = g.reduce_mean(src, in_shape, axes=(2, 3), name=label)
             elif isinstance(mod, nn.Embedding):
-                ref = g.embedding(in_shape, mod.num_embeddings, mod.embedding_dim, name=label)
+                ref = g.embedding(
+                    in_shape, mod.num_embeddings, mod.embedding_dim, name=label, module=str(node.target)
+                )
             elif isinstance(mod, nn.Flatten):
                 ref = _flatten(g, src, in_shape, shape, label)
             elif isinstance(mod, nn.Softmax):

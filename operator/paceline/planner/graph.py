@@ -81,6 +81,7 @@ class Layer:
     pointwise: int = 0  # fused pointwise ops after the layer (relu, ...)
     contiguous: bool = False  # only configurations that split the dims contiguously (PaSE reshape rule)
     min_split_size: int | None = None  # overrides the graph's rule for this layer
+    module: str = ""  # qualified name of the nn.Module computing the layer ("" = none: never tensor-split)
 
     @property
     def dim_names(self) -> tuple[str, ...]:
@@ -163,11 +164,13 @@ def validate(graph: LayerGraph) -> LayerGraph:
     if graph.min_split_size < 1:
         raise GraphError(f"minSplitSize must be >= 1, got {graph.min_split_size}")
     seen: set[str] = set()
+    modules: dict[str, str] = {}
     for pos, layer in enumerate(graph.layers):
         where = f"layer {layer.name!r} (#{pos})"
         if layer.name in seen:
             raise GraphError(f"{where}: duplicate layer name; every layer needs a unique `name`")
         _check_layer(layer, where)
+        _check_module(layer, where, modules)
         for t in layer.inputs:
             if t.source is None:
                 continue
@@ -236,6 +239,23 @@ def _check_layer(layer: Layer, where: str) -> None:
         raise GraphError(f"{where}: op reduce needs `axis` (the reduced dims)")
     if layer.min_split_size is not None and layer.min_split_size < 1:
         raise GraphError(f"{where}: minSplitSize must be >= 1")
+
+
+def _check_module(layer: Layer, where: str, modules: dict[str, str]) -> None:
+    """`module` is a dotted name (parts: identifiers or indices, as in `named_modules()`), unique."""
+    if not layer.module:
+        return
+    if not all(part.isidentifier() or part.isdigit() for part in layer.module.split(".")):
+        raise GraphError(
+            f"{where}: `module` {layer.module!r} is not a qualified module name; "
+            "use the dotted name from model.named_modules(), e.g. encoder.layers.0.fc1"
+        )
+    if layer.module in modules:
+        raise GraphError(
+            f"{where}: `module` {layer.module!r} is also the module of layer {modules[layer.module]!r}; "
+            "each module computes one layer"
+        )
+    modules[layer.module] = layer.name
 
 
 def _check_edge(src: Layer, t: TensorIn, where: str) -> None:

@@ -27,6 +27,7 @@ _LAYER_KEYS = {
     "pointwise",
     "contiguous",
     "minSplitSize",
+    "module",
 }
 _GRAPH_KEYS = {"format", "name", "layers", "batchDim", "minSplitSize", "description"}
 
@@ -153,6 +154,9 @@ def _layer_from_dict(item: Any, pos: int) -> Layer:
             k=_names(g["k"], "gemm.k", where),
         )
     min_split = item.get("minSplitSize")
+    module = item.get("module", "")
+    if not isinstance(module, str):
+        raise GraphError(f"{where}: `module` must be a string (a qualified module name), got {module!r}")
     return Layer(
         name=name,
         op=op,
@@ -168,11 +172,14 @@ def _layer_from_dict(item: Any, pos: int) -> Layer:
         pointwise=_int(item.get("pointwise", 0), "pointwise", where),
         contiguous=bool(item.get("contiguous", False)),
         min_split_size=None if min_split is None else _int(min_split, "minSplitSize", where),
+        module=module,
     )
 
 
 def _layer_to_dict(layer: Layer) -> dict[str, Any]:
     out: dict[str, Any] = {"name": layer.name, "op": layer.op.value, "dims": dict(layer.dims)}
+    if layer.module:
+        out["module"] = layer.module
     if layer.gemm is not None:
         g = layer.gemm
         out["gemm"] = {

@@ -1,14 +1,22 @@
-"""plan_job: layer graph x node pools -> JobPlan (strategy, placement, batch shares, predictions)."""
+"""plan_job: layer graph x node pools -> JobPlan (executed strategy, placement, shares, predictions)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from paceline.plan_types import JobPlan, NodeCapacity, WorkerPlacement
-from paceline.planner.cost_models import HeteroCostModel
-from paceline.planner.devices import DeviceCatalog
+from paceline.plan_types import Executed, JobPlan, ModuleSplit, NodeCapacity, WorkerPlacement
+from paceline.planner.cost_models import Device, HeteroCostModel
+from paceline.planner.devices import GIB, DeviceCatalog
+from paceline.planner.executable import (
+    EXECUTABLE,
+    divisors,
+    executable_space,
+    module_splits,
+    split_style,
+)
 from paceline.planner.graph import GraphError, LayerGraph, with_batch
 from paceline.planner.graph_io import graph_from_dict
 from paceline.planner.placement import (
@@ -24,15 +32,16 @@ from paceline.planner.strategy import (
     DoesNotFit,
     SearchSpace,
     Strategy,
-    build_space,
     data_parallel_choice,
     describe_config,
+    device_bytes,
     evaluate,
     plan_strategy,
     split_kind,
 )
 
 SUMMARY_MAX = 60
+SPLITS_LISTED = 4  # split modules named in the strategy text
 
 
 def load_graph(spec_model: Mapping[str, Any]) -> LayerGraph:
@@ -50,6 +59,17 @@ def load_graph(spec_model: Mapping[str, Any]) -> LayerGraph:
     raise GraphError(f"spec.model needs `preset` or `graph`, got keys {sorted(spec_model)}")
 
 
+@dataclass(frozen=True, kw_only=True)
+class Candidate:
+    """The best executable strategy for one tensor-parallel degree."""
+
+    tensor_parallel: int
+    space: SearchSpace
+    model: HeteroCostModel
+    strategy: Strategy
+    splits: tuple[ModuleSplit, ...]
+
+
 def plan_job(
     *,
     graph: LayerGraph | None,
@@ -61,7 +81,8 @@ def plan_job(
     catalog: DeviceCatalog | None = None,
     measured_speed: Mapping[str, float] | None = None,
 ) -> JobPlan:
-    """Place `workers` ranks on `nodes` and pick a per-layer strategy for `graph` (None: data parallel)."""
+    """Place `workers` ranks on `nodes` and pick the fastest strategy the workers can execute for `graph`
+    (data parallel, or tensor parallel inside pods x data parallel across; None: data parallel)."""
     catalog = catalog or DeviceCatalog()
     types = device_types(nodes, catalog, measured_speed)
     ranks = place_ranks(
@@ -91,6 +112,7 @@ def plan_job(
             strategy=f"data-parallel x{workers}, batch shares by GPU speed",
             summary=_fit(f"DP x{workers} {mix}"),
             workers=placements,
+            executed=Executed.DATA_PARALLEL,
             reason=(
                 f"No model graph, so plain data parallel on {p} GPUs ({mix}) with batch shares "
                 f"proportional to GPU speed (fastest rank {fastest / slowest:.1f}x the slowest; "
@@ -98,32 +120,138 @@ def plan_job(
             ),
         )
     devices = rank_devices(ranks)
-    model = HeteroCostModel(devices=devices, catalog=catalog, proportional=True)
-    equal = HeteroCostModel(devices=devices, catalog=catalog, proportional=False)
     sized = with_batch(graph, global_batch)
-    space = build_space(sized, p)
-    try:
-        best = plan_strategy(space, model)
-    except DoesNotFit as exc:
-        raise PlacementError(f"{graph.name} does not fit in GPU memory on {p} GPUs ({mix}): {exc}") from exc
-    baseline = evaluate(space, data_parallel_choice(space), equal)
-    strategy = strategy_text(space, best)
-    speedup = baseline.total_seconds / best.total_seconds
-    kind = {"d": "DP", "s": "1-GPU"}.get(strategy[0], "hybrid")
+    candidates, notes = executable_candidates(sized, devices, catalog, gpus_per_worker)
+    if not candidates:
+        raise PlacementError(f"{graph.name} cannot run on {p} GPUs ({mix}): {'; '.join(notes)}")
+    best = min(candidates, key=lambda c: c.strategy.total_seconds)  # ties: the smallest degree
+    baseline = _baseline(sized, devices, catalog)
+    others = [c for c in candidates if c is not best]
+    return _executed_plan(
+        best,
+        baseline=baseline,
+        placements=placements,
+        mix=mix,
+        gpus_per_worker=gpus_per_worker,
+        alternatives=[f"TP{c.tensor_parallel} {c.strategy.total_seconds * 1e3:.3g} ms/step" for c in others]
+        + notes,
+    )
+
+
+def executable_candidates(
+    graph: LayerGraph, devices: tuple[Device, ...], catalog: DeviceCatalog, gpus_per_worker: int
+) -> tuple[list[Candidate], list[str]]:
+    """The best executable strategy per tensor-parallel degree t (t divides the GPUs of a pod), and a
+    note for each degree left out (batch too small, does not fit memory, splits nothing)."""
+    p = len(devices)
+    candidates: list[Candidate] = []
+    notes: list[str] = []
+    for t in divisors(gpus_per_worker):
+        space = executable_space(graph, procs=p, tensor_parallel=t)
+        if space is None:
+            notes.append(f"TP{t}: global batch {graph.batch_size} < {p // t} data-parallel groups")
+            continue
+        model = HeteroCostModel(devices=devices, catalog=catalog, proportional=True, group_size=t)
+        try:
+            strategy = plan_strategy(space, model)
+        except DoesNotFit as exc:
+            notes.append(f"TP{t}: does not fit in GPU memory ({exc})")
+            continue
+        splits = module_splits(space, strategy)
+        if t > 1 and not splits:
+            notes.append(f"TP{t}: no layer gains from a tensor split")
+            continue
+        candidates.append(
+            Candidate(tensor_parallel=t, space=space, model=model, strategy=strategy, splits=splits)
+        )
+    return candidates, notes
+
+
+def _baseline(graph: LayerGraph, devices: tuple[Device, ...], catalog: DeviceCatalog) -> Strategy | None:
+    """Plain data parallel with equal shares on every GPU (None when the batch is below the GPU count)."""
+    space = executable_space(graph, procs=len(devices), tensor_parallel=1)
+    if space is None:
+        return None
+    equal = HeteroCostModel(devices=devices, catalog=catalog, proportional=False, group_size=1)
+    return evaluate(space, data_parallel_choice(space), equal)
+
+
+def _executed_plan(
+    best: Candidate,
+    *,
+    baseline: Strategy | None,
+    placements: tuple[WorkerPlacement, ...],
+    mix: str,
+    gpus_per_worker: int,
+    alternatives: list[str],
+) -> JobPlan:
+    t, p = best.tensor_parallel, best.space.procs
+    seconds = best.strategy.total_seconds
+    hybrid = t > 1
+    strategy = executed_text(best, gpus_per_worker=gpus_per_worker)
+    short = f"hybrid TP{t} x DP{p // t}" if hybrid else f"DP x{p}"
+    shares = [w.batch_share for w in placements]
+    memory = device_bytes(best.space, best.strategy.choice, best.model)
+    peak = None if memory is None else float(memory.max())
+    if baseline is None:
+        summary = f"{short} {mix}"
+        versus = "(equal-share data parallel over every GPU is impossible: batch < GPUs)"
+    else:
+        speedup = baseline.total_seconds / seconds
+        summary = f"{short} {mix} {speedup:.2f}x vs {'DP' if hybrid else 'equal DP'}"
+        versus = (
+            f"vs {baseline.total_seconds * 1e3:.3g} ms/step for equal-share data parallel ({speedup:.2f}x)"
+        )
+    others = f"; other tensor-parallel degrees: {', '.join(alternatives)}" if alternatives else ""
+    memory_text = "" if peak is None else f", at most {peak / GIB:.3g} GiB per GPU"
     return JobPlan(
         strategy=strategy,
-        summary=_fit(f"{kind} {mix} {speedup:.2f}x vs DP"),
+        summary=_fit(summary),
         workers=placements,
-        predicted_step_s=best.total_seconds,
-        baseline_step_s=baseline.total_seconds,
+        predicted_step_s=seconds,
+        baseline_step_s=None if baseline is None else baseline.total_seconds,
         reason=(
-            f"{strategy} for {graph.name} on {p} GPUs ({mix}): "
-            f"predicted {best.total_seconds * 1e3:.1f} ms/step "
-            f"vs {baseline.total_seconds * 1e3:.1f} ms/step for equal-share data parallel ({speedup:.2f}x), "
-            f"batch shares {min(shares)}-{max(shares)} of {global_batch} by GPU speed{_idle_note(best, p)}."
+            f"{strategy} for {best.space.graph.name} on {p} GPUs ({mix}): predicted "
+            f"{seconds * 1e3:.3g} ms/step {versus}{memory_text}; batch shares "
+            f"{min(shares)}-{max(shares)} of {sum(shares)} by GPU speed{others}."
         ),
-        layers=layer_rows(space, best),
+        layers=executed_rows(best.space, best.strategy, tensor_parallel=t),
+        executed=Executed.HYBRID if hybrid else Executed.DATA_PARALLEL,
+        tensor_parallel=t,
+        splits=best.splits,
+        predicted_memory_bytes_per_gpu=peak,
+        search_space=EXECUTABLE,
     )
+
+
+def executed_text(candidate: Candidate, *, gpus_per_worker: int) -> str:
+    """`data-parallel x8, batch shares by GPU speed` or
+    `hybrid: tensor parallel 2 in each pod (fc1 colwise, fc2 rowwise), data parallel x4 across`."""
+    t, p = candidate.tensor_parallel, candidate.space.procs
+    if t == 1:
+        return f"data-parallel x{p}, batch shares by GPU speed"
+    named = [f"{s.layer} {s.style}" for s in candidate.splits]
+    listed = ", ".join(named[:SPLITS_LISTED])
+    if len(named) > SPLITS_LISTED:
+        listed += f", +{len(named) - SPLITS_LISTED} more"
+    where = "in each pod" if t == gpus_per_worker else f"in {gpus_per_worker // t} groups per pod"
+    return f"hybrid: tensor parallel {t} {where} ({listed}), data parallel x{p // t} across"
+
+
+def executed_rows(
+    space: SearchSpace, strategy: Strategy, *, tensor_parallel: int
+) -> tuple[dict[str, str], ...]:
+    """Per-layer rows of an executable strategy: kind is data (t=1), replicated, colwise or rowwise;
+    every layer occupies all GPUs (replicated layers redundantly within their group)."""
+    rows = layer_rows(space, strategy)
+    if tensor_parallel == 1:
+        return rows
+    out = []
+    for layer, cfg, row in zip(space.graph.layers, strategy.configs, rows, strict=True):
+        style = split_style(layer, cfg)
+        kind = "replicated" if style is None else str(style)
+        out.append({**row, "kind": kind, "gpus": str(space.procs)})
+    return tuple(out)
 
 
 def strategy_text(space: SearchSpace, strategy: Strategy) -> str:
@@ -160,11 +288,6 @@ def layer_rows(space: SearchSpace, strategy: Strategy) -> tuple[dict[str, str], 
             }
         )
     return tuple(rows)
-
-
-def _idle_note(strategy: Strategy, procs: int) -> str:
-    widest = max(_procs(cfg) for cfg in strategy.configs)
-    return f"; no layer gains from more than {widest} of the {procs} GPUs" if widest < procs else ""
 
 
 def _procs(config: tuple[int, ...]) -> int:

@@ -3,6 +3,8 @@
 AlexNet and InceptionV3 at batch 128 (minimum split size 4), RNNLM and Transformer at batch 64 (minimum
 split size 1, which lets PaSE split LSTM layers and attention heads). Layer shapes follow the paper's
 public graph definitions; layers are built with `GraphBuilder` and serialise to the YAML format.
+Their fc, embedding and weight-einsum layers name their module after the layer, so a user model whose
+modules have those names can run the tensor-parallel splits the planner picks for them.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from paceline.planner.graph import GraphError, LayerGraph
 
 
 def alexnet(batch: int = 128) -> LayerGraph:
-    g = GraphBuilder(name="alexnet", description="AlexNet, ImageNet 227x227, as in PaSE")
+    g = GraphBuilder(
+        name="alexnet", description="AlexNet, ImageNet 227x227, as in PaSE", modules_from_names=True
+    )
     x = g.conv(
         None, (batch, 3, 227, 227), out_channels=96, kernel=(11, 11), stride=4, pointwise=1, name="conv1"
     )
@@ -35,7 +39,9 @@ def alexnet(batch: int = 128) -> LayerGraph:
 
 def inceptionv3(batch: int = 128) -> LayerGraph:
     g = GraphBuilder(
-        name="inceptionv3", description="InceptionV3 (no aux head), ImageNet 299x299, as in PaSE"
+        name="inceptionv3",
+        description="InceptionV3 (no aux head), ImageNet 299x299, as in PaSE",
+        modules_from_names=True,
     )
 
     def basic(
@@ -135,7 +141,12 @@ def inceptionv3(batch: int = 128) -> LayerGraph:
 
 def rnnlm(batch: int = 64) -> LayerGraph:
     vocab, units, seq, layers = 100_000, 2048, 256, 2
-    g = GraphBuilder(name="rnnlm", min_split_size=1, description="2-layer LSTM language model, as in PaSE")
+    g = GraphBuilder(
+        name="rnnlm",
+        min_split_size=1,
+        description="2-layer LSTM language model, as in PaSE",
+        modules_from_names=True,
+    )
     x = g.embedding((batch, seq), vocab, units, name="embedding")
     x = g.lstm(x, g.shape(x), layers=layers, units=units, name="lstm")
     x = g.fc(x, g.shape(x), vocab, name="fc")
@@ -145,7 +156,12 @@ def rnnlm(batch: int = 64) -> LayerGraph:
 
 def transformer(batch: int = 64) -> LayerGraph:
     seq, vocab, embed, heads, ff, blocks, dk = 256, 50_000, 512, 8, 2048, 6, 64
-    g = GraphBuilder(name="transformer", min_split_size=1, description="Transformer (base), as in PaSE")
+    g = GraphBuilder(
+        name="transformer",
+        min_split_size=1,
+        description="Transformer (base), as in PaSE",
+        modules_from_names=True,
+    )
     act = (batch, seq, embed)
 
     def attention(xs: list[str], tag: str) -> str:

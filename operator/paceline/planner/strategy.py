@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from paceline.planner.configs import axis_splits, keys_of, layer_configs
+from paceline.planner.configs import ConfigFn, axis_splits, keys_of, layer_configs
 from paceline.planner.cost_models import CostModel
-from paceline.planner.graph import LayerGraph, parse_axis
+from paceline.planner.graph import Layer, LayerGraph, parse_axis
 from paceline.planner.layer_terms import LayerTerms, edge_words, layer_terms
 from paceline.planner.search import MinSumProblem, PairCost, solve
 
@@ -65,14 +65,22 @@ class Strategy:
     peak_memory_fraction: float | None = None  # most loaded device: bytes / capacity
 
 
-def build_space(graph: LayerGraph, procs: int) -> SearchSpace:
-    """Enumerate configurations, PaSE terms and edge transfer volumes for every layer and edge."""
+def build_space(graph: LayerGraph, procs: int, *, configs_of: ConfigFn | None = None) -> SearchSpace:
+    """Enumerate configurations, PaSE terms and edge transfer volumes for every layer and edge.
+
+    `configs_of` gives each layer's configurations; default: PaSE's full space (`layer_configs`).
+    """
     if procs < 1:
         raise ValueError("procs must be >= 1")
+    if configs_of is None:
+
+        def configs_of(layer: Layer) -> Array:
+            return layer_configs(layer, procs=procs, min_split_size=graph.min_split_size)
+
     layers: list[LayerSpace] = []
     out_rows: list[Array] = []
     for layer in graph.layers:
-        configs = layer_configs(layer, procs=procs, min_split_size=graph.min_split_size)
+        configs = configs_of(layer)
         shapes = [None if t.source is None else graph.layer(t.source).output_shape for t in layer.inputs]
         terms = layer_terms(layer, configs, batch_dim=graph.batch_dim, input_shapes=shapes)
         rows, out_keys = keys_of(axis_splits(layer, configs, layer.output))
@@ -139,14 +147,20 @@ def evaluate(space: SearchSpace, choice: tuple[int, ...], model: CostModel) -> S
     )
 
 
-def peak_memory_fraction(space: SearchSpace, choice: tuple[int, ...], model: CostModel) -> float | None:
-    """Bytes on the most loaded device relative to its capacity, summed over all layers."""
+def device_bytes(space: SearchSpace, choice: tuple[int, ...], model: CostModel) -> Array | None:
+    """Bytes each device holds under `choice`, summed over all layers (None: the model has no memory)."""
     total: Array | None = None
     for ls, c in zip(space.layers, choice, strict=True):
         used = model.device_bytes(ls.terms, c)
         if used is None:
             return None
         total = used if total is None else total + used
+    return total
+
+
+def peak_memory_fraction(space: SearchSpace, choice: tuple[int, ...], model: CostModel) -> float | None:
+    """Bytes on the most loaded device relative to its capacity, summed over all layers."""
+    total = device_bytes(space, choice, model)
     capacity = getattr(model, "capacity_bytes", None)
     if total is None or capacity is None:
         return None
@@ -226,6 +240,7 @@ __all__ = [
     "build_space",
     "data_parallel_choice",
     "describe_config",
+    "device_bytes",
     "evaluate",
     "parse_axis",
     "plan_strategy",
