@@ -3,11 +3,14 @@
 Data: scikit-learn's `load_digits` when scikit-learn is installed, otherwise a deterministic synthetic set of
 8x8 digit glyphs (seeded shifts, stroke strength and noise) generated here; nothing is downloaded.
 
-Two local processes (what the operator does for a 2-pod job; every address is loopback):
+Two pods of two GPUs each, as the operator starts them (every address is loopback):
 
-    export PYTHONPATH=worker-image MASTER_ADDR=127.0.0.1 MASTER_PORT=29500 WORLD_SIZE=2 \
-        PACELINE_METRICS_PORT=0 PACELINE_ASSIGNMENT='{"version": 1, "batchSizes": [24, 40]}'
-    RANK=0 python examples/train_digits.py & RANK=1 python examples/train_digits.py; wait
+    export PYTHONPATH=worker-image PET_NNODES=2 PET_NPROC_PER_NODE=2 PET_MASTER_ADDR=127.0.0.1 \
+        PET_MASTER_PORT=29500 PACELINE_METRICS_PORT=0 \
+        PACELINE_ASSIGNMENT='{"version": 1, "batchSizes": [24, 40]}'
+    for pod in 0 1; do
+        PET_NODE_RANK=$pod python -m paceline_worker.launch -- python examples/train_digits.py &
+    done; wait
 """
 
 from __future__ import annotations
@@ -116,11 +119,12 @@ def main() -> None:
     ) as worker:
         log.info("training on %d %s samples, assignment %s", split, source, worker.assignment.to_json_dict())
         worker.train(epochs=args.epochs, log_every=20)
-        if worker.rank == 0 and not worker.stopped_by_signal:
+        if not worker.stopped_by_signal:
             model.eval()
             held_out = accuracy(model, images[split:].to(worker.device), labels[split:].to(worker.device))
-            log.info("held-out accuracy after %d steps: %.3f", worker.global_step, held_out)
-            worker.checkpoint()
+            if worker.rank == 0:
+                log.info("held-out accuracy after %d steps: %.3f", worker.global_step, held_out)
+            worker.checkpoint()  # every rank: split modules are gathered collectively
 
 
 if __name__ == "__main__":

@@ -447,7 +447,14 @@ class Worker:
         )
 
     def _status(self) -> dict[str, Any]:
-        return {"worldSize": self.world_size, "step": self.global_step, "epoch": self.epoch}
+        return {
+            "worldSize": self.world_size,
+            "localWorldSize": self.topology.local_world_size,
+            "tensorParallel": self.topology.tensor_parallel,
+            "placements": self.module_placements() if self._wrapped is not None else {},
+            "step": self.global_step,
+            "epoch": self.epoch,
+        }
 
     # ------------------------------------------------------------------------------------- checkpoint/resume
     def checkpoint(self) -> Path | None:
