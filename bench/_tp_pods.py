@@ -37,6 +37,7 @@ def run_pods(
     args: list[str],
     checkpoint: Path | None = None,
     timeout_s: float = 600,
+    extra_env: dict[str, str] | None = None,
 ) -> list[int]:
     """Start one `paceline_worker.launch` per pod with the operator's env contract; the pods' exit codes."""
     out.mkdir(parents=True, exist_ok=True)
@@ -58,6 +59,7 @@ def run_pods(
             "PACELINE_ASSIGNMENT": json.dumps({"version": 1, "batchSizes": shares}),
             "PACELINE_PLAN": json.dumps(plan),
             **({"PACELINE_CHECKPOINT_DIR": str(checkpoint)} if checkpoint else {}),
+            **(extra_env or {}),
         }
     )
     command = [sys.executable, "-m", "paceline_worker.launch", "--", sys.executable, str(WORKER)]

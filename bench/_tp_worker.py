@@ -97,6 +97,12 @@ def main() -> None:
             "placements": w.module_placements(),
             "splitBytes": {"held": held, "full": full},
             "stepSeconds": seconds,
+            "device": str(w.device),
+            "backend": str(torch.distributed.get_backend()),
+            "lastComputeSeconds": w.last_timing.compute if w.last_timing else None,
+            "gpuMetrics": sorted(
+                {m.name for m in w.metrics.registry.collect() if m.name.startswith("paceline_worker_gpu")}
+            ),
         }
         state = full_tensors(model.state_dict())
         w.checkpoint()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from paceline_worker.config import ConfigError, config_from_env
+from paceline_worker.config import ConfigError, WorkerConfig, config_from_env
 
 ASSIGNMENT = json.dumps({"version": 3, "batchSizes": [2, 6], "learningRate": 0.1, "momentum": None})
 
@@ -87,3 +87,29 @@ def test_defaults_for_a_local_single_process_run() -> None:
 def test_bad_environment_names_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         config_from_env(env)
+
+
+def test_device_and_backend_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPU → gloo; a GPU per local rank → NCCL; ranks sharing GPUs → gloo on CUDA; explicit choices win."""
+    import torch
+
+    from paceline_worker.worker import pick_device
+
+    def cfg(**env: str) -> WorkerConfig:
+        return config_from_env(
+            {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", **env},
+            default_batch_size=4,
+        )
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device(cfg()) == (torch.device("cpu"), "gloo")
+    with pytest.raises(RuntimeError, match="needs CUDA"):
+        pick_device(cfg(PACELINE_BACKEND="nccl"))
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        pick_device(cfg(PACELINE_DEVICE="cuda"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert pick_device(cfg()) == (torch.device("cuda", 1), "nccl")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert pick_device(cfg()) == (torch.device("cuda", 0), "gloo")
+    assert pick_device(cfg(PACELINE_DEVICE="cpu")) == (torch.device("cpu"), "gloo")

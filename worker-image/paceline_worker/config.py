@@ -44,7 +44,8 @@ class WorkerConfig:
     assignment: Assignment
     checkpoint_dir: Path | None
     checkpoint_interval_steps: int
-    backend: str | None  # None: nccl if CUDA is available, else gloo
+    backend: str | None  # None: nccl when every local rank has a GPU of its own, else gloo
+    device: str | None = None  # None: a GPU when CUDA is available (local rank modulo GPUs), else cpu
     process_group_timeout_s: float
     seed: int
     simulation: SimulationConfig | None
@@ -125,6 +126,9 @@ def config_from_env(env: Mapping[str, str], *, default_batch_size: int | None = 
     backend = env.get("PACELINE_BACKEND") or None
     if backend not in (None, "gloo", "nccl"):
         raise ConfigError(f"PACELINE_BACKEND={backend!r}: use gloo or nccl")
+    device = env.get("PACELINE_DEVICE") or None
+    if device not in (None, "cpu", "cuda"):
+        raise ConfigError(f"PACELINE_DEVICE={device!r}: use cpu or cuda")
     interval = _int(env, "PACELINE_CHECKPOINT_INTERVAL_STEPS", DEFAULT_CHECKPOINT_INTERVAL_STEPS)
     if interval < 0:
         raise ConfigError("PACELINE_CHECKPOINT_INTERVAL_STEPS must be >= 0 (0 = only at SIGTERM)")
@@ -154,6 +158,7 @@ def config_from_env(env: Mapping[str, str], *, default_batch_size: int | None = 
         checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
         checkpoint_interval_steps=interval,
         backend=backend,
+        device=device,
         process_group_timeout_s=timeout,
         seed=_int(env, "PACELINE_SEED", 0),
         simulation=_simulation(env),

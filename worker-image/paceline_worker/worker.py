@@ -174,11 +174,10 @@ class Worker:
             except PlanError as exc:
                 write_termination_message(f"InvalidModel: {exc}")
                 raise
-        backend = cfg.backend or ("nccl" if torch.cuda.is_available() else "gloo")
-        if backend == "nccl":
-            torch.cuda.set_device(cfg.local_rank)
-            self.device = torch.device("cuda", cfg.local_rank)
-            self.metrics = WorkerMetrics(rank=self.topology.worker, job=cfg.job, gpu_index=cfg.local_rank)
+        self.device, backend = pick_device(cfg)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+            self.metrics = WorkerMetrics(rank=self.topology.worker, job=cfg.job, gpu_index=self.device.index)
         if cfg.local_rank == 0:
             # One endpoint per pod. Serve first: a taken port fails before the rendezvous, and the pod is
             # observable while it waits.
@@ -588,6 +587,24 @@ class Worker:
                 b.copy_(buffers[name])
         torch.set_rng_state(rng)
         return statistics.median(durations[1:]) / batch_size
+
+
+def pick_device(cfg: WorkerConfig) -> tuple[torch.device, str]:
+    """This rank's device and the process-group backend.
+
+    With CUDA, local rank r uses GPU r modulo the GPUs present; NCCL needs a GPU per rank, so ranks that
+    share a GPU (more local ranks than GPUs) use gloo, which also moves CUDA tensors.
+    """
+    cuda = torch.cuda.is_available() and cfg.device != "cpu"
+    if cfg.device == "cuda" and not cuda:
+        raise RuntimeError("PACELINE_DEVICE=cuda but CUDA is not available")
+    if not cuda:
+        if cfg.backend == "nccl":
+            raise RuntimeError("PACELINE_BACKEND=nccl needs CUDA; use gloo on CPU")
+        return torch.device("cpu"), "gloo"
+    count = torch.cuda.device_count()
+    device = torch.device("cuda", cfg.local_rank % count)
+    return device, cfg.backend or ("nccl" if count >= cfg.local_world_size else "gloo")
 
 
 def _configure_logging(rank: int) -> None:
