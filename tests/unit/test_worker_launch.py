@@ -20,6 +20,17 @@ def test_user_command_runs_verbatim_under_torchrun() -> None:
     ]
 
 
+def test_dollar_signs_survive_torchruns_macro_expansion() -> None:
+    from string import Template
+
+    args = torchrun_args(["sh", "-c", 'kill -9 $$; echo "$RANK ${local_rank}"'])[3:]
+    assert [Template(a).safe_substitute(local_rank="0") for a in args] == [
+        "sh",
+        "-c",
+        'kill -9 $$; echo "$RANK ${local_rank}"',
+    ]
+
+
 def test_rank_exit_codes_keep_container_semantics() -> None:
     assert exit_code(0) == 0 and exit_code(3) == 3
     assert exit_code(-signal.SIGKILL) == 137 and exit_code(-signal.SIGTERM) == 143

@@ -26,8 +26,12 @@ USAGE = "usage: python -m paceline_worker.launch [--] COMMAND [ARGS...]"
 
 
 def torchrun_args(command: Sequence[str]) -> list[str]:
-    """torchrun's arguments for `command`; the rest comes from PET_* variables."""
-    return ["--max-restarts=0", "--no-python", "--", *command]
+    """torchrun's arguments for `command`; the rest comes from PET_* variables.
+
+    torchrun expands `${local_rank}` in arguments with `string.Template`, which also turns `$$` into `$`;
+    every `$` is doubled so the command runs exactly as written.
+    """
+    return ["--max-restarts=0", "--no-python", "--", *(arg.replace("$", "$$") for arg in command)]
 
 
 def exit_code(failure_code: int) -> int:
