@@ -36,7 +36,11 @@ def test_two_gpu_pods_run_two_ranks_each_and_execute_the_hybrid_plan(
     assert kube.apply(doc, namespace).returncode == 0
     job = wait_for(
         "workers running",
-        lambda: (j := kube.get("tj", "mlp-job", namespace)) and j["status"].get("phase") == "Running" and j,
+        lambda: (
+            (j := kube.get("tj", "mlp-job", namespace))
+            and j.get("status", {}).get("phase") == "Running"
+            and j
+        ),
         timeout_s=180,
     )
     plan = job["status"]["plan"]

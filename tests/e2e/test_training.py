@@ -69,17 +69,17 @@ def test_straggler_is_detected_and_rebalanced_then_job_succeeds(
         steps = wait_for("worker steps", lambda u=url: _metrics(u).get("paceline_worker_steps_total", 0) > 0)
         assert steps
 
-    def rebalanced() -> list[dict]:
-        return [e for e in kube.events(namespace, "digits") if e["reason"] == "Rebalanced"]
+    def shares_moved_off_the_straggler() -> dict | None:
+        reasons = {e["reason"] for e in kube.events(namespace, "digits")}
+        control = kube.get("configmap", "digits-control", namespace) or {"data": {}}
+        assignment = json.loads(control["data"].get("assignment.json") or "{}")
+        moved = assignment.get("batchSizes", [32, 32])[slow_rank] < 32
+        return assignment if {"StragglerDetected", "Rebalanced"} <= reasons and moved else None
 
-    events = wait_for("a Rebalanced event", rebalanced, timeout_s=150, interval_s=1)
-    reasons = {e["reason"] for e in kube.events(namespace, "digits")}
-    assert "StragglerDetected" in reasons
-    control = kube.get("configmap", "digits-control", namespace)
-    assert control is not None
-    assignment = json.loads(control["data"]["assignment.json"])
+    assignment = wait_for(
+        "StragglerDetected, then shares moved", shares_moved_off_the_straggler, timeout_s=180
+    )
     assert assignment["version"] >= 2 and sum(assignment["batchSizes"]) == 64
-    assert assignment["batchSizes"][slow_rank] < 32, (assignment, events[-1]["message"])
     status = kube.get("tj", "digits", namespace)["status"]
     assert status["assignmentVersion"] == assignment["version"]
     assert {row["rank"]: row["batchShare"] for row in status["workers"]}[slow_rank] < 32

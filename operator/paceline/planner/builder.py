@@ -209,8 +209,16 @@ class GraphBuilder:
         return self.batch_dim if i == 0 else f"d{i}"
 
     def elementwise(
-        self, srcs: Sequence[Ref], shape: Sequence[int], *, pointwise: int = 0, name: str | None = None
+        self,
+        srcs: Sequence[Ref],
+        shape: Sequence[int],
+        *,
+        pointwise: int = 0,
+        name: str | None = None,
+        fixed: Sequence[int] = (),
     ) -> str:
+        """Element-wise op on equal-shape tensors; `fixed`: axes it never splits (e.g. the features,
+        when it also reads a tensor broadcast over them that the graph does not show, like a bias)."""
         dims = self._dims_for(shape)
         axes = tuple(d for d, _ in dims)
         return self.add(
@@ -221,6 +229,7 @@ class GraphBuilder:
                 inputs=tuple(TensorIn(source=s, axes=axes) for s in srcs),
                 output=axes,
                 pointwise=pointwise,
+                fixed=tuple(axes[a % len(axes)] for a in fixed),
             )
         )
 

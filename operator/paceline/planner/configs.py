@@ -59,8 +59,15 @@ def module_dims(layer: Layer) -> ModuleDims | None:
     axis n and (linear) the data input's last axis k. An embedding is the one-hot x table einsum of
     `GraphBuilder.embedding`: both operands are graph inputs and the weight is laid out (k, n).
     """
+    if not layer.module:
+        return None
+    return gemm_dims(layer)
+
+
+def gemm_dims(layer: Layer) -> ModuleDims | None:
+    """`module_dims` without the `module` requirement: the shape of a Linear or Embedding layer."""
     g = layer.gemm
-    if not layer.module or layer.op != OpKind.GEMM or g is None or g.batch:
+    if layer.op != OpKind.GEMM or g is None or g.batch:
         return None
     if len(g.n) != 1 or len(g.k) != 1 or set(layer.weights) != {g.n[0], g.k[0]} or len(layer.weights) != 2:
         return None
@@ -74,6 +81,26 @@ def module_dims(layer: Layer) -> ModuleDims | None:
     return ModuleDims(kind="linear", out_dim=n, in_dim=k)
 
 
+def feature_dim(layer: Layer, *, batch_dim: str) -> str | None:
+    """The last (feature) dim of an elementwise layer that can pass a colwise shard through; else None.
+
+    Needed: op elementwise, exactly one input, produced by a layer, read with the output's own axes
+    (plain dim names), a batch dim, and a last dim that is not the batch dim and not `fixed` (the fx
+    tracer fixes it when the op broadcasts a hidden operand over the features, e.g. `x + self.bias`).
+    """
+    if layer.op != OpKind.ELEMENTWISE or len(layer.inputs) != 1 or layer.inputs[0].source is None:
+        return None
+    names = layer.dim_names
+    if layer.inputs[0].axes != layer.output or not layer.output or batch_dim not in names:
+        return None
+    if any(len(parse_axis(a)) != 1 for a in layer.output):
+        return None
+    last = layer.output[-1]
+    if last == batch_dim or last in layer.fixed:
+        return None
+    return last
+
+
 def executable_configs(
     layer: Layer,
     *,
@@ -81,13 +108,16 @@ def executable_configs(
     data_groups: int,
     tensor_parallel: int,
     colwise: bool = True,
+    feature: bool = False,
 ) -> np.ndarray:
     """The configurations the worker runtime can run for `layer` (configs x dims).
 
     Always replicated (batch split `data_groups` ways, nothing else split); with `tensor_parallel` > 1
     and a Linear/Embedding module also rowwise (k split t ways) and, if `colwise`, colwise (n split t
-    ways), each only when t divides the dim. A layer without the batch dim is replicated unsplit.
-    Raises ValueError when the batch dim is smaller than `data_groups`.
+    ways); with t > 1 and `feature`, an elementwise layer (`feature_dim`) may also be feature-split
+    (its last dim split t ways: it runs on a colwise shard). A split needs t to divide the dim. A layer
+    without the batch dim is replicated unsplit. Raises ValueError when the batch dim is smaller than
+    `data_groups`.
     """
     names = layer.dim_names
     base = np.ones(len(names), dtype=np.int64)
@@ -96,15 +126,20 @@ def executable_configs(
         if batch < data_groups:
             raise ValueError(f"layer {layer.name!r}: batch {batch} < {data_groups} data-parallel groups")
         base[names.index(batch_dim)] = data_groups
+    wanted: list[str] = []
+    if tensor_parallel > 1:
+        dims = module_dims(layer)
+        if dims is not None:
+            wanted = ([dims.out_dim] if colwise else []) + [dims.in_dim]
+        last = feature_dim(layer, batch_dim=batch_dim) if feature else None
+        if last is not None:
+            wanted = [last]
     rows = [base]
-    dims = module_dims(layer) if tensor_parallel > 1 else None
-    if dims is not None:
-        wanted = ([dims.out_dim] if colwise else []) + [dims.in_dim]
-        for dim in wanted:
-            if layer.dim_sizes[names.index(dim)] % tensor_parallel == 0:
-                row = base.copy()
-                row[names.index(dim)] = tensor_parallel
-                rows.append(row)
+    for dim in wanted:
+        if layer.dim_sizes[names.index(dim)] % tensor_parallel == 0:
+            row = base.copy()
+            row[names.index(dim)] = tensor_parallel
+            rows.append(row)
     return np.stack(rows)
 
 

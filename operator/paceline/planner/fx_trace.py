@@ -188,8 +188,12 @@ def _pair(value: Any) -> tuple[int, int]:
 
 
 def _elementwise(g: GraphBuilder, tensors: list[tuple[str | None, Shape]], shape: Shape, label: str) -> str:
+    """Operands of the output's shape are the inputs; one broadcast over the last (feature) axis, such as
+    a bias parameter, is not shown, so that axis is fixed (it cannot run on a feature shard)."""
     same = [ref for ref, s in tensors if s == shape]
-    return g.elementwise(same or [tensors[0][0]], shape, pointwise=1, name=label)
+    broadcast = any(s != shape and s and s[-1] > 1 for _, s in tensors)
+    fixed = (-1,) if broadcast and shape else ()
+    return g.elementwise(same or [tensors[0][0]], shape, pointwise=1, name=label, fixed=fixed)
 
 
 def _flatten(g: GraphBuilder, src: str | None, in_shape: Shape, shape: Shape, label: str) -> str:

@@ -15,6 +15,7 @@ from paceline.planner.executable import (
     divisors,
     executable_space,
     module_splits,
+    pass_through,
     split_style,
 )
 from paceline.planner.graph import GraphError, LayerGraph, with_batch
@@ -241,15 +242,20 @@ def executed_text(candidate: Candidate, *, gpus_per_worker: int) -> str:
 def executed_rows(
     space: SearchSpace, strategy: Strategy, *, tensor_parallel: int
 ) -> tuple[dict[str, str], ...]:
-    """Per-layer rows of an executable strategy: kind is data (t=1), replicated, colwise or rowwise;
-    every layer occupies all GPUs (replicated layers redundantly within their group)."""
+    """Per-layer rows of an executable strategy: kind is data (t=1), replicated, colwise, rowwise or
+    `sharded (follows fc1)` (an elementwise layer run on fc1's colwise shard); every layer occupies
+    all GPUs (replicated layers redundantly within their group)."""
     rows = layer_rows(space, strategy)
     if tensor_parallel == 1:
         return rows
+    through = pass_through(space, strategy)
     out = []
-    for layer, cfg, row in zip(space.graph.layers, strategy.configs, rows, strict=True):
+    for i, (layer, cfg, row) in enumerate(zip(space.graph.layers, strategy.configs, rows, strict=True)):
         style = split_style(layer, cfg)
-        kind = "replicated" if style is None else str(style)
+        if i in through:
+            kind = f"sharded (follows {space.graph.layers[through[i]].name})"
+        else:
+            kind = "replicated" if style is None else str(style)
         out.append({**row, "kind": kind, "gpus": str(space.procs)})
     return tuple(out)
 

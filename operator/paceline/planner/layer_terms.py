@@ -8,7 +8,7 @@ tagged *batch* when they reduce over the batch dim (gradient all-reduce of data 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -131,6 +131,21 @@ def layer_terms(
         weights=weights,
         activations=activations,
     )
+
+
+def gather_terms(terms: LayerTerms, layer: Layer, configs: Array, *, vocab_dim: str) -> LayerTerms:
+    """An embedding as the worker runtime computes it, in place of PaSE's one-hot GEMM `terms`.
+
+    An index gather (and its scatter-add backward) touches each output element, it does not multiply by
+    a one-hot matrix (b*l*v*e FLOPs). Compute = output elements per device, counted like an elementwise
+    layer's; a vocabulary (rowwise) split does not divide it (every rank looks up the whole output,
+    masked to its rows) but adds an all-reduce of the output within the group; the ids need no input
+    gradient. Weights, activations and the table-gradient all-reduce over the batch stay PaSE's.
+    """
+    out = terms.activations  # output elements per device
+    vocab = configs[:, layer.dim_names.index(vocab_dim)]
+    reduce = np.where(vocab > 1, allreduce_words(out, vocab), 0.0)
+    return replace(terms, comp=out.copy(), words_model=reduce)
 
 
 def _gemm(
