@@ -59,6 +59,7 @@ test: lint test-unit test-integration test-e2e
 bench: $(STAMP)
 	$(BIN)/python bench/planner.py
 	$(BIN)/python bench/balancing.py --quick
+	$(BIN)/python bench/execution.py
 
 clean: cluster-down
 	rm -rf .paceline

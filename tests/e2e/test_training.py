@@ -43,7 +43,7 @@ def test_straggler_is_detected_and_rebalanced_then_job_succeeds(
                         {
                             "name": "trainer",
                             "image": "paceline/worker:dev",
-                            "command": ["python", "examples/train_digits.py", "--epochs", "12"],
+                            "command": ["python", "examples/train_digits.py", "--epochs", "30"],
                             "env": [{"name": "PACELINE_SIM_SAMPLE_COST_S", "value": "0.02"}],
                         }
                     ]

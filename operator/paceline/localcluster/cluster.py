@@ -444,6 +444,14 @@ class LocalCluster:
                 f"helm install of {chart} failed: {proc.stderr.strip() or proc.stdout.strip()}"
             )
         self.kubectl("wait", "--for=condition=Established", "crd/trainingjobs.paceline.dev", "--timeout=60s")
+        # Established comes before the resource's storage serves ("storage is (re)initializing"); an operator
+        # started in that window has its first watch refused and kopf backs off for minutes.
+        _wait(
+            "the TrainingJob API to serve",
+            lambda: self.run_kubectl("get", "trainingjobs", "-A", "-o", "name", check=False).returncode == 0,
+            timeout_s=60,
+            log=None,
+        )
 
     def _start_runtime(self) -> None:
         self._ensure(
