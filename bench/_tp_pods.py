@@ -3,8 +3,10 @@ replay the same global batches in one process. Shared by bench/execution.py and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -28,19 +30,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def run_pods(
-    out: Path,
+def pod_env(
     *,
     shares: list[int],
     ranks_per_pod: int,
     plan: dict[str, Any],
-    args: list[str],
     checkpoint: Path | None = None,
-    timeout_s: float = 600,
     extra_env: dict[str, str] | None = None,
-) -> list[int]:
-    """Start one `paceline_worker.launch` per pod with the operator's env contract; the pods' exit codes."""
-    out.mkdir(parents=True, exist_ok=True)
+) -> dict[str, str]:
+    """The environment the operator gives a job's pods (PET_NODE_RANK left to `start_pod`)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PACELINE_", "PET_"))}
     env.update(
         {
@@ -62,26 +60,53 @@ def run_pods(
             **(extra_env or {}),
         }
     )
+    return env
+
+
+def start_pod(out: Path, pod: int, env: dict[str, str], args: list[str]) -> subprocess.Popen[bytes]:
+    """One pod: `python -m paceline_worker.launch -- python _tp_worker.py ...` (its own process group)."""
+    out.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "paceline_worker.launch", "--", sys.executable, str(WORKER)]
-    procs = []
-    for pod in range(len(shares)):
-        with open(out / f"pod{pod}.log", "wb") as log:
-            procs.append(
-                subprocess.Popen(
-                    [*command, "--out", str(out), *args],
-                    env={**env, "PET_NODE_RANK": str(pod)},
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd=REPO,
-                )
-            )
+    with open(out / f"pod{pod}.log", "ab") as log:
+        return subprocess.Popen(
+            [*command, "--out", str(out), *args],
+            env={"PET_NODE_RANK": str(pod), **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            start_new_session=True,
+        )
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Kill what is still running of the pods we started (their whole process groups)."""
+    for p in procs:
+        if p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=10)
+
+
+def run_pods(
+    out: Path,
+    *,
+    shares: list[int],
+    ranks_per_pod: int,
+    plan: dict[str, Any],
+    args: list[str],
+    checkpoint: Path | None = None,
+    timeout_s: float = 600,
+    extra_env: dict[str, str] | None = None,
+) -> list[int]:
+    """Start one launcher per pod with the operator's env contract, wait; the pods' exit codes."""
+    env = pod_env(
+        shares=shares, ranks_per_pod=ranks_per_pod, plan=plan, checkpoint=checkpoint, extra_env=extra_env
+    )
+    procs = [start_pod(out, pod, env, args) for pod in range(len(shares))]
     try:
         return [p.wait(timeout=timeout_s) for p in procs]
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(timeout=10)
+        stop(procs)
 
 
 def logs(out: Path) -> str:
@@ -95,13 +120,30 @@ def results(out: Path, world: int) -> list[dict[str, Any]]:
 
 
 def global_batches(ranks: list[dict[str, Any]]) -> list[list[int]]:
-    """Per step, the sample indices of all data-parallel groups in order (each group counted once)."""
-    by_step: dict[int, dict[int, list[int]]] = {}
+    """Per step, the sample indices of all data-parallel groups in order (each group counted once).
+
+    When a step was trained more than once (ranks that failed after their last checkpoint redo it in the next
+    generation), the newest generation's records are the ones in the model.
+    """
+    by_step: dict[int, tuple[int, dict[int, list[int]]]] = {}
     for rank in ranks:
         for r in rank["records"]:
-            by_step.setdefault(r["step"], {})[r["dataRank"]] = r["indices"]
+            generation = r.get("generation", 0)
+            known = by_step.get(r["step"])
+            if known is None or known[0] < generation:
+                by_step[r["step"]] = known = (generation, {})
+            if known[0] == generation:
+                known[1][r["dataRank"]] = r["indices"]
     assert sorted(by_step) == list(range(len(by_step))), "every step from 0 recorded"
-    return [[i for d in sorted(groups) for i in groups[d]] for _, groups in sorted(by_step.items())]
+    return [[i for d in sorted(groups) for i in groups[d]] for _, (_, groups) in sorted(by_step.items())]
+
+
+def step_records(out: Path) -> list[dict[str, Any]]:
+    """Every rank's per-step records of every generation (written as they happen, so crashes keep them)."""
+    return [
+        {"records": [json.loads(line) for line in path.read_text().splitlines() if line.strip()]}
+        for path in sorted(out.glob("rank*.steps.jsonl"))
+    ]
 
 
 def replay(

@@ -53,6 +53,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--record-grads", action="store_true")
     parser.add_argument("--switch-at", type=int, default=None, help="rank 0 offers --switch-to at this step")
     parser.add_argument("--switch-to", default=None, help="new per-pod shares, e.g. 9,5")
+    parser.add_argument("--step-sleep", type=float, default=0.0, help="seconds of extra work per step")
     return parser.parse_args()
 
 
@@ -74,20 +75,24 @@ def main() -> None:
                 offered = w.store.offer(json.dumps({"version": 2, "batchSizes": shares}))
                 assert offered.outcome.value == "accepted", offered
             w.forward_backward(batch)
+            time.sleep(args.step_sleep)
             if args.record_grads:
                 grads.append(full_tensors({n: p.grad for n, p in model.named_parameters()}))
             w.optimizer_step()
             now = time.perf_counter()
             seconds.append(now - started)
             started = now
-            records.append(
-                {
-                    "step": batch.step,
-                    "dataRank": w.topology.data_rank,
-                    "indices": batch.indices,
-                    "version": w.assignment.version,
-                }
-            )
+            record = {
+                "step": batch.step,
+                "epoch": batch.epoch,
+                "dataRank": w.topology.data_rank,
+                "indices": batch.indices,
+                "version": w.assignment.version,
+                "generation": int(os.environ.get("PACELINE_GENERATION") or 0),
+            }
+            records.append(record)
+            with (args.out / f"rank{w.rank}.steps.jsonl").open("a") as steps_log:  # survives a crash
+                steps_log.write(json.dumps(record) + "\n")
         held, full = local_parameter_bytes(model, split)
         result = {
             "rank": w.rank,

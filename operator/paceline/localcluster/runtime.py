@@ -274,6 +274,8 @@ class ProcessRuntime:
     def _wait(self, run: Running, raw: dict[str, Any]) -> None:
         code = run.proc.wait()
         exit_code = code if code >= 0 else 128 - code  # killed by signal N → 128 + N, like a container
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # a container ends with its main process
+            os.killpg(run.proc.pid, signal.SIGKILL)
         with self.lock:
             self.running.pop(run.uid, None)
             self.finished.add(run.uid)
@@ -336,8 +338,10 @@ class ProcessRuntime:
             return
         run.stopping = True
         run.stop_deadline = time.monotonic() + run.grace_s
+        # Like a container runtime: SIGTERM to the main process only (it forwards to its children), SIGKILL
+        # to everything in the pod once the grace period is over.
         with contextlib.suppress(ProcessLookupError):  # already gone
-            os.killpg(run.proc.pid, signal.SIGTERM)
+            os.kill(run.proc.pid, signal.SIGTERM)
 
     def _finish_delete(self, pod: dict[str, Any]) -> None:
         """Confirm a graceful deletion once the process is gone (what a kubelet does with grace 0)."""
