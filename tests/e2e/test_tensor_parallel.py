@@ -30,9 +30,9 @@ def test_two_gpu_pods_run_two_ranks_each_and_execute_the_hybrid_plan(
     cluster: LocalCluster, kube: Kube, namespace: str
 ) -> None:
     doc = yaml.safe_load((REPO / "examples" / "mlp-job.yaml").read_text())
-    doc["spec"]["template"]["spec"]["containers"][0]["command"] = [
-        "python", "examples/train_mlp.py", "--epochs", "2", "--samples", "2048",
-    ]  # fmt: skip
+    container = doc["spec"]["template"]["spec"]["containers"][0]
+    container["command"] = ["python", "examples/train_mlp.py", "--epochs", "30", "--samples", "2048"]
+    container["env"] = [{"name": "PACELINE_SIM_SAMPLE_COST_S", "value": "0.0005"}]  # long enough to look at
     assert kube.apply(doc, namespace).returncode == 0
     job = wait_for(
         "workers running",

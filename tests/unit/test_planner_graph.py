@@ -124,3 +124,24 @@ def test_with_batch_resizes_every_batch_dim() -> None:
     graph = with_batch(preset("transformer"), 32)
     assert {dict(layer.dims).get("b", 32) for layer in graph.layers} == {32}
     assert graph.layer("dec0_cross_stack").output_shape == (3, 32, 256, 512)
+
+
+def test_graph_yaml_survives_yaml_1_1_readers() -> None:
+    """kubectl reads YAML 1.1, where a plain `n` or `y` is a boolean: such strings must come out quoted."""
+    import re
+
+    import yaml
+
+    from paceline.planner.graph_io import dump_graph_yaml, graph_to_dict
+    from paceline.planner.presets import preset
+
+    class Yaml11Loader(yaml.SafeLoader):
+        """Resolves y/n/yes/no/on/off as booleans, as Go's YAML 1.1 reader in kubectl does."""
+
+    Yaml11Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:bool",
+        re.compile(r"^(?:y|Y|n|N|yes|Yes|no|No|on|On|off|Off|true|True|false|False)$"),
+        list("yYnNoOtTfF"),
+    )
+    graph = preset("alexnet")
+    assert yaml.load(dump_graph_yaml(graph), Loader=Yaml11Loader) == graph_to_dict(graph)

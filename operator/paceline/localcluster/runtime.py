@@ -274,7 +274,7 @@ class ProcessRuntime:
     def _wait(self, run: Running, raw: dict[str, Any]) -> None:
         code = run.proc.wait()
         exit_code = code if code >= 0 else 128 - code  # killed by signal N → 128 + N, like a container
-        with contextlib.suppress(ProcessLookupError, PermissionError):  # a container ends with its main process
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # the pod ends with its main process
             os.killpg(run.proc.pid, signal.SIGKILL)
         with self.lock:
             self.running.pop(run.uid, None)

@@ -78,8 +78,29 @@ def load_graph_file(path: str | Path) -> LayerGraph:
     return graph_from_dict(doc)
 
 
+# Plain scalars that YAML 1.1 readers (kubectl, Go's yaml) take for booleans, e.g. a dim named `n` or `y`.
+_YAML11_BOOLEANS = {"y", "yes", "n", "no", "on", "off", "true", "false"}
+
+
+class _QuotingDumper(yaml.SafeDumper):
+    """Quotes strings a YAML 1.1 reader would turn into booleans, so `kubectl apply` keeps them strings."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "'" if value.lower() in _YAML11_BOOLEANS else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_QuotingDumper.add_representer(str, _represent_str)
+
+
+def dump_yaml(doc: Any) -> str:
+    """YAML that reads back the same in YAML 1.1 and 1.2 readers (PyYAML, kubectl)."""
+    return yaml.dump(doc, Dumper=_QuotingDumper, sort_keys=False, default_flow_style=None, width=110)
+
+
 def dump_graph_yaml(graph: LayerGraph) -> str:
-    return yaml.safe_dump(graph_to_dict(graph), sort_keys=False, default_flow_style=None, width=110)
+    return dump_yaml(graph_to_dict(graph))
 
 
 def _int(value: Any, key: str, where: str) -> int:
