@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 import pytest
 
@@ -149,3 +150,31 @@ def test_wrapper_module_pins_every_staging_module() -> None:
     assert "\tk8s.io/kubernetes v1.36.3\n" in gomod
     assert "\tgo.etcd.io/etcd/server/v3 v3.6.8\n" in gomod
     assert "\tk8s.io/client-go => k8s.io/client-go v0.36.3" in gomod
+
+
+def test_local_volumes_bind_claims_and_map_mount_paths(tmp_path: Path) -> None:
+    from paceline.localcluster.volumes import mount_map, remap, volume_for_claim, waiting_claims
+
+    claim = {
+        "metadata": {"name": "ckpt", "namespace": "ml", "uid": "u1"},
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "5Gi"}}},
+    }
+    bound = {"metadata": {"name": "old", "namespace": "ml", "uid": "u2"}, "spec": {"volumeName": "pv-x"}}
+    assert waiting_claims([claim, bound]) == [claim]
+    volume = volume_for_claim(claim, tmp_path)
+    assert volume["spec"]["claimRef"]["uid"] == "u1" and volume["spec"]["capacity"] == {"storage": "5Gi"}
+    assert volume["spec"]["hostPath"]["path"] == str(tmp_path / "ml" / "ckpt")
+    pod = {"spec": {"volumes": [{"name": "c", "persistentVolumeClaim": {"claimName": "ckpt"}}]}}
+    container = {"volumeMounts": [{"name": "c", "mountPath": "/var/run/paceline/checkpoint"}]}
+    mounts = mount_map(pod, container, {"ckpt": "/state/volumes/ml/ckpt"})
+    env = remap(
+        {
+            "PACELINE_CHECKPOINT_DIR": "/var/run/paceline/checkpoint/job",
+            "OTHER": "/var/run/paceline/checkpointer",
+        },
+        mounts,
+    )
+    assert env == {
+        "PACELINE_CHECKPOINT_DIR": "/state/volumes/ml/ckpt/job",
+        "OTHER": "/var/run/paceline/checkpointer",
+    }

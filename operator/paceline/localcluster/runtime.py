@@ -36,6 +36,8 @@ from paceline.localcluster.config import (
     Straggler,
     load_config,
 )
+from paceline.localcluster.volumes import LABEL as VOLUME_LABEL
+from paceline.localcluster.volumes import mount_map, remap, volume_for_claim, waiting_claims
 
 log = logging.getLogger("paceline.runtime")
 POLL_S = 0.3
@@ -189,6 +191,43 @@ class ProcessRuntime:
             return None
         return (cm.data or {}).get(key)
 
+    def _claim_paths(self, namespace: str) -> dict[str, str]:
+        """Claim name → local directory of its bound volume, for the namespace's bound claims."""
+        out = {}
+        for claim in self._list(self.core.list_namespaced_persistent_volume_claim(namespace).items):
+            name = (claim.get("spec") or {}).get("volumeName")
+            if not name:
+                continue
+            try:
+                volume = self.api.sanitize_for_serialization(self.core.read_persistent_volume(name))
+            except ApiException:
+                continue
+            path = ((volume.get("spec") or {}).get("hostPath") or {}).get("path")
+            if path:
+                Path(path).mkdir(parents=True, exist_ok=True)
+                out[claim["metadata"]["name"]] = str(path)
+        return out
+
+    def provision_volumes(self) -> None:
+        """A local volume for every waiting claim; volumes of deleted claims removed (directory kept)."""
+        claims = self._list(self.core.list_persistent_volume_claim_for_all_namespaces().items)
+        for claim in waiting_claims(claims):
+            try:
+                self.core.create_persistent_volume(volume_for_claim(claim, self.state / "volumes"))  # type: ignore[arg-type]
+                log.info(
+                    "provisioned a local volume for claim %s/%s",
+                    *(claim["metadata"][k] for k in ("namespace", "name")),
+                )
+            except ApiException as err:
+                if err.status != 409:
+                    log.warning("provisioning a volume failed: %s", err.reason)
+        for volume in self._list(
+            self.core.list_persistent_volume(label_selector=f"{VOLUME_LABEL}=true").items
+        ):
+            if (volume.get("status") or {}).get("phase") == "Released":
+                with contextlib.suppress(ApiException):
+                    self.core.delete_persistent_volume(volume["metadata"]["name"])
+
     def _patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         try:
             self.core.patch_namespaced_pod_status(name, namespace, {"status": status})
@@ -232,7 +271,7 @@ class ProcessRuntime:
                 "PACELINE_TERMINATION_LOG": str(termination_file),  # the container's terminationMessagePath
             }
         )
-        env.update(pod_env)
+        env.update(remap(pod_env, mount_map(raw, container, self._claim_paths(meta["namespace"]))))
         command = [VAR_REF.sub(lambda m: env.get(m.group(1), m.group(0)), part) for part in command]
         workdir = container.get("workingDir")
         cwd = Path(workdir) if workdir and Path(workdir).is_dir() else self.workdir
@@ -385,7 +424,9 @@ class ProcessRuntime:
                 pass
 
     def step(self) -> None:
-        """One poll: start processes for new Running pods, stop those of deleted pods, publish schedules."""
+        """One poll: volumes for waiting claims, processes for new Running pods, stop those of deleted pods,
+        publish schedules."""
+        self.provision_volumes()
         nodes = self._fake_nodes()
         pods = self._list(self.core.list_pod_for_all_namespaces(field_selector="spec.nodeName!=").items)
         alive: set[str] = set()
