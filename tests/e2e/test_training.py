@@ -43,7 +43,7 @@ def test_straggler_is_detected_and_rebalanced_then_job_succeeds(
                         {
                             "name": "trainer",
                             "image": "paceline/worker:dev",
-                            "command": ["python", "examples/train_digits.py", "--epochs", "12"],
+                            "command": ["python", "examples/train_digits.py", "--epochs", "20"],
                             "env": [{"name": "PACELINE_SIM_SAMPLE_COST_S", "value": "0.02"}],
                         }
                     ]
@@ -74,7 +74,9 @@ def test_straggler_is_detected_and_rebalanced_then_job_succeeds(
 
     events = wait_for("a Rebalanced event", rebalanced, timeout_s=150, interval_s=1)
     reasons = {e["reason"] for e in kube.events(namespace, "digits")}
-    assert "StragglerDetected" in reasons
+    assert "StragglerDetected" in reasons, [
+        (e["reason"], e["message"]) for e in kube.events(namespace, "digits")
+    ]
     control = kube.get("configmap", "digits-control", namespace)
     assert control is not None
     assignment = json.loads(control["data"]["assignment.json"])

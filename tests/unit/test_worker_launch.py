@@ -20,6 +20,13 @@ def test_user_command_runs_verbatim_under_torchrun() -> None:
     ]
 
 
+def test_dollar_signs_reach_the_process_unchanged() -> None:
+    from torch.distributed.elastic.utils.api import macros  # what torchrun applies to the command
+
+    command = ["sh", "-c", 'kill -9 $$; echo "$RANK ${HOME}"']
+    assert macros.substitute(torchrun_args(command)[3:], "0") == command
+
+
 def test_rank_exit_codes_keep_container_semantics() -> None:
     assert exit_code(0) == 0 and exit_code(3) == 3
     assert exit_code(-signal.SIGKILL) == 137 and exit_code(-signal.SIGTERM) == 143

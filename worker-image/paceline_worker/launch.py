@@ -26,8 +26,10 @@ USAGE = "usage: python -m paceline_worker.launch [--] COMMAND [ARGS...]"
 
 
 def torchrun_args(command: Sequence[str]) -> list[str]:
-    """torchrun's arguments for `command`; the rest comes from PET_* variables."""
-    return ["--max-restarts=0", "--no-python", "--", *command]
+    """torchrun's arguments for `command`; the rest comes from PET_* variables. torchrun expands its
+    `${local_rank}` macro with string.Template, which also turns `$$` into `$`; every `$` is doubled so the
+    command reaches the process exactly as written (`kill -9 $$` stays `kill -9 $$`)."""
+    return ["--max-restarts=0", "--no-python", "--", *(part.replace("$", "$$") for part in command)]
 
 
 def exit_code(failure_code: int) -> int:
