@@ -50,17 +50,17 @@ from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Any, Protocol
 
+from paceline.adapters.workers import push_assignment, scrape_all
+from paceline.api import parse_balancing
 from paceline.balancer import (
-    BalancingPolicy,
     BalancingSettings,
     FleetTracker,
     StragglerConfig,
     StragglerState,
     equal_split,
 )
-from paceline.builders import Assignment
-from paceline.control_loop import JobControl, control_step
-from paceline.telemetry import push_assignment, scrape_all
+from paceline.controller.rebalance import JobControl, control_step
+from paceline_worker.wire import Assignment
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER_SCRIPT = Path(__file__).with_name("_workers.py")
@@ -107,10 +107,12 @@ class Config:
         return self.warm_s + self.slow_s + self.after_s
 
     def balancing(self) -> BalancingSettings:
-        base = BalancingSettings()
-        return BalancingSettings(
-            cooldown_seconds=max(1, round(base.cooldown_seconds * self.time_scale)),
-            half_life_seconds=max(1, round(base.half_life_seconds * self.time_scale)),
+        base = parse_balancing({})
+        return parse_balancing(
+            {
+                "cooldownSeconds": max(1, round(base.cooldown_seconds * self.time_scale)),
+                "halfLifeSeconds": max(1, round(base.half_life_seconds * self.time_scale)),
+            }
         )
 
     def straggler_config(self) -> StragglerConfig:
@@ -470,7 +472,7 @@ class Bench:
     def controller(self, name: str, shares: Sequence[int], *, act: bool = True) -> Controller:
         """The operator's loop; `act=False` scrapes and tracks at the same pace but keeps the shares."""
         cfg = self.cfg
-        settings = cfg.balancing() if act else BalancingSettings(policy=BalancingPolicy.STATIC)
+        settings = cfg.balancing() if act else parse_balancing({"policy": "Static"})
         assignment = Assignment(
             version=1, batch_sizes=tuple(shares), learning_rate=cfg.lr, momentum=cfg.momentum
         )

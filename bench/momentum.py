@@ -30,6 +30,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import torch
@@ -37,10 +38,12 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 try:
-    from paceline.momentum import MomentumController, MomentumSettings, StalenessEstimator
+    from paceline.api import parse_momentum_tuning
+    from paceline.momentum import MomentumController, StalenessEstimator
 except ImportError:  # not pip-installed: use the source tree
-    sys.path.insert(0, str(ROOT / "operator"))
-    from paceline.momentum import MomentumController, MomentumSettings, StalenessEstimator
+    sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "worker-image")]
+    from paceline.api import parse_momentum_tuning
+    from paceline.momentum import MomentumController, StalenessEstimator
 
 WORKER_COUNTS = (1, 2, 4, 8)
 
@@ -89,9 +92,9 @@ class AutoMomentum:
     """Plays the operator: measured τ → MomentumController → new explicit momentum, every `period` updates."""
 
     def __init__(self, *, workers: int, target: float, period: int, half_life: int) -> None:
-        settings = MomentumSettings.from_spec(
+        settings = parse_momentum_tuning(
             {"policy": "Auto", "floor": "-0.3", "minChange": "0.02", "halfLifeUpdates": half_life},
-            target=f"{target}",
+            target=Decimal(f"{target}"),
         )
         estimator = StalenessEstimator(half_life_updates=float(half_life), workers=workers)
         self.controller = MomentumController(settings=settings, estimator=estimator)

@@ -10,6 +10,7 @@ from typing import Any
 
 from paceline import api
 from paceline.plan_types import Executed, JobPlan, Layout, ModuleSplit, SplitStyle, WorkerPlacement
+from paceline_worker.wire import Assignment, Env, HyperparameterUpdate
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -21,48 +22,9 @@ class JobRef:
     uid: str
 
     def owner_reference(self) -> dict[str, Any]:
-        """ownerReference making the child garbage-collected with the job."""
-        return {
-            "apiVersion": api.API_VERSION,
-            "kind": api.KIND,
-            "name": self.name,
-            "uid": self.uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
-
-
-@dataclass(frozen=True, kw_only=True)
-class Assignment:
-    """What every worker follows: per-rank batch sizes and optimizer settings, versioned."""
-
-    version: int
-    batch_sizes: tuple[int, ...]
-    learning_rate: float
-    momentum: float
-
-    def to_json(self) -> str:
-        """The wire form workers read (PACELINE_ASSIGNMENT and the control endpoint)."""
-        return json.dumps(
-            {
-                "version": self.version,
-                "batchSizes": list(self.batch_sizes),
-                "learningRate": self.learning_rate,
-                "momentum": self.momentum,
-            },
-            separators=(",", ":"),
-        )
-
-    @staticmethod
-    def from_json(text: str) -> Assignment:
-        """Parse the wire form."""
-        doc = json.loads(text)
-        return Assignment(
-            version=int(doc["version"]),
-            batch_sizes=tuple(int(b) for b in doc["batchSizes"]),
-            learning_rate=float(doc["learningRate"]),
-            momentum=float(doc["momentum"]),
-        )
+        """ownerReference making the child garbage-collected with the job, which controls it."""
+        owner = {"apiVersion": api.API_VERSION, "kind": api.KIND, "name": self.name, "uid": self.uid}
+        return owner | {"controller": True, "blockOwnerDeletion": True}
 
 
 def _labels(job: JobRef, **extra: str) -> dict[str, str]:
@@ -138,11 +100,11 @@ def build_control(job: JobRef, *, plan: JobPlan, plan_hash: str, assignment: Ass
 
 
 def _env(name: str, value: str) -> dict[str, Any]:
-    return {"name": name, "value": value}
+    return {"name": str(name), "value": value}
 
 
 def _field_env(name: str, path: str) -> dict[str, Any]:
-    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+    return {"name": str(name), "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
 def worker_env(
@@ -164,35 +126,35 @@ def worker_env(
     master = f"{api.worker_pod_name(job.name, 0)}.{job.name}.{job.namespace}.svc.cluster.local"
     if spec.mode is api.Mode.SYNCHRONOUS:
         launch = [
-            _env("PET_NNODES", str(world_size)),
-            _env("PET_NODE_RANK", str(rank)),
-            _env("PET_NPROC_PER_NODE", str(spec.gpus_per_worker)),
-            _env("PET_MASTER_ADDR", master),
-            _env("PET_MASTER_PORT", str(port)),
-            _env("PACELINE_PLAN", sharding),
+            _env(Env.NNODES, str(world_size)),
+            _env(Env.NODE_RANK, str(rank)),
+            _env(Env.NPROC_PER_NODE, str(spec.gpus_per_worker)),
+            _env(Env.LAUNCH_MASTER_ADDR, master),
+            _env(Env.LAUNCH_MASTER_PORT, str(port)),
+            _env(Env.PLAN, sharding),
         ]
     else:
         launch = [
-            _env("MASTER_ADDR", master),
-            _env("MASTER_PORT", str(port)),
-            _env("RANK", str(rank)),
-            _env("WORLD_SIZE", str(world_size)),
-            _env("LOCAL_RANK", "0"),
-            _env("LOCAL_WORLD_SIZE", "1"),
-            _env("GROUP_RANK", str(rank)),
+            _env(Env.MASTER_ADDR, master),
+            _env(Env.MASTER_PORT, str(port)),
+            _env(Env.RANK, str(rank)),
+            _env(Env.WORLD_SIZE, str(world_size)),
+            _env(Env.LOCAL_RANK, "0"),
+            _env(Env.LOCAL_WORLD_SIZE, "1"),
+            _env(Env.GROUP_RANK, str(rank)),
         ]
     return [
         *launch,
-        _env("PACELINE_JOB", job.name),
-        _env("PACELINE_NAMESPACE", job.namespace),
-        _env("PACELINE_MODE", str(spec.mode)),
-        _env("PACELINE_ATTEMPT", str(attempt)),
-        _env("PACELINE_GLOBAL_BATCH", str(spec.global_batch)),
-        _env("PACELINE_ASSIGNMENT", assignment.to_json()),
-        _env("PACELINE_METRICS_PORT", str(api.METRICS_PORT)),
-        _field_env("POD_IP", "status.podIP"),
-        _field_env("POD_NAME", "metadata.name"),
-        _field_env("NODE_NAME", "spec.nodeName"),
+        _env(Env.JOB, job.name),
+        _env(Env.NAMESPACE, job.namespace),
+        _env(Env.MODE, str(spec.mode)),
+        _env(Env.ATTEMPT, str(attempt)),
+        _env(Env.GLOBAL_BATCH, str(spec.global_batch)),
+        _env(Env.ASSIGNMENT, assignment.to_json()),
+        _env(Env.METRICS_PORT, str(api.METRICS_PORT)),
+        _field_env(Env.POD_IP, "status.podIP"),
+        _field_env(Env.POD_NAME, "metadata.name"),
+        _field_env(Env.NODE_NAME, "spec.nodeName"),
         *_async_env(job, spec=spec, role="worker"),
     ]
 
@@ -216,15 +178,7 @@ def ps_addresses(job: JobRef, shards: int) -> str:
 def _async_env(job: JobRef, *, spec: api.JobSpec, role: str) -> list[dict[str, Any]]:
     if spec.mode is not api.Mode.ASYNCHRONOUS:
         return []
-    return [_env("PACELINE_ROLE", role), _env("PACELINE_PS_ADDRS", ps_addresses(job, spec.parameter_servers))]
-
-
-def hyperparameters_json(*, version: int, learning_rate: float | None, momentum: float) -> str:
-    """Versioned update-rule settings of the parameter servers (PACELINE_HYPERPARAMETERS and
-    PUT /hyperparameters; a null learning rate keeps the one in force)."""
-    return json.dumps(
-        {"version": version, "learningRate": learning_rate, "momentum": momentum}, separators=(",", ":")
-    )
+    return [_env(Env.ROLE, role), _env(Env.PS_ADDRS, ps_addresses(job, spec.parameter_servers))]
 
 
 def _pod(
@@ -275,19 +229,21 @@ def build_ps_pod(
     for kind in ("limits", "requests"):
         (resources.get(kind) or {}).pop(api.GPU_RESOURCE, None)
     env = [
-        _env("PACELINE_JOB", job.name),
-        _env("PACELINE_NAMESPACE", job.namespace),
-        _env("PACELINE_MODE", str(spec.mode)),
-        _env("PACELINE_ATTEMPT", str(attempt)),
-        _env("PACELINE_PS_SHARD", str(shard)),
-        _env("WORLD_SIZE", str(workers)),
-        _env("PACELINE_METRICS_PORT", str(api.METRICS_PORT)),
+        _env(Env.JOB, job.name),
+        _env(Env.NAMESPACE, job.namespace),
+        _env(Env.MODE, str(spec.mode)),
+        _env(Env.ATTEMPT, str(attempt)),
+        _env(Env.PS_SHARD, str(shard)),
+        _env(Env.WORLD_SIZE, str(workers)),
+        _env(Env.METRICS_PORT, str(api.METRICS_PORT)),
         _env(
-            "PACELINE_HYPERPARAMETERS",
-            hyperparameters_json(version=1, learning_rate=float(spec.learning_rate), momentum=momentum),
+            Env.HYPERPARAMETERS,
+            HyperparameterUpdate(
+                version=1, learning_rate=float(spec.learning_rate), momentum=momentum
+            ).to_json(),
         ),
-        _field_env("POD_IP", "status.podIP"),
-        _field_env("POD_NAME", "metadata.name"),
+        _field_env(Env.POD_IP, "status.podIP"),
+        _field_env(Env.POD_NAME, "metadata.name"),
         *_async_env(job, spec=spec, role="ps"),
     ]
     container = {
@@ -372,7 +328,7 @@ def build_worker_pod(
     )
     if spec.mode is api.Mode.SYNCHRONOUS:
         first["command"] = launched([*(first.get("command") or []), *(first.pop("args", None) or [])])
-    defaults = [_env("PACELINE_CHECKPOINT_DIR", f"{api.DEFAULT_CHECKPOINT_ROOT}/{job.namespace}/{job.name}")]
+    defaults = [_env(Env.CHECKPOINT_DIR, f"{api.DEFAULT_CHECKPOINT_ROOT}/{job.namespace}/{job.name}")]
     first["env"] = _merge_env(list(first.get("env") or []), ours, defaults)
     ports = first.setdefault("ports", [])
     if not any(p.get("containerPort") == api.METRICS_PORT for p in ports):

@@ -49,7 +49,7 @@ def _cluster(args: argparse.Namespace) -> int:
 def _operator(args: argparse.Namespace) -> int:
     import kopf
 
-    import paceline.handlers  # noqa: F401 - registers the handlers
+    import paceline.kopf_app  # noqa: F401 - registers the handlers and indices
     from paceline import operator_metrics
 
     logging.basicConfig(

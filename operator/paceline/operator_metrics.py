@@ -15,7 +15,7 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from paceline.balancer import StragglerStatus
-from paceline.control_loop import ControlOutcome
+from paceline.controller.rebalance import ControlOutcome
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 _JOB = ["trainingjob_namespace", "trainingjob"]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from paceline_worker.execution_plan import ExecutionPlan, ModuleShard
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,24 +80,30 @@ class JobPlan:
     search_space: str = "executable"  # "executable" (what the runtime runs) or "pase" (PaSE's full space)
 
 
+def execution_plan(plan: JobPlan) -> ExecutionPlan:
+    """The executed strategy as the workers receive it (the wire contract's sharding map)."""
+    return ExecutionPlan(
+        tensor_parallel=plan.tensor_parallel,
+        modules=tuple(
+            ModuleShard(
+                module=s.module,
+                layer=s.layer,
+                kind=s.kind,
+                style=str(s.style),
+                shape=s.shape,
+                input=str(s.input),
+                output=str(s.output),
+            )
+            for s in plan.splits
+        ),
+    )
+
+
 def sharding_map(plan: JobPlan) -> dict[str, object]:
     """The wire form of the executed strategy every rank receives (PACELINE_PLAN; see docs/worker.md)."""
-    return {
-        "tensorParallel": plan.tensor_parallel,
-        "modules": {
-            s.module: {
-                "layer": s.layer,
-                "kind": s.kind,
-                "style": str(s.style),
-                "shape": list(s.shape),
-                "input": str(s.input),
-                "output": str(s.output),
-            }
-            for s in plan.splits
-        },
-    }
+    return execution_plan(plan).to_mapping()
 
 
 def sharding_json(plan: JobPlan) -> str:
-    """`sharding_map` as compact JSON."""
-    return json.dumps(sharding_map(plan), separators=(",", ":"), sort_keys=True)
+    """PACELINE_PLAN: `sharding_map` as compact JSON."""
+    return execution_plan(plan).to_json()

@@ -131,6 +131,6 @@ def test_shrink_on_node_loss_and_grow_keep_pods_and_samples(tmp_path: Path) -> N
 
 
 def _env_of(doc: dict) -> dict[str, str]:
-    from paceline_worker.generation import generation_from_mapping
+    from paceline_worker.wire import generation_from_mapping
 
     return generation_from_mapping(doc).env()

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from paceline.balancer import BalancingSettings
-from paceline.builders import Assignment
-from paceline.control_loop import JobControl, control_step
-from paceline.telemetry import WorkerSample, push_assignment, scrape_all
+from paceline.adapters.workers import push_assignment, scrape_all
+from paceline.api import parse_balancing
+from paceline.controller.rebalance import JobControl, control_step
+from paceline.controller.samples import WorkerSample
+from paceline_worker.wire import Assignment
 
 START = {"version": 1, "batchSizes": [3, 5], "learningRate": None, "momentum": None}
 
@@ -49,7 +50,8 @@ def test_scrape_control_and_push_against_a_live_job(launch: Any) -> None:
         assert sample.simulated_slowdown_factor == 1.0
 
     assignment = Assignment(version=1, batch_sizes=(3, 5), learning_rate=0.1, momentum=0.0)
-    state, settings = JobControl.create(BalancingSettings()), BalancingSettings()
+    settings = parse_balancing({})
+    state = JobControl.create(settings)
     for _ in range(4):
         time.sleep(0.3)
         samples = scrape_all(urls)

@@ -93,7 +93,7 @@ def test_put_assignment_status_codes(live_run: LiveRun) -> None:
         "v4 again": 409,
     }
     assert "rank 0" in live_run.responses["to rank 1"][1]["error"]
-    assert "2 ranks" in live_run.responses["wrong length"][1]["error"]
+    assert "2 worker pods" in live_run.responses["wrong length"][1]["error"]
 
 
 @pytest.mark.integration

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from paceline_worker.asynchronous import ps_config_from_env, worker_config_from_env, worker_indices
-from paceline_worker.asynchronous.config import StepDistribution
 from paceline_worker.config import ConfigError
 
 ADDRS = "127.0.0.1:29600,127.0.0.1:29601"
@@ -53,14 +52,12 @@ def test_worker_environment() -> None:
         "RANK": "1",
         "WORLD_SIZE": "2",
         "PACELINE_ASSIGNMENT": '{"version": 1, "batchSizes": [8, 24]}',
+        "PACELINE_SIM_SPEED": "2",
         "PACELINE_SIM_DISTRIBUTION": "exponential",
     }
     config = worker_config_from_env(env)
-    assert (config.batch_size, len(config.ps_addrs), config.step_distribution) == (
-        24,
-        2,
-        StepDistribution.EXPONENTIAL,
-    )
+    assert config.base.simulation is not None
+    assert (config.batch_size, len(config.ps_addrs), config.base.simulation.exponential) == (24, 2, True)
     with pytest.raises(ConfigError, match="PACELINE_PS_ADDRS"):
         worker_config_from_env({**env, "PACELINE_PS_ADDRS": ""})
     with pytest.raises(ConfigError, match="PACELINE_ROLE"):

@@ -5,15 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from paceline.api import parse_balancing
 from paceline.balancer import (
-    BalancingSettings,
     FleetTracker,
     Observation,
     StepTimeModel,
     StragglerConfig,
     decide_rebalance,
 )
-from paceline.balancer.settings import BalancingPolicy
 
 FAST = StepTimeModel(overhead_s=0.0, per_sample_s=0.01, noise_cv=0.02)
 SLOW = StepTimeModel(overhead_s=0.0, per_sample_s=0.02, noise_cv=0.02)
@@ -22,7 +21,7 @@ CURRENT = {"w0": 32, "w1": 32}
 
 def test_applies_a_large_gain_with_numbers_in_the_reason() -> None:
     decision = decide_rebalance(
-        settings=BalancingSettings(),
+        settings=parse_balancing({}),
         current=CURRENT,
         models={"w0": FAST, "w1": SLOW},
         now=100.0,
@@ -44,7 +43,7 @@ def test_gain_below_threshold_keeps_shares() -> None:
     steady = StepTimeModel(overhead_s=0.0, per_sample_s=0.01)
     almost = StepTimeModel(overhead_s=0.0, per_sample_s=0.0108)  # 8 % slower: 3 % gain from 33/31
     decision = decide_rebalance(
-        settings=BalancingSettings(),
+        settings=parse_balancing({}),
         current=CURRENT,
         models={"w0": steady, "w1": almost},
         now=100.0,
@@ -54,7 +53,7 @@ def test_gain_below_threshold_keeps_shares() -> None:
     assert decision.proposed == {"w0": 33, "w1": 31}
     assert decision.gain_fraction == pytest.approx(1 - 0.0108 * 31 / (0.0108 * 32))
     assert "below minGainPercent 5%" in decision.reason
-    lenient = BalancingSettings(min_gain_percent=1)
+    lenient = parse_balancing({"minGainPercent": 1})
     assert decide_rebalance(
         settings=lenient, current=CURRENT, models={"w0": steady, "w1": almost}, now=100.0, last_change_at=0.0
     ).apply
@@ -63,31 +62,31 @@ def test_gain_below_threshold_keeps_shares() -> None:
 def test_cooldown_blocks_until_it_has_passed() -> None:
     models = {"w0": FAST, "w1": SLOW}
     blocked = decide_rebalance(
-        settings=BalancingSettings(), current=CURRENT, models=models, now=105, last_change_at=100
+        settings=parse_balancing({}), current=CURRENT, models=models, now=105, last_change_at=100
     )
     assert not blocked.apply and blocked.shares == CURRENT
     assert "cooldown 15s left of 20s" in blocked.reason
     allowed = decide_rebalance(
-        settings=BalancingSettings(), current=CURRENT, models=models, now=121, last_change_at=100
+        settings=parse_balancing({}), current=CURRENT, models=models, now=121, last_change_at=100
     )
     assert allowed.apply
 
 
 def test_static_policy_and_missing_estimates_keep_shares() -> None:
-    static = BalancingSettings(policy=BalancingPolicy.STATIC)
+    static = parse_balancing({"policy": "Static"})
     models = {"w0": FAST, "w1": SLOW}
     assert not decide_rebalance(
         settings=static, current=CURRENT, models=models, now=0, last_change_at=None
     ).apply
     partial = decide_rebalance(
-        settings=BalancingSettings(), current=CURRENT, models={"w0": FAST}, now=0, last_change_at=None
+        settings=parse_balancing({}), current=CURRENT, models={"w0": FAST}, now=0, last_change_at=None
     )
     assert not partial.apply and "w1" in partial.reason
 
 
 def test_memory_bound_and_min_batch_are_respected() -> None:
     decision = decide_rebalance(
-        settings=BalancingSettings(min_batch_per_worker=20),
+        settings=parse_balancing({"minBatchPerWorker": 20}),
         current=CURRENT,
         models={"w0": FAST, "w1": SLOW},
         now=0,
@@ -99,7 +98,7 @@ def test_memory_bound_and_min_batch_are_respected() -> None:
 
 def test_infeasible_bounds_keep_shares_with_a_reason() -> None:
     decision = decide_rebalance(
-        settings=BalancingSettings(min_batch_per_worker=40),
+        settings=parse_balancing({"minBatchPerWorker": 40}),
         current=CURRENT,
         models={"w0": FAST, "w1": SLOW},
         now=0,
@@ -123,7 +122,7 @@ def _scrape(
 def test_transient_straggler_is_not_chased_but_a_persistent_one_is() -> None:
     rng = np.random.default_rng(0)
     fleet = FleetTracker(straggler_config=StragglerConfig(min_persistence_s=30.0))
-    settings = BalancingSettings()
+    settings = parse_balancing({})
     for i in range(20):
         _scrape(fleet, CURRENT, i, 1.0, rng)
     _scrape(fleet, CURRENT, 20, 4.0, rng)  # one-off 4x spike on w1

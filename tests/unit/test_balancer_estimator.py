@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
@@ -89,18 +87,6 @@ def test_repeated_scrape_is_ignored() -> None:
     assert not est.update(Observation(batch=8, seconds=9.0, step=10, timestamp=2.0))
     model = est.model()
     assert model is not None and model.mean(8) == pytest.approx(0.5)
-
-
-def test_state_round_trips_through_plain_dict() -> None:
-    rng = np.random.default_rng(4)
-    est = StepTimeEstimator()
-    step = _feed(est, rng, a=0.05, c=0.01, cv=0.05, batches=[16, 32], start=0.0, count=30)
-    restored = StepTimeEstimator.from_dict(json.loads(json.dumps(est.to_dict())))
-    assert restored.model() == est.model()
-    obs = Observation(batch=20, seconds=0.3, step=step + 5, timestamp=100.0)
-    est.update(obs)
-    restored.update(obs)
-    assert restored.model() == est.model()
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
@@ -82,19 +80,6 @@ def test_long_slowdown_becomes_the_new_normal() -> None:
     _run(fleet, {i: 2.0 for i in range(10, 40)}, count=40)
     assert fleet.stragglers()["w1"].state is StragglerState.HEALTHY
     assert fleet.models()["w1"].mean(32) == pytest.approx(0.64, rel=0.05)
-
-
-def test_fleet_state_round_trips_mid_episode() -> None:
-    fleet = _fleet()
-    slow = {i: 2.0 for i in range(20, 40)}
-    _run(fleet, slow, count=23)  # three observations held in quarantine
-    assert fleet.stragglers()["w1"].state is StragglerState.TRANSIENT
-    restored = FleetTracker.from_dict(json.loads(json.dumps(fleet.to_dict())))
-    _run(fleet, slow, count=10, start=23)
-    _run(restored, slow, count=10, start=23)
-    assert restored.stragglers() == fleet.stragglers()
-    assert restored.models() == fleet.models()
-    assert restored.stragglers()["w1"].state is StragglerState.PERSISTENT
 
 
 def test_unidentified_worker_borrows_pooled_overhead_fraction() -> None:

@@ -7,6 +7,9 @@ from typing import Any
 
 import yaml
 
+from paceline import api
+from paceline.api.defaults import CONFIG_MAP_KEY
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -52,3 +55,29 @@ def test_no_float_fields_in_the_spec() -> None:
         return found
 
     assert "number" not in types(spec)
+
+
+def _leaf_defaults(schema: dict[str, Any], path: str = "") -> dict[str, Any]:
+    """path → default of every CRD property whose default is a value (not an empty block)."""
+    found: dict[str, Any] = {}
+    for name, sub in (schema.get("properties") or {}).items():
+        here = f"{path}.{name}" if path else name
+        if "default" in sub and sub["default"] != {}:
+            found[here] = sub["default"]
+        found |= _leaf_defaults(sub, here)
+    return found
+
+
+def _flatten(doc: dict[str, Any], path: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in doc.items():
+        here = f"{path}.{key}" if path else key
+        flat |= _flatten(value, here) if isinstance(value, dict) else {here: value}
+    return flat
+
+
+def test_the_crds_defaults_are_the_operators_defaults() -> None:
+    crd = yaml.safe_load((REPO / "crds" / "paceline.dev_trainingjobs.yaml").read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    ours = _flatten(api.DEFAULTS) | {"model.configMapRef.key": CONFIG_MAP_KEY}
+    assert _leaf_defaults(spec) == ours

@@ -13,16 +13,17 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from paceline import operator_metrics
+from paceline.api import parse_balancing
 from paceline.balancer import BalancingPolicy, BalancingSettings
-from paceline.builders import Assignment
-from paceline.control_loop import ControlOutcome, JobControl, control_step
+from paceline.controller.rebalance import ControlOutcome, JobControl, control_step
+from paceline.controller.samples import WorkerSample
 from paceline.reasons import EventReason
-from paceline.telemetry import WorkerSample
+from paceline_worker.wire import Assignment
 
 T0 = 1_700_000_000.0  # Unix seconds: timestamps are on the samples' clock
 RESYNC_S = 2.0
 B = 64
-SETTINGS = BalancingSettings()  # minGainPercent 5, cooldownSeconds 20, halfLifeSeconds 30
+SETTINGS = parse_balancing({})  # minGainPercent 5, cooldownSeconds 20, halfLifeSeconds 30
 
 
 @dataclass

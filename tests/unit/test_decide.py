@@ -10,9 +10,10 @@ from typing import Any
 from jobs import job
 
 from paceline import api
-from paceline.decide import Decision, Observed, decide, needs_plan
+from paceline.controller.apply import status_patch
+from paceline.controller.decide import Decision, Observed, decide, needs_plan
+from paceline.controller.planning import PlanningError
 from paceline.plan_types import JobPlan, WorkerPlacement
-from paceline.planning import PlanningError
 from paceline.reasons import ConditionType, EventReason
 
 T0 = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
@@ -39,10 +40,12 @@ class World:
         self.events: list[Any] = []
 
     def step(self, now: datetime, plan: JobPlan | PlanningError | None = PLAN) -> Decision:
-        new_plan = plan if needs_plan(self.job, self.control) else None
+        spec = api.parsed(self.job["spec"])
+        new_plan = plan if needs_plan(self.job, spec, self.control) else None
         d = decide(
             Observed(
                 job=self.job,
+                spec=spec,
                 pods=list(self.pods.values()),
                 service=self.service,
                 control=self.control,
@@ -51,7 +54,8 @@ class World:
             )
         )
         self.events += d.events
-        self.job["status"] = copy.deepcopy(d.status)
+        if d.status is not None:
+            self.job["status"] = copy.deepcopy(d.status)
         for obj in d.create:
             if obj["kind"] == "Pod":
                 self.pods.setdefault(obj["metadata"]["name"], copy.deepcopy(obj))
@@ -133,7 +137,7 @@ def test_running_job_is_stable_and_idempotent() -> None:
     assert EventReason.PLACED in [e.reason for e in d.events]
     again = world.step(T0 + timedelta(seconds=2))
     assert again.create == [] and again.delete_pods == [] and again.events == []
-    assert again.status == world.job["status"]
+    assert again.status is not None and status_patch(world.job["status"], again.status) == {}  # no write
 
 
 def test_retryable_failure_restarts_all_workers_after_backoff() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
@@ -58,10 +56,7 @@ def test_reset_and_shrink() -> None:
     assert est.estimate().mean_staleness < 6  # without the shrink it would still be near 8.5
 
 
-def test_state_round_trips_and_rejects_negative_staleness() -> None:
+def test_negative_staleness_is_rejected() -> None:
     est = StalenessEstimator(half_life_updates=50.0, workers=3)
-    est.observe_many([1, 2, 0, 5, 3])
-    restored = StalenessEstimator.from_dict(json.loads(json.dumps(est.to_dict())))
-    assert restored.estimate() == est.estimate()
     with pytest.raises(ValueError, match="staleness"):
         est.observe(-1)

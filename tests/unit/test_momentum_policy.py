@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import json
+from decimal import Decimal
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from paceline.api import parse_momentum_tuning
 from paceline.momentum import (
     MomentumController,
     MomentumEstimate,
-    MomentumPolicy,
-    MomentumSettings,
     decide_momentum,
     explicit_momentum,
 )
+
+DEFAULT = parse_momentum_tuning({}, target=Decimal("0.9"))  # target 0.9, minChange 0.02
 
 
 def _estimate(implicit: float, workers: int = 4) -> MomentumEstimate:
@@ -51,7 +52,7 @@ def test_negative_explicit_momentum_at_high_asynchrony() -> None:
 
 
 def test_hysteresis_below_min_change() -> None:
-    settings = MomentumSettings()  # target 0.9, minChange 0.02
+    settings = DEFAULT  # target 0.9, minChange 0.02
     small = decide_momentum(settings=settings, estimate=_estimate(0.51), current_explicit=0.40)
     assert not small.apply and small.explicit == 0.40 and small.event_reason == ""
     assert small.proposed_explicit == pytest.approx(0.39)
@@ -65,13 +66,16 @@ def test_hysteresis_below_min_change() -> None:
 
 def test_trigger_bypasses_hysteresis() -> None:
     decision = decide_momentum(
-        settings=MomentumSettings(), estimate=_estimate(0.51), current_explicit=0.40, trigger="speed"
+        settings=DEFAULT,
+        estimate=_estimate(0.51),
+        current_explicit=0.40,
+        trigger="speed",
     )
     assert decision.apply and decision.explicit == pytest.approx(0.39)
 
 
 def test_fixed_policy_uses_target() -> None:
-    settings = MomentumSettings(policy=MomentumPolicy.FIXED)
+    settings = parse_momentum_tuning({"policy": "Fixed"}, target=Decimal("0.9"))
     first = decide_momentum(settings=settings, estimate=_estimate(0.6), current_explicit=None)
     assert first.apply and first.explicit == pytest.approx(0.9) and first.total == pytest.approx(1.5)
     later = decide_momentum(settings=settings, estimate=_estimate(0.2), current_explicit=0.9)
@@ -79,7 +83,7 @@ def test_fixed_policy_uses_target() -> None:
 
 
 def test_controller_prior_then_worker_change_then_speed_change() -> None:
-    controller = MomentumController.create(settings=MomentumSettings(), workers=4)
+    controller = MomentumController.create(settings=DEFAULT, workers=4)
     speeds = {f"w{i}": 100.0 for i in range(4)}
     first = controller.decide(worker_speeds=speeds)
     assert first.apply and first.trigger == "initial"
@@ -95,5 +99,3 @@ def test_controller_prior_then_worker_change_then_speed_change() -> None:
     slower = {**grown, "w0": 50.0}
     retuned = controller.decide(worker_speeds=slower)
     assert retuned.trigger == "speed"
-    restored = MomentumController.from_dict(json.loads(json.dumps(controller.to_dict())))
-    assert restored.decide(worker_speeds=slower) == controller.decide(worker_speeds=slower)

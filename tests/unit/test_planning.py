@@ -6,8 +6,8 @@ import pytest
 from jobs import job
 
 from paceline import api
+from paceline.controller.planning import PlanningError, plan_for
 from paceline.plan_types import NodeCapacity
-from paceline.planning import PlanningError, plan_for
 from paceline.reasons import Reason
 
 NODES = [

@@ -8,12 +8,12 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import generate_latest
 
-from paceline.builders import Assignment as OperatorAssignment
-from paceline.telemetry import parse_worker_metrics, push_assignment, scrape, scrape_all
-from paceline_worker.assignment import Assignment
+from paceline.adapters.workers import push_assignment, scrape, scrape_all
+from paceline.controller.samples import parse_worker_metrics
 from paceline_worker.assignment_store import AssignmentStore
-from paceline_worker.http_server import EndpointState, WorkerHttpServer
+from paceline_worker.http_server import HttpEndpoint, assignment_routes, common_routes
 from paceline_worker.metrics import StepTiming, WorkerMetrics
+from paceline_worker.wire import Assignment
 
 
 def _worker_metrics(rank: int, *, steps: int, batch: int = 6, version: int = 4) -> WorkerMetrics:
@@ -70,8 +70,9 @@ def test_incomplete_or_malformed_text_is_rejected(text: str, match: str) -> None
 class _Endpoint:
     def __init__(self, rank: int, metrics: WorkerMetrics) -> None:
         self.store = AssignmentStore(Assignment(version=4, batch_sizes=(6, 14)), rank=rank)
-        state = EndpointState(store=self.store, registry=metrics.registry, status=lambda: {"step": 3})
-        self.server = WorkerHttpServer(state, host="127.0.0.1", port=0).start()
+        status = lambda: {"step": 3}  # noqa: E731
+        routes = {**common_routes(metrics.registry, status), **assignment_routes(self.store, status)}
+        self.server = HttpEndpoint(routes, host="127.0.0.1", port=0).start()
         host, port = self.server.address
         self.base = f"http://{host}:{port}"
 
@@ -106,12 +107,12 @@ def test_scrape_all_over_http_keeps_reachable_ranks(endpoints: list[_Endpoint]) 
 
 def test_push_assignment_to_rank_zero(endpoints: list[_Endpoint]) -> None:
     url = f"{endpoints[0].base}/assignment"
-    newer = OperatorAssignment(version=5, batch_sizes=(8, 12), learning_rate=0.1, momentum=0.9)
+    newer = Assignment(version=5, batch_sizes=(8, 12), learning_rate=0.1, momentum=0.9)
     assert push_assignment(url, newer.to_json()) == 202
     pending = endpoints[0].store.pending
     assert pending is not None and (pending.version, pending.batch_sizes) == (5, (8, 12))
     assert push_assignment(url, newer.to_json()) == 409
-    changed_total = OperatorAssignment(version=6, batch_sizes=(8, 13), learning_rate=0.1, momentum=0.9)
+    changed_total = Assignment(version=6, batch_sizes=(8, 13), learning_rate=0.1, momentum=0.9)
     assert push_assignment(url, changed_total.to_json()) == 400
     assert push_assignment(f"{endpoints[1].base}/assignment", newer.to_json()) == 421
     with pytest.raises(OSError):

@@ -6,14 +6,9 @@ import json
 
 import pytest
 
-from paceline_worker.assignment import (
-    Assignment,
-    AssignmentError,
-    decode_control,
-    encode_control,
-    parse_assignment,
-)
+from paceline_worker.assignment import decode_control, encode_control
 from paceline_worker.assignment_store import AssignmentStore, OfferOutcome
+from paceline_worker.wire import Assignment, AssignmentError, parse_assignment
 
 
 def _json(**fields: object) -> str:
@@ -36,13 +31,13 @@ def test_valid_assignment_parses_with_optional_hyperparameters() -> None:
         ("{", "not valid JSON"),
         ("[1]", "JSON object"),
         (json.dumps({"batchSizes": [1, 1]}), "needs 'version'"),
-        (_json(batchSizes=[8]), "1 entries but the job has 2 ranks"),
+        (_json(batchSizes=[8]), "1 entries but the job has 2 worker pods"),
         (_json(batchSizes=[3, -1]), "negative at rank"),
         (_json(batchSizes=[0, 0]), "positive global batch"),
         (_json(batchSizes=[3, 2.5]), "batchSizes[1] must be an integer"),
         (_json(version=True), "version must be an integer"),
         (_json(learningRate=0), "learningRate must be > 0"),
-        (_json(learningRate="0.1"), "learningRate must be a number"),
+        (_json(learningRate="0.1"), "learningRate must be a finite number"),
         (_json(momentum=1.0), "momentum must lie in (-1, 1)"),
         (_json(extra=1), "unknown field"),
     ],

@@ -12,9 +12,9 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.parser import text_string_to_metric_families
 
-from paceline_worker.assignment import Assignment
 from paceline_worker.assignment_store import AssignmentStore
-from paceline_worker.http_server import EndpointState, WorkerHttpServer
+from paceline_worker.http_server import HttpEndpoint, assignment_routes, common_routes
+from paceline_worker.wire import Assignment
 
 
 def _request(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int, str, bytes]:
@@ -30,9 +30,8 @@ def _serve(rank: int) -> Iterator[tuple[str, AssignmentStore]]:
     store = AssignmentStore(Assignment(version=1, batch_sizes=(4, 4)), rank=rank)
     registry = CollectorRegistry()
     Gauge("paceline_worker_example", "x", ["rank"], registry=registry).labels(rank=str(rank)).set(3)
-    server = WorkerHttpServer(
-        EndpointState(store=store, registry=registry, status=lambda: {"step": 5}), host="127.0.0.1", port=0
-    ).start()
+    routes = {**common_routes(registry, lambda: {"step": 5}), **assignment_routes(store, lambda: {"step": 5})}
+    server = HttpEndpoint(routes, host="127.0.0.1", port=0).start()
     host, port = server.address
     try:
         yield f"http://{host}:{port}", store
@@ -81,7 +80,7 @@ def test_put_errors_are_explained(rank0: tuple[str, AssignmentStore]) -> None:
     status, body = _put(base, b"{oops")
     assert status == 400 and "not valid JSON" in body["error"]
     status, body = _put(base, {"version": 2, "batchSizes": [8]})
-    assert status == 400 and "2 ranks" in body["error"]
+    assert status == 400 and "2 worker pods" in body["error"]
 
 
 def test_put_on_other_ranks_is_misdirected(rank1: tuple[str, AssignmentStore]) -> None:
@@ -100,5 +99,5 @@ def test_metrics_and_unknown_paths(rank0: tuple[str, AssignmentStore]) -> None:
     ]
     assert family.samples[0].value == 3
     assert _request(base + "/nothing")[0] == 404
-    assert _request(base + "/metrics", "PUT", b"{}")[0] == 404
+    assert _request(base + "/metrics", "PUT", b"{}")[0] == 405
     assert _request(base + "/healthz")[0] == 200

@@ -1,108 +1,15 @@
-"""Versioned batch-share assignment: validation, JSON form and the fixed-size control vector.
+"""The fixed-size control vector that carries rank 0's assignment to every rank at a step boundary.
 
+The assignment itself (fields, JSON form, validation) is the wire contract in `paceline_worker.wire`.
 Pure logic only; no torch, no I/O.
 """
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-_KNOWN_KEYS = frozenset({"version", "batchSizes", "learningRate", "momentum"})
-
-
-class AssignmentError(ValueError):
-    """An assignment that cannot be used; the message says what to fix."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Assignment:
-    """Per-rank batch sizes plus optional optimiser hyper-parameters, identified by a version."""
-
-    version: int
-    batch_sizes: tuple[int, ...]
-    learning_rate: float | None = None
-    momentum: float | None = None
-
-    @property
-    def global_batch_size(self) -> int:
-        return sum(self.batch_sizes)
-
-    @property
-    def world_size(self) -> int:
-        return len(self.batch_sizes)
-
-    def to_json_dict(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "batchSizes": list(self.batch_sizes),
-            "learningRate": self.learning_rate,
-            "momentum": self.momentum,
-        }
-
-
-def _require_int(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise AssignmentError(f"{what} must be an integer, got {value!r}")
-    return value
-
-
-def _optional_float(value: object, what: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise AssignmentError(f"{what} must be a number or null, got {value!r}")
-    result = float(value)
-    if not math.isfinite(result):
-        raise AssignmentError(f"{what} must be finite, got {value!r}")
-    return result
-
-
-def assignment_from_mapping(data: Mapping[str, Any], *, world_size: int) -> Assignment:
-    """Validate a decoded JSON object against the world size; raises AssignmentError."""
-    unknown = sorted(set(data) - _KNOWN_KEYS)
-    if unknown:
-        raise AssignmentError(f"unknown field(s) {unknown}; allowed: {sorted(_KNOWN_KEYS)}")
-    if "version" not in data or "batchSizes" not in data:
-        raise AssignmentError("an assignment needs 'version' and 'batchSizes'")
-    version = _require_int(data["version"], "version")
-    if version < 0:
-        raise AssignmentError(f"version must be >= 0, got {version}")
-    raw_sizes = data["batchSizes"]
-    if not isinstance(raw_sizes, list):
-        raise AssignmentError(f"batchSizes must be a list of integers, got {raw_sizes!r}")
-    if len(raw_sizes) != world_size:
-        raise AssignmentError(
-            f"batchSizes has {len(raw_sizes)} entries but the job has {world_size} ranks (WORLD_SIZE)"
-        )
-    sizes = tuple(_require_int(b, f"batchSizes[{i}]") for i, b in enumerate(raw_sizes))
-    negative = [i for i, b in enumerate(sizes) if b < 0]
-    if negative:
-        raise AssignmentError(f"batchSizes must be >= 0; negative at rank(s) {negative}")
-    if sum(sizes) <= 0:
-        raise AssignmentError("batchSizes must sum to a positive global batch size")
-    learning_rate = _optional_float(data.get("learningRate"), "learningRate")
-    if learning_rate is not None and learning_rate <= 0:
-        raise AssignmentError(f"learningRate must be > 0, got {learning_rate}")
-    momentum = _optional_float(data.get("momentum"), "momentum")
-    if momentum is not None and not -1.0 < momentum < 1.0:
-        raise AssignmentError(f"momentum must lie in (-1, 1), got {momentum}")
-    return Assignment(version=version, batch_sizes=sizes, learning_rate=learning_rate, momentum=momentum)
-
-
-def parse_assignment(text: str | bytes, *, world_size: int) -> Assignment:
-    """Parse and validate assignment JSON; raises AssignmentError with a readable message."""
-    try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AssignmentError(f"assignment is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise AssignmentError("assignment must be a JSON object")
-    return assignment_from_mapping(data, world_size=world_size)
-
+from .wire import Assignment, AssignmentError
 
 # Control vector: one float64 tensor summed over all ranks at every step boundary.
 # Rank 0 writes the assignment; every rank may set its stop flag; other fields are zero elsewhere,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from .assignment import Assignment, AssignmentError, parse_assignment
+from .wire import Assignment, AssignmentError, parse_assignment
 
 HISTORY_LIMIT = 100
 

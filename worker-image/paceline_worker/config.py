@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .assignment import Assignment, AssignmentError, assignment_from_mapping
 from .execution_plan import ExecutionPlan, PlanError, parse_plan
 from .topology import Topology
+from .wire import METRICS_PORT, Assignment, AssignmentError, Env, parse_assignment
 
-DEFAULT_METRICS_PORT = 9400
+DEFAULT_METRICS_PORT = METRICS_PORT
 DEFAULT_CHECKPOINT_INTERVAL_STEPS = 100
 DEFAULT_PROCESS_GROUP_TIMEOUT_S = 300.0
 
@@ -27,6 +26,7 @@ class SimulationConfig:
     speed: float
     schedule_path: Path | None
     sample_cost_s: float | None
+    exponential: bool = False  # PACELINE_SIM_DISTRIBUTION=exponential: step times vary around the mean
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,18 +85,15 @@ def _float(env: Mapping[str, str], name: str) -> float | None:
 
 def _assignment(env: Mapping[str, str], workers: int, default_batch_size: int | None) -> Assignment:
     """One batch share per pod (a pod's share is split across its ranks)."""
-    raw = env.get("PACELINE_ASSIGNMENT")
+    raw = env.get(Env.ASSIGNMENT)
     if not raw:
         if default_batch_size is None:
-            raise ConfigError("PACELINE_ASSIGNMENT is not set and no default batch size was given")
+            raise ConfigError(f"{Env.ASSIGNMENT} is not set and no default batch size was given")
         return Assignment(version=0, batch_sizes=(default_batch_size,) * workers)
     try:
-        data = json.loads(raw)
-        if not isinstance(data, dict):
-            raise AssignmentError("assignment must be a JSON object")
-        return assignment_from_mapping(data, world_size=workers)
-    except (json.JSONDecodeError, AssignmentError) as exc:
-        raise ConfigError(f"PACELINE_ASSIGNMENT: {exc}") from exc
+        return parse_assignment(raw, world_size=workers)
+    except AssignmentError as exc:
+        raise ConfigError(f"{Env.ASSIGNMENT}: {exc}") from exc
 
 
 def _simulation(env: Mapping[str, str]) -> SimulationConfig | None:
@@ -109,18 +106,24 @@ def _simulation(env: Mapping[str, str]) -> SimulationConfig | None:
     if sample_cost is not None and sample_cost < 0:
         raise ConfigError(f"PACELINE_SIM_SAMPLE_COST_S must be >= 0, got {sample_cost}")
     schedule = env.get("PACELINE_SIM_SCHEDULE")
+    distribution = env.get("PACELINE_SIM_DISTRIBUTION") or "fixed"
+    if distribution not in ("fixed", "exponential"):
+        raise ConfigError(f"PACELINE_SIM_DISTRIBUTION={distribution!r}: use fixed or exponential")
     return SimulationConfig(
-        speed=speed, schedule_path=Path(schedule) if schedule else None, sample_cost_s=sample_cost
+        speed=speed,
+        schedule_path=Path(schedule) if schedule else None,
+        sample_cost_s=sample_cost,
+        exponential=distribution == "exponential",
     )
 
 
 def config_from_env(env: Mapping[str, str], *, default_batch_size: int | None = None) -> WorkerConfig:
     """Read the worker's environment (see docs/worker.md for the contract)."""
-    rank = _int(env, "RANK", 0)
-    world_size = _int(env, "WORLD_SIZE", 1)
+    rank = _int(env, Env.RANK, 0)
+    world_size = _int(env, Env.WORLD_SIZE, 1)
     if world_size < 1 or not 0 <= rank < world_size:
         raise ConfigError(f"RANK={rank} must lie in [0, WORLD_SIZE={world_size})")
-    metrics_port = _int(env, "PACELINE_METRICS_PORT", DEFAULT_METRICS_PORT)
+    metrics_port = _int(env, Env.METRICS_PORT, DEFAULT_METRICS_PORT)
     if not 0 <= metrics_port < 65536:
         raise ConfigError(f"PACELINE_METRICS_PORT={metrics_port} is not a port")
     backend = env.get("PACELINE_BACKEND") or None
@@ -133,26 +136,26 @@ def config_from_env(env: Mapping[str, str], *, default_batch_size: int | None = 
     if interval < 0:
         raise ConfigError("PACELINE_CHECKPOINT_INTERVAL_STEPS must be >= 0 (0 = only at SIGTERM)")
     timeout = _float(env, "PACELINE_PG_TIMEOUT_S") or DEFAULT_PROCESS_GROUP_TIMEOUT_S
-    checkpoint_dir = env.get("PACELINE_CHECKPOINT_DIR")
-    local_world_size = _int(env, "LOCAL_WORLD_SIZE", 1)
+    checkpoint_dir = env.get(Env.CHECKPOINT_DIR)
+    local_world_size = _int(env, Env.LOCAL_WORLD_SIZE, 1)
     if local_world_size < 1 or world_size % local_world_size:
         raise ConfigError(f"WORLD_SIZE={world_size} is not a multiple of LOCAL_WORLD_SIZE={local_world_size}")
     try:
-        plan = parse_plan(env.get("PACELINE_PLAN"))
+        plan = parse_plan(env.get(Env.PLAN))
         plan.check_world(local_world_size=local_world_size)
     except PlanError as exc:
         raise ConfigError(f"PACELINE_PLAN: {exc}") from exc
     return WorkerConfig(
         rank=rank,
         world_size=world_size,
-        local_rank=_int(env, "LOCAL_RANK", 0),
+        local_rank=_int(env, Env.LOCAL_RANK, 0),
         local_world_size=local_world_size,
         plan=plan,
-        master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
-        master_port=_int(env, "MASTER_PORT", 29500),
-        job=env.get("PACELINE_JOB", "local"),
-        namespace=env.get("PACELINE_NAMESPACE", ""),
-        bind_address=env.get("PACELINE_BIND_ADDRESS") or env.get("POD_IP") or "127.0.0.1",
+        master_addr=env.get(Env.MASTER_ADDR, "127.0.0.1"),
+        master_port=_int(env, Env.MASTER_PORT, 29500),
+        job=env.get(Env.JOB, "local"),
+        namespace=env.get(Env.NAMESPACE, ""),
+        bind_address=env.get("PACELINE_BIND_ADDRESS") or env.get(Env.POD_IP) or "127.0.0.1",
         metrics_port=metrics_port,
         assignment=_assignment(env, world_size // local_world_size, default_batch_size),
         checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,

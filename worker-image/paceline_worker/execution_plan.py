@@ -1,6 +1,6 @@
 """The executed strategy a rank receives (PACELINE_PLAN): tensor-parallel degree and per-module splits.
 
-Wire form (written by the operator from its plan, `paceline.plan_types.sharding_map`):
+Wire form (part of the operator↔worker contract; the operator writes it with `ExecutionPlan.to_json`):
 
     {"tensorParallel": 2,
      "modules": {"fc1": {"layer": "fc1", "kind": "linear", "style": "colwise", "shape": [4096, 1024],
@@ -60,6 +60,27 @@ class ExecutionPlan:
     @property
     def hybrid(self) -> bool:
         return self.tensor_parallel > 1 and bool(self.modules)
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The wire form `parse_plan` reads (the operator writes it from its plan)."""
+        return {
+            "tensorParallel": self.tensor_parallel,
+            "modules": {
+                s.module: {
+                    "layer": s.layer,
+                    "kind": s.kind,
+                    "style": s.style,
+                    "shape": list(s.shape),
+                    "input": s.input,
+                    "output": s.output,
+                }
+                for s in self.modules
+            },
+        }
+
+    def to_json(self) -> str:
+        """PACELINE_PLAN's value: `to_mapping` as compact JSON."""
+        return json.dumps(self.to_mapping(), separators=(",", ":"), sort_keys=True)
 
     def check_world(self, *, local_world_size: int) -> None:
         """The tensor-parallel group must fit inside one pod."""

@@ -1,4 +1,5 @@
-"""Per-rank HTTP endpoint: GET /metrics, GET /assignment, PUT /assignment, GET /healthz."""
+"""The one HTTP endpoint of workers and parameter servers: a route table served by a ThreadingHTTPServer in a
+daemon thread. Routes and payloads are the wire contract's (`paceline_worker.wire.Route`)."""
 
 from __future__ import annotations
 
@@ -6,19 +7,56 @@ import json
 import logging
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
+from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CollectorRegistry, exposition
 
 from .assignment_store import AssignmentStore, OfferOutcome
+from .wire import Route
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class Response:
+    status: HTTPStatus
+    body: bytes
+    content_type: str = "application/json"
+
+    @classmethod
+    def json(cls, status: HTTPStatus, payload: Mapping[str, Any]) -> Response:
+        return cls(status=status, body=json.dumps(payload).encode())
+
+
+# handler(query parameters, request body) -> response
+Handler = Callable[[dict[str, str], bytes], Response]
+Routes = dict[tuple[str, str], Handler]
+
+
+def common_routes(registry: CollectorRegistry, status: Callable[[], Mapping[str, Any]]) -> Routes:
+    """GET /metrics, /healthz and /status: what every worker and parameter server serves."""
+
+    def metrics(query: dict[str, str], body: bytes) -> Response:
+        return Response(
+            status=HTTPStatus.OK,
+            body=exposition.generate_latest(registry),
+            content_type=exposition.CONTENT_TYPE_LATEST,
+        )
+
+    healthy = Response(status=HTTPStatus.OK, body=b"ok\n", content_type="text/plain")
+    return {
+        ("GET", Route.METRICS): metrics,
+        ("GET", Route.HEALTHZ): lambda q, b: healthy,
+        ("GET", Route.STATUS): lambda q, b: Response.json(HTTPStatus.OK, status()),
+    }
+
 
 _STATUS_BY_OUTCOME = {
     OfferOutcome.ACCEPTED: HTTPStatus.ACCEPTED,
@@ -28,77 +66,83 @@ _STATUS_BY_OUTCOME = {
 }
 
 
-@dataclass(frozen=True, kw_only=True)
-class EndpointState:
-    """What the handler needs: the assignment store, the metrics registry and a status snapshot."""
+def assignment_routes(store: AssignmentStore, status: Callable[[], Mapping[str, Any]]) -> Routes:
+    """GET /assignment (current, pending, history) and PUT /assignment (a new version, applied at a step)."""
 
-    store: AssignmentStore
-    registry: CollectorRegistry
-    status: Callable[[], dict[str, Any]]
+    def put(query: dict[str, str], body: bytes) -> Response:
+        result = store.offer(body)
+        payload: dict[str, Any] = {"result": result.outcome.value, "message": result.message}
+        if result.assignment is not None:
+            payload["pending"] = result.assignment.to_json_dict()
+        if result.outcome is not OfferOutcome.ACCEPTED:
+            payload["error"] = result.message
+        return Response.json(_STATUS_BY_OUTCOME[result.outcome], payload)
+
+    def get(query: dict[str, str], body: bytes) -> Response:
+        return Response.json(HTTPStatus.OK, {**store.snapshot(), **status()})
+
+    return {("GET", Route.ASSIGNMENT): get, ("PUT", Route.ASSIGNMENT): put}
 
 
-def _handler_class(state: EndpointState) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "paceline-worker"
+def _handler_class(routes: Mapping[tuple[str, str], Handler]) -> type[BaseHTTPRequestHandler]:
+    class RequestHandler(BaseHTTPRequestHandler):
+        server_version = "paceline"
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("%s %s", self.address_string(), format % args)
 
-        def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _send_json(self, status: HTTPStatus, payload: dict[str, Any]) -> None:
-            self._send(status, json.dumps(payload).encode(), "application/json")
-
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                self._send(
-                    HTTPStatus.OK, exposition.generate_latest(state.registry), exposition.CONTENT_TYPE_LATEST
-                )
-            elif path == "/assignment":
-                self._send_json(HTTPStatus.OK, {**state.store.snapshot(), **state.status()})
-            elif path == "/healthz":
-                self._send(HTTPStatus.OK, b"ok\n", "text/plain")
-            else:
-                self._send_json(HTTPStatus.NOT_FOUND, {"error": f"no such path {path}"})
-
-        def do_PUT(self) -> None:
-            if self.path.split("?", 1)[0] != "/assignment":
-                self._send_json(HTTPStatus.NOT_FOUND, {"error": "PUT is only supported on /assignment"})
+        def _dispatch(self, method: str) -> None:
+            parts = urlsplit(self.path)
+            query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+            handler = routes.get((method, parts.path))
+            body = b""
+            if method == "PUT":
+                try:
+                    length = int(self.headers.get("Content-Length", "0"))
+                except ValueError:
+                    length = -1
+                if not 0 <= length <= MAX_BODY_BYTES:
+                    self._reply(Response.json(HTTPStatus.BAD_REQUEST, {"error": "missing or too large body"}))
+                    return
+                body = self.rfile.read(length)
+            if handler is None:
+                allowed = sorted(m for m, p in routes if p == parts.path)
+                status = HTTPStatus.METHOD_NOT_ALLOWED if allowed else HTTPStatus.NOT_FOUND
+                self._reply(Response.json(status, {"error": f"no route {method} {parts.path}"}))
                 return
             try:
-                length = int(self.headers.get("Content-Length", "0"))
-            except ValueError:
-                length = -1
-            if not 0 <= length <= MAX_BODY_BYTES:
-                self._send_json(HTTPStatus.BAD_REQUEST, {"error": "missing or too large Content-Length"})
-                return
-            result = state.store.offer(self.rfile.read(length))
-            payload: dict[str, Any] = {"result": result.outcome.value, "message": result.message}
-            if result.assignment is not None:
-                payload["pending"] = result.assignment.to_json_dict()
-            if result.outcome is not OfferOutcome.ACCEPTED:
-                payload["error"] = result.message
-            self._send_json(_STATUS_BY_OUTCOME[result.outcome], payload)
+                response = handler(query, body)
+            except Exception as exc:  # a handler bug must not kill the server thread
+                log.exception("handler for %s %s failed", method, parts.path)
+                response = Response.json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": str(exc)})
+            self._reply(response)
 
-    return Handler
+        def _reply(self, response: Response) -> None:
+            self.send_response(response.status)
+            self.send_header("Content-Type", response.content_type)
+            self.send_header("Content-Length", str(len(response.body)))
+            self.end_headers()
+            self.wfile.write(response.body)
+
+        def do_GET(self) -> None:
+            self._dispatch("GET")
+
+        def do_PUT(self) -> None:
+            self._dispatch("PUT")
+
+    return RequestHandler
 
 
 class _IPv6Server(ThreadingHTTPServer):
     address_family = socket.AF_INET6
 
 
-class BackgroundHttpServer:
-    """A ThreadingHTTPServer running in a daemon thread (IPv6 when the host is an IPv6 address)."""
+class HttpEndpoint:
+    """Serves `routes` on host:port (IPv6 when the host is an IPv6 address) from a daemon thread."""
 
-    def __init__(self, handler: type[BaseHTTPRequestHandler], *, host: str, port: int) -> None:
+    def __init__(self, routes: Mapping[tuple[str, str], Handler], *, host: str, port: int) -> None:
         server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
-        self._server = server_class((host, port), handler)
+        self._server = server_class((host, port), _handler_class(dict(routes)))
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -120,10 +164,3 @@ class BackgroundHttpServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
-
-
-class WorkerHttpServer(BackgroundHttpServer):
-    """The worker's /metrics, /assignment and /healthz endpoint."""
-
-    def __init__(self, state: EndpointState, *, host: str, port: int) -> None:
-        super().__init__(_handler_class(state), host=host, port=port)

@@ -8,7 +8,7 @@ Each rank gets torchrun's RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE. The us
 (`--no-python`), so any script or module works.
 
 Two processes: this supervisor, and torchrun's agent under it (`--agent`). With PACELINE_LAUNCHER_PORT
-set, the supervisor serves `PUT /generation` (see generation.py): a newer generation stops the ranks
+set, the supervisor serves `PUT /generation` (see wire.py): a newer generation stops the ranks
 gracefully (SIGTERM: every rank stops at the same step and rank 0 checkpoints) and starts them again with the
 new pods, order, assignment and plan — the pod itself survives. When the ranks fail (a peer's node was lost),
 the supervisor waits up to PACELINE_RESIZE_GRACE_S for a new generation before giving up.
@@ -20,7 +20,6 @@ succeed; 128 + N when the launcher itself is stopped by signal N.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -30,11 +29,18 @@ import sys
 import threading
 from collections.abc import Sequence
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from .generation import Generation, GenerationError, generation_from_env, parse_generation
-from .http_server import MAX_BODY_BYTES, BackgroundHttpServer
+from .http_server import HttpEndpoint, Response, Routes
+from .wire import (
+    LAUNCHER_PORT,
+    Env,
+    Generation,
+    GenerationError,
+    Route,
+    generation_from_env,
+    parse_generation,
+)
 
 log = logging.getLogger("paceline_worker.launch")
 
@@ -168,59 +174,34 @@ class Supervisor:
             self.restarts += 1
 
 
-def _handler(supervisor: Supervisor) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "paceline-launcher"
+def generation_routes(supervisor: Supervisor) -> Routes:
+    """GET /generation (what runs), PUT /generation (resize in place)."""
 
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug("%s %s", self.address_string(), format % args)
+    def get(query: dict[str, str], body: bytes) -> Response:
+        return Response.json(HTTPStatus.OK, supervisor.status())
 
-        def _json(self, status: HTTPStatus, payload: dict[str, Any]) -> None:
-            body = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def put(query: dict[str, str], body: bytes) -> Response:
+        try:
+            generation = parse_generation(body)
+        except GenerationError as exc:
+            return Response.json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+        return Response.json(*supervisor.offer(generation))
 
-        def do_GET(self) -> None:
-            if self.path.split("?", 1)[0] != "/generation":
-                self._json(HTTPStatus.NOT_FOUND, {"error": "GET /generation"})
-                return
-            self._json(HTTPStatus.OK, supervisor.status())
-
-        def do_PUT(self) -> None:
-            if self.path.split("?", 1)[0] != "/generation":
-                self._json(HTTPStatus.NOT_FOUND, {"error": "PUT /generation"})
-                return
-            length = int(self.headers.get("Content-Length") or -1)
-            if not 0 <= length <= MAX_BODY_BYTES:
-                self._json(HTTPStatus.BAD_REQUEST, {"error": "missing or too large Content-Length"})
-                return
-            try:
-                generation = parse_generation(self.rfile.read(length))
-            except GenerationError as exc:
-                self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
-                return
-            self._json(*supervisor.offer(generation))
-
-    return Handler
+    return {("GET", Route.GENERATION): get, ("PUT", Route.GENERATION): put}
 
 
 def supervise(command: Sequence[str]) -> int:
     """The supervisor: serve PUT /generation (when PACELINE_LAUNCHER_PORT is set) and run the agent."""
     env = os.environ
     supervisor = Supervisor(
-        command, generation_from_env(env), grace_s=float(env.get("PACELINE_RESIZE_GRACE_S") or 0)
+        command, generation_from_env(env), grace_s=float(env.get(Env.RESIZE_GRACE_S) or 0)
     )
     server = None
-    if env.get("PACELINE_LAUNCHER_PORT"):
-        host = env.get("PACELINE_BIND_ADDRESS") or env.get("POD_IP") or "127.0.0.1"
-        server = BackgroundHttpServer(
-            _handler(supervisor), host=host, port=int(env["PACELINE_LAUNCHER_PORT"])
-        )
-        server.start()
-        log.info("launcher serving http://%s:%d/generation", *server.address)
+    if env.get(Env.LAUNCHER_PORT):
+        host = env.get("PACELINE_BIND_ADDRESS") or env.get(Env.POD_IP) or "127.0.0.1"
+        port = int(env.get(Env.LAUNCHER_PORT) or LAUNCHER_PORT)
+        server = HttpEndpoint(generation_routes(supervisor), host=host, port=port).start()
+        log.info("launcher serving http://%s:%d%s", *server.address, Route.GENERATION)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda s, _f: supervisor.terminate(s))
     try:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from .gpu_metrics import register_gpu_collector
+from .wire import PHASES, Label, WorkerMetric
 
-PHASES = ("data", "compute", "communication")
 _STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -33,25 +33,25 @@ class StepTiming:
 class WorkerMetrics:
     def __init__(self, *, rank: int, job: str, gpu_index: int | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        labels = {"rank": str(rank), "job": job}
+        labels = {Label.RANK.value: str(rank), Label.JOB.value: job}
         names = list(labels)
-        phase_names = [*names, "phase"]
+        phase_names = [*names, Label.PHASE.value]
         r = self.registry
         self._phase_hist = Histogram(
-            "paceline_worker_phase_seconds",
+            WorkerMetric.PHASE_SECONDS,
             "Time per step spent in each phase",
             phase_names,
             buckets=_STEP_BUCKETS,
             registry=r,
         )
         self._phase_last = Gauge(
-            "paceline_worker_last_phase_seconds",
+            WorkerMetric.LAST_PHASE_SECONDS,
             "Phase time of the most recent step",
             phase_names,
             registry=r,
         )
         self._step_hist = Histogram(
-            "paceline_worker_step_seconds",
+            WorkerMetric.STEP_SECONDS,
             "Wall time per training step",
             names,
             buckets=_STEP_BUCKETS,
@@ -66,56 +66,56 @@ class WorkerMetrics:
         }
         self._step = self._step_hist.labels(**labels)
         self._samples_per_s = Gauge(
-            "paceline_worker_samples_per_second",
+            WorkerMetric.SAMPLES_PER_SECOND,
             "Local samples / step wall time (last step)",
             names,
             registry=r,
         ).labels(**labels)
         self._compute_samples_per_s = Gauge(
-            "paceline_worker_compute_samples_per_second",
+            WorkerMetric.COMPUTE_SAMPLES_PER_SECOND,
             "Local samples / compute time (last step): the rank's speed without waiting",
             names,
             registry=r,
         ).labels(**labels)
         self._batch_size = Gauge(
-            "paceline_worker_batch_size",
+            WorkerMetric.BATCH_SIZE,
             "This rank's batch size b_m in the current assignment",
             names,
             registry=r,
         ).labels(**labels)
         self._global_batch = Gauge(
-            "paceline_worker_global_batch_size",
+            WorkerMetric.GLOBAL_BATCH_SIZE,
             "Global batch size B of the current assignment",
             names,
             registry=r,
         ).labels(**labels)
         self._version = Gauge(
-            "paceline_worker_assignment_version", "Version of the assignment in use", names, registry=r
+            WorkerMetric.ASSIGNMENT_VERSION, "Version of the assignment in use", names, registry=r
         ).labels(**labels)
         self._applied_step = Gauge(
-            "paceline_worker_assignment_applied_step",
+            WorkerMetric.ASSIGNMENT_APPLIED_STEP,
             "First step that used the current assignment",
             names,
             registry=r,
         ).labels(**labels)
         self._applied_time = Gauge(
-            "paceline_worker_assignment_applied_timestamp_seconds",
+            WorkerMetric.ASSIGNMENT_APPLIED_TIME,
             "Unix time at which the current assignment took effect",
             names,
             registry=r,
         ).labels(**labels)
-        self._steps = Counter("paceline_worker_steps", "Training steps completed", names, registry=r).labels(
+        self._steps = Counter(WorkerMetric.STEPS, "Training steps completed", names, registry=r).labels(
             **labels
         )
         self._samples = Counter(
-            "paceline_worker_samples", "Samples processed by this rank", names, registry=r
+            WorkerMetric.SAMPLES, "Samples processed by this rank", names, registry=r
         ).labels(**labels)
         self._loss = Gauge(
-            "paceline_worker_loss", "Mean loss over this rank's samples in the last step", names, registry=r
+            WorkerMetric.LOSS, "Mean loss over this rank's samples in the last step", names, registry=r
         ).labels(**labels)
-        self._epoch = Gauge("paceline_worker_epoch", "Current epoch", names, registry=r).labels(**labels)
+        self._epoch = Gauge(WorkerMetric.EPOCH, "Current epoch", names, registry=r).labels(**labels)
         self._sim_factor = Gauge(
-            "paceline_worker_simulated_slowdown_factor",
+            WorkerMetric.SIMULATED_SLOWDOWN,
             "Slow-down factor of the simulated device (dev only)",
             names,
             registry=r,

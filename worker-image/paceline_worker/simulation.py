@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import time
 from pathlib import Path
 
@@ -60,13 +61,24 @@ def simulated_compute_seconds(*, sample_cost_s: float, batch_size: int, factor: 
 
 
 class SimulatedDevice:
-    """Pads the real compute time of a step up to the simulated device's compute time."""
+    """Pads the real compute time of a step up to the simulated device's compute time (exponentially
+    distributed with that mean when `exponential`, as asynchronous benchmarks want)."""
 
-    def __init__(self, *, speed: float, schedule: SlowdownSchedule, sample_cost_s: float) -> None:
+    def __init__(
+        self,
+        *,
+        speed: float,
+        schedule: SlowdownSchedule,
+        sample_cost_s: float,
+        exponential: bool = False,
+        seed: int = 0,
+    ) -> None:
         self.speed = speed
         self.schedule = schedule
         self.sample_cost_s = sample_cost_s
+        self.exponential = exponential
         self.last_factor = 1.0
+        self._rng = random.Random(seed)
 
     def pad(self, *, started_at: float, batch_size: int) -> float:
         """Sleep until the simulated compute time since `started_at` (perf_counter) is over; returns it."""
@@ -74,6 +86,8 @@ class SimulatedDevice:
         target = simulated_compute_seconds(
             sample_cost_s=self.sample_cost_s, batch_size=batch_size, factor=self.last_factor, speed=self.speed
         )
+        if self.exponential:
+            target *= self._rng.expovariate(1.0)
         remaining = target - (time.perf_counter() - started_at)
         if remaining > 0:
             time.sleep(remaining)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
@@ -18,25 +17,17 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
-from .assignment import (
-    Assignment,
-    AssignmentError,
-    assignment_from_mapping,
-    control_vector_length,
-    decode_control,
-    encode_control,
-)
+from .assignment import control_vector_length, decode_control, encode_control
 from .assignment_store import AppliedVersion, AssignmentStore
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import WorkerConfig, config_from_env
-from .data import Batch, collate_indices, split_pair, to_device
+from .core import ComputeLoss, Loss, LossFn, RuntimeCore, configure_logging
+from .data import Batch, collate_indices, to_device
 from .execution_plan import PlanError
 from .gradient_sync import GradientSync, sum_allreduce_hook
-from .http_server import EndpointState, WorkerHttpServer
+from .http_server import assignment_routes
 from .metrics import StepTiming, WorkerMetrics
 from .sampler import GlobalSampler
-from .signals import StopRequest
-from .simulation import SimulatedDevice, SlowdownSchedule
 from .tensor_parallel import (
     apply_plan,
     broadcast_module,
@@ -49,14 +40,9 @@ from .tensor_parallel import (
     sum_across,
 )
 from .termination import write_termination_message
+from .wire import Assignment, AssignmentError, assignment_from_mapping
 
 log = logging.getLogger(__name__)
-
-LossFn = Callable[[Any, Any], torch.Tensor]
-ComputeLoss = Callable[[nn.Module, Any], torch.Tensor]
-
-CALIBRATION_PASSES = 5
-SIMULATION_HEADROOM = 2.0  # fastest simulated device: twice the measured real compute time
 
 
 class Worker:
@@ -82,17 +68,20 @@ class Worker:
         fixed_global_batch: bool = True,
         ddp_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
-        if (loss_fn is None) == (compute_loss is None):
-            raise ValueError("pass exactly one of loss_fn= or compute_loss=")
         self.topology = config.topology
         if config.assignment.world_size != self.topology.workers:
             raise ValueError("the assignment's batchSizes must have one entry per pod")
+        self.core = RuntimeCore(
+            config=config,
+            module=model,
+            dataset=dataset,
+            loss=Loss(loss_fn, compute_loss),
+            metrics_rank=self.topology.worker,
+        )
         self.config = config
         self.module = model
         self.optimizer = optimizer
         self.dataset = dataset
-        self._loss_fn = loss_fn
-        self._compute_loss = compute_loss
         self._ddp_kwargs = dict(ddp_kwargs or {})
         self.sampler = GlobalSampler(len(dataset), seed=config.seed, shuffle=shuffle)  # type: ignore[arg-type]
         self.store = AssignmentStore(
@@ -101,8 +90,6 @@ class Worker:
             fixed_global_batch=fixed_global_batch,
             extra_validation=self._check_optimizer_supports,
         )
-        self.metrics = WorkerMetrics(rank=self.topology.worker, job=config.job)
-        self.device = torch.device("cpu")
         self.ddp: DistributedDataParallel | None = None
         self._wrapped: nn.Module | None = None  # DDP, or the tensor-parallel module (own gradient sum)
         self._data_group: dist.ProcessGroup | None = None
@@ -110,9 +97,7 @@ class Worker:
         self.global_step = 0
         self.stopped_by_signal = False
         self.last_timing: StepTiming | None = None
-        self._stop = StopRequest()
         self._sync = GradientSync(simulation=None, device=self.device)
-        self._http: WorkerHttpServer | None = None
         self._control: torch.Tensor | None = None
         self._boundary_seconds = 0.0
         self._data_seconds = 0.0
@@ -130,24 +115,15 @@ class Worker:
         optimizer: torch.optim.Optimizer,
         dataset: Dataset[Any],
         *,
-        loss_fn: LossFn | None = None,
-        compute_loss: ComputeLoss | None = None,
         default_batch_size: int | None = None,
         env: Mapping[str, str] | None = None,
         **options: Any,
     ) -> Worker:
-        """Build a worker from the operator's (or torchrun's) environment; see docs/worker.md."""
+        """Build a worker from the operator's (or torchrun's) environment; see docs/worker.md. `options`
+        are the constructor's (loss_fn= or compute_loss=, shuffle=, ...)."""
         config = config_from_env(os.environ if env is None else env, default_batch_size=default_batch_size)
-        _configure_logging(config.rank)
-        return cls(
-            model=model,
-            optimizer=optimizer,
-            dataset=dataset,
-            config=config,
-            loss_fn=loss_fn,
-            compute_loss=compute_loss,
-            **options,
-        )
+        configure_logging(config.rank)
+        return cls(model=model, optimizer=optimizer, dataset=dataset, config=config, **options)
 
     def __enter__(self) -> Worker:
         try:
@@ -165,28 +141,31 @@ class Worker:
             log.info("rank %d: preempted at step %d; exiting 0", self.rank, self.global_step)
             raise SystemExit(0)
 
+    @property
+    def metrics(self) -> WorkerMetrics:
+        return self.core.metrics
+
+    @property
+    def device(self) -> torch.device:
+        return self.core.device
+
     def start(self) -> None:
         cfg = self.config
-        self._stop.install()
+        self.core.stop.install()
         if cfg.plan.hybrid:
             try:  # a plan made for another model fails here, before any collective
                 check_module(self.module, cfg.plan)
             except PlanError as exc:
                 write_termination_message(f"InvalidModel: {exc}")
                 raise
-        self.device, backend = pick_device(cfg)
-        if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)
-            self.metrics = WorkerMetrics(rank=self.topology.worker, job=cfg.job, gpu_index=self.device.index)
+        device, backend = pick_device(cfg)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        self.core.use_device(device)
         if cfg.local_rank == 0:
             # One endpoint per pod. Serve first: a taken port fails before the rendezvous, and the pod is
             # observable while it waits.
-            self._http = WorkerHttpServer(
-                EndpointState(store=self.store, registry=self.metrics.registry, status=self._status),
-                host=cfg.bind_address,
-                port=cfg.metrics_port,
-            ).start()
-            host, port = self._http.address
+            host, port = self.core.serve(assignment_routes(self.store, self._status), self._status)
             log.info("rank %d serving http://%s:%d/metrics and /assignment", cfg.rank, host, port)
         if not dist.is_initialized():
             os.environ.setdefault("MASTER_ADDR", cfg.master_addr)
@@ -199,10 +178,11 @@ class Worker:
                 timeout=timedelta(seconds=cfg.process_group_timeout_s),
             )
             self._owns_process_group = True
-        self.module.to(self.device)
         self._resume()
         self._apply_hyperparameters(self.store.current)
-        self._sync = GradientSync(simulation=self._simulated_device(), device=self.device)
+        mine = self.topology.data_batch_sizes(self.store.current.batch_sizes)[self.topology.data_rank]
+        simulation = self.core.simulated_device(batch_size=mine or 1, agree=self._agree_max)
+        self._sync = GradientSync(simulation=simulation, device=self.device)
         if cfg.plan.hybrid:
             self._split_modules()
         else:
@@ -245,10 +225,7 @@ class Worker:
 
     def close(self, *, clean: bool = True) -> None:
         """Stop the HTTP endpoint and leave the process group."""
-        if self._http is not None:
-            self._http.stop()
-            self._http = None
-        self._stop.uninstall()
+        self.core.close()
         if self._owns_process_group and dist.is_initialized():
             if clean and self.stopped_by_signal:
                 dist.barrier()  # rank 0's checkpoint is on disk before any rank exits
@@ -279,7 +256,7 @@ class Worker:
 
     @property
     def http_address(self) -> tuple[str, int] | None:
-        return None if self._http is None else self._http.address
+        return self.core.http_address
 
     @property
     def model(self) -> nn.Module:
@@ -333,11 +310,7 @@ class Worker:
         model = self.model
         self.optimizer.zero_grad(set_to_none=True)
         self._sync.begin_step(batch_size=batch.size)
-        if self._compute_loss is not None:
-            loss = self._compute_loss(model, batch.data)
-        else:
-            assert self._loss_fn is not None
-            loss = self._loss_fn(model(batch.inputs), batch.targets)
+        loss = self.core.loss(model, batch.data)
         # Sample weighting: rank m contributes b_m/B of its mean loss, and the hook sums over ranks. An empty
         # batch has weight 0 (its mean is NaN, but its gradient is a sum over no samples, i.e. zero).
         (loss * (batch.size / batch.global_batch_size)).backward()
@@ -393,7 +366,7 @@ class Worker:
         """The per-step collective: everyone learns rank 0's assignment and whether any rank must stop."""
         assert self._control is not None
         announced = self.store.take_for_next_step() if self.rank == 0 else None
-        values = encode_control(announced, stop=self._stop.requested, world_size=self.topology.workers)
+        values = encode_control(announced, stop=self.core.stop.requested, world_size=self.topology.workers)
         self._control.copy_(torch.tensor(values, dtype=torch.float64))
         dist.all_reduce(self._control, op=dist.ReduceOp.SUM)
         message = decode_control(self._control.tolist())
@@ -530,63 +503,12 @@ class Worker:
         log.info("rank %d: stop requested; stopping before step %d", self.rank, self.global_step)
         self.checkpoint()
 
-    # ------------------------------------------------------------------------------------------- simulation
-    def _simulated_device(self) -> SimulatedDevice | None:
-        """Set up the dev-only speed simulation; all ranks join one collective so calibrations agree.
-
-        A calibrated per-sample cost is scaled so that even the fastest simulated device takes
-        SIMULATION_HEADROOM times the real compute time: padding can only slow a step down, so without the
-        headroom a fast simulated device would run at real CPU speed and the speed ratios would be lost.
-        """
-        sim = self.config.simulation
-        measured = 0.0
-        if sim is not None and sim.sample_cost_s is None:
-            measured = self._calibrate_sample_cost()
-        speed = sim.speed if sim is not None else 0.0
-        agreed = torch.tensor([measured, speed], dtype=torch.float64, device=self.device)
+    def _agree_max(self, cost: float, speed: float) -> tuple[float, float]:
+        """The group's largest calibrated cost and simulated speed (a collective: every rank calls it)."""
+        agreed = torch.tensor([cost, speed], dtype=torch.float64, device=self.device)
         dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
-        if sim is None:
-            return None
         max_cost, max_speed = agreed.tolist()
-        cost = (
-            sim.sample_cost_s if sim.sample_cost_s is not None else max_cost * max_speed * SIMULATION_HEADROOM
-        )
-        log.info(
-            "rank %d: SIMULATED device speed %.3g, per-sample cost %.3gs (dev/test only)",
-            self.rank,
-            sim.speed,
-            cost,
-        )
-        return SimulatedDevice(
-            speed=sim.speed, schedule=SlowdownSchedule(sim.schedule_path), sample_cost_s=cost
-        )
-
-    def _calibrate_sample_cost(self) -> float:
-        """Median per-sample time of a few real forward/backward passes; leaves model and RNG untouched."""
-        mine = self.topology.data_batch_sizes(self.store.current.batch_sizes)[self.topology.data_rank]
-        batch_size = max(1, min(mine or 1, len(self.sampler.permutation(0))))
-        data = to_device(collate_indices(self.dataset, list(range(batch_size))), self.device)
-        buffers = {name: b.detach().clone() for name, b in self.module.named_buffers()}
-        rng = torch.get_rng_state()
-        durations = []
-        for _ in range(CALIBRATION_PASSES + 1):
-            started = time.perf_counter()
-            if self._compute_loss is not None:
-                loss = self._compute_loss(self.module, data)
-            else:
-                assert self._loss_fn is not None
-                inputs, targets = split_pair(data)
-                loss = self._loss_fn(self.module(inputs), targets)
-            loss.backward()
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            durations.append(time.perf_counter() - started)
-        self.optimizer.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            for name, b in self.module.named_buffers():
-                b.copy_(buffers[name])
-        torch.set_rng_state(rng)
-        return statistics.median(durations[1:]) / batch_size
+        return max_cost, max_speed
 
 
 def pick_device(cfg: WorkerConfig) -> tuple[torch.device, str]:
@@ -605,12 +527,3 @@ def pick_device(cfg: WorkerConfig) -> tuple[torch.device, str]:
     count = torch.cuda.device_count()
     device = torch.device("cuda", cfg.local_rank % count)
     return device, cfg.backend or ("nccl" if count >= cfg.local_world_size else "gloo")
-
-
-def _configure_logging(rank: int) -> None:
-    """Log to stderr with the rank, unless the application configured logging itself."""
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(
-            level=logging.INFO, format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s"
-        )

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 STATE_VERSION = 2
 _NOISE_CLIP_Z = 3.0  # successive differences beyond 3 s.d. of the current noise estimate are clipped
@@ -86,25 +85,6 @@ class EstimatorConfig:
             raise ValueError(
                 "prior_overhead_sd_fraction must be > 0; default_noise_cv, min_relative_spread >= 0"
             )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "halfLifeS": self.half_life_s,
-            "halfLifeObservations": self.half_life_observations,
-            "priorOverheadSdFraction": self.prior_overhead_sd_fraction,
-            "defaultNoiseCv": self.default_noise_cv,
-            "minRelativeSpread": self.min_relative_spread,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EstimatorConfig:
-        return cls(
-            half_life_s=data.get("halfLifeS"),
-            half_life_observations=data.get("halfLifeObservations"),
-            prior_overhead_sd_fraction=float(data["priorOverheadSdFraction"]),
-            default_noise_cv=float(data["defaultNoiseCv"]),
-            min_relative_spread=float(data["minRelativeSpread"]),
-        )
 
 
 _STAT_NAMES = ("w", "sb", "st", "sbb", "sbt", "d")  # the mean fit's sums; `restart` clears them
@@ -258,32 +238,3 @@ class StepTimeEstimator:
         return StepTimeModel(
             overhead_s=a, per_sample_s=c, noise_cv=math.sqrt(cv2), observations=self.d, identified=identified
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {name: getattr(self, name) for name in (*_STAT_NAMES, *_NOISE_NAMES)}
-        out.update(
-            version=STATE_VERSION,
-            config=self.config.to_dict(),
-            count=self.count,
-            lastStep=self.last_step,
-            lastTimestamp=self.last_timestamp,
-            lastBatch=self.last_batch,
-            lastSeconds=self.last_seconds,
-            lastSteps=self.last_steps,
-        )
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StepTimeEstimator:
-        if data.get("version") != STATE_VERSION:
-            raise ValueError(f"unsupported estimator state version {data.get('version')!r}")
-        est = cls(config=EstimatorConfig.from_dict(data["config"]))
-        for name in (*_STAT_NAMES, *_NOISE_NAMES):
-            setattr(est, name, float(data[name]))
-        est.count = int(data["count"])
-        est.last_step = None if data["lastStep"] is None else int(data["lastStep"])
-        est.last_timestamp = None if data["lastTimestamp"] is None else float(data["lastTimestamp"])
-        est.last_batch = None if data["lastBatch"] is None else int(data["lastBatch"])
-        est.last_seconds = None if data["lastSeconds"] is None else float(data["lastSeconds"])
-        est.last_steps = None if data["lastSteps"] is None else int(data["lastSteps"])
-        return est

@@ -18,7 +18,6 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 from paceline.balancer.estimator import StepTimeModel
 
@@ -53,29 +52,6 @@ class StragglerConfig:
             raise ValueError("need 1 <= exit_ratio <= enter_ratio")
         if self.min_persistence_s < 0 or self.rebaseline_after_s < self.min_persistence_s:
             raise ValueError("need 0 <= min_persistence_s <= rebaseline_after_s")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "enterRatio": self.enter_ratio,
-            "exitRatio": self.exit_ratio,
-            "minPersistenceS": self.min_persistence_s,
-            "minObservations": self.min_observations,
-            "rebaselineAfterS": self.rebaseline_after_s,
-            "minBaselineObservations": self.min_baseline_observations,
-            "maxHeld": self.max_held,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StragglerConfig:
-        return cls(
-            enter_ratio=float(data["enterRatio"]),
-            exit_ratio=float(data["exitRatio"]),
-            min_persistence_s=float(data["minPersistenceS"]),
-            min_observations=int(data["minObservations"]),
-            rebaseline_after_s=float(data["rebaselineAfterS"]),
-            min_baseline_observations=int(data["minBaselineObservations"]),
-            max_held=int(data["maxHeld"]),
-        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -194,52 +170,3 @@ class StragglerDetector:
         if timestamp - self.since >= cfg.rebaseline_after_s:
             self._end_episode()
         return verdict
-
-    def to_dict(self) -> dict[str, Any]:
-        ref = self.reference
-        return {
-            "config": self.config.to_dict(),
-            "state": self.state.value,
-            "since": self.since,
-            "episodeObservations": self.episode_observations,
-            "logSlowdown": self.log_slowdown,
-            "reference": None if ref is None else _model_to_dict(ref),
-            "transientEpisodes": self.transient_episodes,
-            "recoveringSince": self.recovering_since,
-            "recoveryObservations": self.recovery_observations,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StragglerDetector:
-        ref = data.get("reference")
-        return cls(
-            config=StragglerConfig.from_dict(data["config"]),
-            state=StragglerState(data["state"]),
-            since=None if data["since"] is None else float(data["since"]),
-            episode_observations=int(data["episodeObservations"]),
-            log_slowdown=float(data["logSlowdown"]),
-            reference=None if ref is None else _model_from_dict(ref),
-            transient_episodes=int(data["transientEpisodes"]),
-            recovering_since=None if data["recoveringSince"] is None else float(data["recoveringSince"]),
-            recovery_observations=int(data["recoveryObservations"]),
-        )
-
-
-def _model_to_dict(model: StepTimeModel) -> dict[str, Any]:
-    return {
-        "overheadS": model.overhead_s,
-        "perSampleS": model.per_sample_s,
-        "noiseCv": model.noise_cv,
-        "observations": model.observations,
-        "identified": model.identified,
-    }
-
-
-def _model_from_dict(data: dict[str, Any]) -> StepTimeModel:
-    return StepTimeModel(
-        overhead_s=float(data["overheadS"]),
-        per_sample_s=float(data["perSampleS"]),
-        noise_cv=float(data["noiseCv"]),
-        observations=float(data["observations"]),
-        identified=bool(data["identified"]),
-    )

@@ -13,7 +13,6 @@ slows down again before that).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from paceline.balancer.estimator import EstimatorConfig, Observation, StepTimeEstimator, StepTimeModel
 from paceline.balancer.straggler import StragglerConfig, StragglerDetector, StragglerStatus, Verdict
@@ -56,25 +55,6 @@ class WorkerTracker:
         self.held.clear()
         self.estimator.update(obs)
         return verdict
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "estimator": self.estimator.to_dict(),
-            "detector": self.detector.to_dict(),
-            "held": [_obs_to_dict(o) for o in self.held],
-            "lastSeenStep": self.last_seen_step,
-            "lastSeenBatch": self.last_seen_batch,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> WorkerTracker:
-        return cls(
-            estimator=StepTimeEstimator.from_dict(data["estimator"]),
-            detector=StragglerDetector.from_dict(data["detector"]),
-            held=[_obs_from_dict(o) for o in data["held"]],
-            last_seen_step=None if data["lastSeenStep"] is None else int(data["lastSeenStep"]),
-            last_seen_batch=None if data["lastSeenBatch"] is None else int(data["lastSeenBatch"]),
-        )
 
 
 @dataclass(kw_only=True)
@@ -129,43 +109,3 @@ class FleetTracker:
 
     def stragglers(self) -> dict[str, StragglerStatus]:
         return {name: tracker.detector.status() for name, tracker in self.workers.items()}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "version": STATE_VERSION,
-            "estimatorConfig": self.estimator_config.to_dict(),
-            "stragglerConfig": self.straggler_config.to_dict(),
-            "defaultOverheadFraction": self.default_overhead_fraction,
-            "workers": {name: t.to_dict() for name, t in self.workers.items()},
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FleetTracker:
-        if data.get("version") != STATE_VERSION:
-            raise ValueError(f"unsupported fleet state version {data.get('version')!r}")
-        return cls(
-            estimator_config=EstimatorConfig.from_dict(data["estimatorConfig"]),
-            straggler_config=StragglerConfig.from_dict(data["stragglerConfig"]),
-            default_overhead_fraction=float(data["defaultOverheadFraction"]),
-            workers={name: WorkerTracker.from_dict(t) for name, t in data["workers"].items()},
-        )
-
-
-def _obs_to_dict(obs: Observation) -> dict[str, Any]:
-    return {
-        "batch": obs.batch,
-        "seconds": obs.seconds,
-        "steps": obs.steps,
-        "step": obs.step,
-        "timestamp": obs.timestamp,
-    }
-
-
-def _obs_from_dict(data: dict[str, Any]) -> Observation:
-    return Observation(
-        batch=int(data["batch"]),
-        seconds=float(data["seconds"]),
-        steps=int(data["steps"]),
-        step=int(data["step"]),
-        timestamp=float(data["timestamp"]),
-    )

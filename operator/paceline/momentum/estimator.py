@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 STATE_VERSION = 1
 
@@ -112,31 +111,3 @@ class StalenessEstimator:
         self.weight *= factor
         self.weighted_sum *= factor
         self.weight_sq *= factor * factor
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "version": STATE_VERSION,
-            "halfLifeUpdates": self.half_life_updates,
-            "workers": self.workers,
-            "priorSamples": self.prior_samples,
-            "weight": self.weight,
-            "weightedSum": self.weighted_sum,
-            "weightSq": self.weight_sq,
-            "priorWeight": self.prior_weight,
-            "count": self.count,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StalenessEstimator:
-        if data.get("version") != STATE_VERSION:
-            raise ValueError(f"unsupported staleness state version {data.get('version')!r}")
-        return cls(
-            half_life_updates=float(data["halfLifeUpdates"]),
-            workers=int(data["workers"]),
-            prior_samples=float(data["priorSamples"]),
-            weight=float(data["weight"]),
-            weighted_sum=float(data["weightedSum"]),
-            weight_sq=float(data["weightSq"]),
-            prior_weight=float(data["priorWeight"]),
-            count=int(data["count"]),
-        )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from paceline.momentum.estimator import MomentumEstimate, StalenessEstimator
 from paceline.momentum.settings import MomentumPolicy, MomentumSettings
@@ -102,7 +101,7 @@ class MomentumController:
     recompute that bypasses the minChange hysteresis.
     """
 
-    settings: MomentumSettings = field(default_factory=MomentumSettings)
+    settings: MomentumSettings
     estimator: StalenessEstimator = field(default_factory=StalenessEstimator)
     current_explicit: float | None = None
     speeds: dict[str, float] = field(default_factory=dict)  # reference speed per worker
@@ -148,25 +147,3 @@ class MomentumController:
         if decision.apply:
             self.current_explicit = decision.explicit
         return decision
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "settings": self.settings.to_spec(),
-            "estimator": self.estimator.to_dict(),
-            "currentExplicit": self.current_explicit,
-            "speeds": dict(self.speeds),
-            "speedChangeRatio": self.speed_change_ratio,
-            "speedShrink": self.speed_shrink,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MomentumController:
-        current = data.get("currentExplicit")
-        return cls(
-            settings=MomentumSettings.from_spec(data["settings"]),
-            estimator=StalenessEstimator.from_dict(data["estimator"]),
-            current_explicit=None if current is None else float(current),
-            speeds={str(k): float(v) for k, v in data["speeds"].items()},
-            speed_change_ratio=float(data["speedChangeRatio"]),
-            speed_shrink=float(data["speedShrink"]),
-        )

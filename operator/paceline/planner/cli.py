@@ -169,11 +169,12 @@ def _cluster_nodes() -> list[NodeCapacity]:
     """GPU nodes and free GPUs of the cluster $KUBECONFIG points at (what the operator would plan against)."""
     from kubernetes.config import ConfigException
 
-    from paceline import kube
-    from paceline.inventory import node_inventory
+    from paceline.adapters import kube
+    from paceline.controller.inventory import gpu_node, gpu_pod, node_inventory
 
     try:
-        nodes = node_inventory(kube.list_nodes(), kube.list_all_pods())
+        gpu_nodes = [n for n in map(gpu_node, kube.list_nodes()) if n is not None]
+        nodes = node_inventory(gpu_nodes, [p for p in map(gpu_pod, kube.list_pods()) if p is not None])
     except ConfigException:
         raise PlacementError(
             "no --pool given and no cluster to read nodes from: set KUBECONFIG, or give --pool h100:8"

@@ -6,6 +6,7 @@
 The PS is `python -m paceline_worker.asynchronous.ps`; see docs/asynchronous.md.
 """
 
+from ..wire import HyperparameterUpdate, parse_update
 from .client import PsError, PushResult, ShardConnection
 from .config import (
     AsyncWorkerConfig,
@@ -15,7 +16,7 @@ from .config import (
     ps_config_from_env,
     worker_config_from_env,
 )
-from .hyperparameters import Hyperparameters, HyperparameterStore, HyperparameterUpdate, parse_update
+from .hyperparameters import Hyperparameters, HyperparameterStore
 from .shard import AppliedUpdate, ParameterShard
 from .sharding import ParameterSpec, ShardLayout, assign_shards
 from .worker import AsyncWorker, worker_indices

@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -19,12 +18,7 @@ log = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float32]
 
 
-class PsError(RuntimeError):
-    """The shard refused a request (its message says why)."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class PushResult:
+class PushResult(NamedTuple):
     """What the shard reports for one applied update."""
 
     shard: int
@@ -33,6 +27,10 @@ class PushResult:
     staleness: int
     learning_rate: float
     momentum: float
+
+
+class PsError(RuntimeError):
+    """The shard refused a request (its message says why)."""
 
 
 class ShardConnection:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
 from ..config import DEFAULT_METRICS_PORT, ConfigError, WorkerConfig, config_from_env
-from .hyperparameters import HyperparameterError, HyperparameterUpdate, update_from_mapping
+from ..wire import PS_PORT, Env, HyperparameterError, HyperparameterUpdate, parse_update
 
-DEFAULT_PS_PORT = 29600
+DEFAULT_PS_PORT = PS_PORT
 DEFAULT_CONNECT_TIMEOUT_S = 120.0
 DEFAULT_LINGER_S = 5.0
 
@@ -18,13 +17,6 @@ DEFAULT_LINGER_S = 5.0
 class Role(Enum):
     PS = "ps"
     WORKER = "worker"
-
-
-class StepDistribution(Enum):
-    """Dev-only: how simulated step times vary (fixed = c·b/speed; exponential with that mean)."""
-
-    FIXED = "fixed"
-    EXPONENTIAL = "exponential"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,7 +46,7 @@ def parse_ps_addrs(raw: str) -> list[PsAddress]:
 
 
 def role_from_env(env: Mapping[str, str], default: Role) -> Role:
-    raw = env.get("PACELINE_ROLE") or default.value
+    raw = env.get(Env.ROLE) or default.value
     try:
         return Role(raw)
     except ValueError:
@@ -93,36 +85,33 @@ class PsConfig:
 def ps_config_from_env(env: Mapping[str, str]) -> PsConfig:
     if role_from_env(env, Role.PS) is not Role.PS:
         raise ConfigError("PACELINE_ROLE must be ps for the parameter-server entry point")
-    shard = _int(env, "PACELINE_PS_SHARD", 0)
-    addrs = parse_ps_addrs(env["PACELINE_PS_ADDRS"]) if env.get("PACELINE_PS_ADDRS") else []
+    shard = _int(env, Env.PS_SHARD, 0)
+    addrs = parse_ps_addrs(env[Env.PS_ADDRS]) if env.get(Env.PS_ADDRS) else []
     if shard < 0 or (addrs and shard >= len(addrs)):
         raise ConfigError(f"PACELINE_PS_SHARD={shard} must lie in [0, {len(addrs) or 'shards'})")
     default_port = addrs[shard].port if addrs else DEFAULT_PS_PORT
     port = _int(env, "PACELINE_PS_PORT", default_port)
-    metrics_port = _int(env, "PACELINE_METRICS_PORT", DEFAULT_METRICS_PORT)
+    metrics_port = _int(env, Env.METRICS_PORT, DEFAULT_METRICS_PORT)
     for name, value in (("PACELINE_PS_PORT", port), ("PACELINE_METRICS_PORT", metrics_port)):
         if not 0 <= value < 65536:
             raise ConfigError(f"{name}={value} is not a port")
     hyper = None
-    if env.get("PACELINE_HYPERPARAMETERS"):
+    if env.get(Env.HYPERPARAMETERS):
         try:
-            data = json.loads(env["PACELINE_HYPERPARAMETERS"])
-            if not isinstance(data, dict):
-                raise HyperparameterError("must be a JSON object")
-            hyper = update_from_mapping(data)
-        except (json.JSONDecodeError, HyperparameterError) as exc:
+            hyper = parse_update(env[Env.HYPERPARAMETERS])
+        except HyperparameterError as exc:
             raise ConfigError(f"PACELINE_HYPERPARAMETERS: {exc}") from exc
-    workers = _int(env, "WORLD_SIZE", 0)
+    workers = _int(env, Env.WORLD_SIZE, 0)
     linger = _float(env, "PACELINE_PS_LINGER_S", DEFAULT_LINGER_S)
     if workers < 0 or linger < 0:
         raise ConfigError("WORLD_SIZE and PACELINE_PS_LINGER_S must be >= 0")
     return PsConfig(
         shard=shard,
         shards=len(addrs) or 1,
-        bind_address=env.get("PACELINE_BIND_ADDRESS") or env.get("POD_IP") or "127.0.0.1",
+        bind_address=env.get("PACELINE_BIND_ADDRESS") or env.get(Env.POD_IP) or "127.0.0.1",
         port=port,
         metrics_port=metrics_port,
-        job=env.get("PACELINE_JOB", "local"),
+        job=env.get(Env.JOB, "local"),
         workers=workers,
         hyperparameters=hyper,
         linger_s=linger,
@@ -134,7 +123,6 @@ class AsyncWorkerConfig:
     base: WorkerConfig  # rank, world size, job, HTTP endpoint, batch size, seed, simulation
     ps_addrs: tuple[PsAddress, ...]
     connect_timeout_s: float
-    step_distribution: StepDistribution
 
     @property
     def batch_size(self) -> int:
@@ -150,16 +138,8 @@ def worker_config_from_env(
     if base.assignment.batch_sizes[base.rank] < 1:
         raise ConfigError(f"PACELINE_ASSIGNMENT: rank {base.rank} needs a batch size >= 1")
     timeout = _float(env, "PACELINE_PS_CONNECT_TIMEOUT_S", DEFAULT_CONNECT_TIMEOUT_S)
-    raw_distribution = env.get("PACELINE_SIM_DISTRIBUTION") or "fixed"
-    try:
-        distribution = StepDistribution(raw_distribution)
-    except ValueError:
-        raise ConfigError(
-            f"PACELINE_SIM_DISTRIBUTION={raw_distribution!r}: use fixed or exponential"
-        ) from None
     return AsyncWorkerConfig(
         base=base,
-        ps_addrs=tuple(parse_ps_addrs(env.get("PACELINE_PS_ADDRS", ""))),
+        ps_addrs=tuple(parse_ps_addrs(env.get(Env.PS_ADDRS, ""))),
         connect_timeout_s=timeout,
-        step_distribution=distribution,
     )

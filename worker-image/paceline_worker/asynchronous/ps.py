@@ -18,9 +18,10 @@ from http import HTTPStatus
 from typing import Any
 
 from ..config import ConfigError
+from ..http_server import HttpEndpoint, Response, Routes, common_routes
+from ..wire import HyperparameterError, Route, parse_update, staleness_page
 from .config import PsConfig, ps_config_from_env
-from .http_endpoint import Handler, HttpEndpoint, Response, health_route, metrics_route
-from .hyperparameters import HyperparameterError, StaleVersionError, parse_update
+from .hyperparameters import StaleVersionError
 from .protocol import ProtocolError, from_wire, recv_frame, send_frame, to_wire
 from .ps_metrics import PsMetrics
 from .shard import ParameterShard, ShardError
@@ -127,14 +128,12 @@ class ParameterServer:
             threading.Timer(self.config.linger_s, self.stop_event.set).start()
 
     # ---- HTTP --------------------------------------------------------------------------------------
-    def _routes(self) -> dict[tuple[str, str], Handler]:
+    def _routes(self) -> Routes:
         return {
-            ("GET", "/metrics"): metrics_route(self.metrics.registry),
-            ("GET", "/healthz"): health_route,
-            ("GET", "/status"): lambda q, b: Response.json(HTTPStatus.OK, self.status()),
-            ("GET", "/hyperparameters"): self._get_hyperparameters,
-            ("PUT", "/hyperparameters"): self._put_hyperparameters,
-            ("GET", "/staleness"): self._get_staleness,
+            **common_routes(self.metrics.registry, self.status),
+            ("GET", Route.HYPERPARAMETERS): self._get_hyperparameters,
+            ("PUT", Route.HYPERPARAMETERS): self._put_hyperparameters,
+            ("GET", Route.STALENESS): self._get_staleness,
         }
 
     def status(self) -> dict[str, Any]:
@@ -189,25 +188,19 @@ class ParameterServer:
         except ValueError:
             return Response.json(HTTPStatus.BAD_REQUEST, {"error": "after must be an integer"})
         updates = self.shard.updates_after(after)
-        return Response.json(
-            HTTPStatus.OK,
+        rows = [
             {
-                "shard": self.config.shard,
-                "version": self.shard.version,
-                "next": updates[-1].index + 1 if updates else max(after, 0),
-                "updates": [
-                    {
-                        "index": u.index,
-                        "worker": u.worker,
-                        "readVersion": u.read_version,
-                        "staleness": u.staleness,
-                        "learningRate": u.learning_rate,
-                        "momentum": u.momentum,
-                    }
-                    for u in updates
-                ],
-            },
-        )
+                "index": u.index,
+                "worker": u.worker,
+                "readVersion": u.read_version,
+                "staleness": u.staleness,
+                "learningRate": u.learning_rate,
+                "momentum": u.momentum,
+            }
+            for u in updates
+        ]
+        page = staleness_page(shard=self.config.shard, version=self.shard.version, after=after, updates=rows)
+        return Response.json(HTTPStatus.OK, page)
 
     # ---- lifecycle ---------------------------------------------------------------------------------
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from ..wire import Label, PsMetric
 from .hyperparameters import Hyperparameters
 from .shard import AppliedUpdate
 
@@ -14,43 +15,43 @@ STALENESS_BUCKETS = (*range(17), 24, 32, 48, 64, 96, 128, 256, 512, 1024)
 class PsMetrics:
     def __init__(self, *, job: str, shard: int) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self._labels = {"job": job, "shard": str(shard)}
+        self._labels = {Label.JOB.value: job, Label.SHARD.value: str(shard)}
         names = list(self._labels)
         r = self.registry
         self._staleness = Histogram(
-            "paceline_ps_update_staleness",
+            PsMetric.STALENESS,
             "Staleness τ of each applied update: model versions between the worker's read and its write",
-            [*names, "worker"],
+            [*names, Label.WORKER.value],
             buckets=[float(b) for b in STALENESS_BUCKETS],
             registry=r,
         )
         self._updates = Counter(
-            "paceline_ps_updates", "Updates applied, per worker", [*names, "worker"], registry=r
+            PsMetric.UPDATES, "Updates applied, per worker", [*names, Label.WORKER.value], registry=r
         )
-        self._version = Gauge("paceline_ps_model_version", "Current model version", names, registry=r).labels(
+        self._version = Gauge(PsMetric.MODEL_VERSION, "Current model version", names, registry=r).labels(
             **self._labels
         )
         self._momentum = Gauge(
-            "paceline_ps_momentum", "Explicit momentum in the update rule", names, registry=r
+            PsMetric.MOMENTUM, "Explicit momentum in the update rule", names, registry=r
         ).labels(**self._labels)
         self._learning_rate = Gauge(
-            "paceline_ps_learning_rate", "Learning rate in the update rule", names, registry=r
+            PsMetric.LEARNING_RATE, "Learning rate in the update rule", names, registry=r
         ).labels(**self._labels)
         self._hyper_version = Gauge(
-            "paceline_ps_hyperparameters_version",
+            PsMetric.HYPERPARAMETERS_VERSION,
             "Version of the hyperparameters in force",
             names,
             registry=r,
         ).labels(**self._labels)
         self._parameters = Gauge(
-            "paceline_ps_parameters", "Number of parameter values held by this shard", names, registry=r
+            PsMetric.PARAMETERS, "Number of parameter values held by this shard", names, registry=r
         ).labels(**self._labels)
         self._workers = Gauge(
-            "paceline_ps_connected_workers", "Workers with an open connection", names, registry=r
+            PsMetric.CONNECTED_WORKERS, "Workers with an open connection", names, registry=r
         ).labels(**self._labels)
 
     def observe_update(self, update: AppliedUpdate) -> None:
-        labels = {**self._labels, "worker": update.worker}
+        labels = {**self._labels, Label.WORKER.value: update.worker}
         self._staleness.labels(**labels).observe(update.staleness)
         self._updates.labels(**labels).inc()
         self._version.set(update.version)

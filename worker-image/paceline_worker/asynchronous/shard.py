@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .hyperparameters import Hyperparameters, HyperparameterStore, HyperparameterUpdate
+from ..wire import HyperparameterUpdate
+from .hyperparameters import Hyperparameters, HyperparameterStore
 
 FloatArray = npt.NDArray[np.float32]
 STALENESS_LOG_LIMIT = 65536
@@ -94,7 +95,7 @@ class ParameterShard:
                 from_worker = Hyperparameters(version=0, learning_rate=learning_rate, momentum=momentum)
                 initial = from_worker
                 if self._override is not None:
-                    initial = self._override.applied_to(from_worker)
+                    initial = from_worker.updated(self._override)
                 self._store = HyperparameterStore(initial)
             elif fingerprint != self._fingerprint or values.size != self._values.size:
                 raise ShardError(

@@ -5,10 +5,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-import random
 import time
-from collections.abc import Callable, Iterator, Mapping
-from http import HTTPStatus
+from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -16,21 +14,16 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..config import ConfigError
-from ..data import Batch, collate_indices, split_pair, to_device
+from ..core import ComputeLoss, Loss, LossFn, RuntimeCore, alone, configure_logging
+from ..data import Batch, collate_indices, to_device
 from ..metrics import StepTiming, WorkerMetrics
-from ..signals import StopRequest
-from ..simulation import SlowdownSchedule, simulated_compute_seconds
+from ..simulation import SimulatedDevice
 from .client import PushResult, ShardConnection
-from .config import AsyncWorkerConfig, StepDistribution, worker_config_from_env
-from .http_endpoint import HttpEndpoint, Response, health_route, metrics_route
+from .config import AsyncWorkerConfig, worker_config_from_env
 from .sharding import ShardLayout, assign_shards
 from .tensors import flatten, load, parameter_specs
 
 log = logging.getLogger(__name__)
-
-LossFn = Callable[[Any, Any], torch.Tensor]
-ComputeLoss = Callable[[nn.Module, Any], torch.Tensor]
 
 
 def worker_indices(*, size: int, rank: int, world_size: int, seed: int, epoch: int) -> list[int]:
@@ -54,35 +47,27 @@ class AsyncWorker:
         momentum: float = 0.0,
         shuffle: bool = True,
     ) -> None:
-        if (loss_fn is None) == (compute_loss is None):
-            raise ValueError("pass exactly one of loss_fn= or compute_loss=")
+        base = config.base
+        loss = Loss(loss_fn, compute_loss)
+        self.core = RuntimeCore(config=base, module=model, dataset=dataset, loss=loss, metrics_rank=base.rank)
         self.config = config
         self.module = model
         self.dataset = dataset
-        self._loss_fn = loss_fn
-        self._compute_loss = compute_loss
         self.learning_rate = learning_rate
         self.momentum = momentum
         self.shuffle = shuffle
-        base = config.base
         self.rank, self.world_size = base.rank, base.world_size
         self.batch_size = config.batch_size
-        self.device = torch.device(f"cuda:{base.local_rank}" if torch.cuda.is_available() else "cpu")
         self.local_step = 0
         self.epoch = 0
         self.versions: list[int] = []
         self.last_push: list[PushResult] = []
         self.last_timing: StepTiming | None = None
         self.stopped_by_signal = False
-        self.metrics = WorkerMetrics(rank=self.rank, job=base.job)
         self._params = list(model.parameters())
         self._layouts: list[ShardLayout] = assign_shards(parameter_specs(model), len(config.ps_addrs))
         self._shards: list[ShardConnection] = []
-        self._http: HttpEndpoint | None = None
-        self._stop = StopRequest()
-        self._schedule = SlowdownSchedule(base.simulation.schedule_path if base.simulation else None)
-        self._sample_cost_s: float | None = None
-        self._rng = random.Random(base.seed * 7919 + self.rank)
+        self._simulation: SimulatedDevice | None = None
 
     @classmethod
     def from_env(
@@ -90,33 +75,31 @@ class AsyncWorker:
         model: nn.Module,
         dataset: Dataset[Any],
         *,
-        loss_fn: LossFn | None = None,
-        compute_loss: ComputeLoss | None = None,
-        learning_rate: float = 0.01,
-        momentum: float = 0.0,
         default_batch_size: int | None = None,
         env: Mapping[str, str] | None = None,
-        shuffle: bool = True,
+        **options: Any,
     ) -> AsyncWorker:
-        """Build from the environment (docs/asynchronous.md); lr/momentum are the PS's version-0 values."""
+        """Build from the environment (docs/asynchronous.md); `options` are the constructor's (loss_fn= or
+        compute_loss=, learning_rate= and momentum= — the PS's version-0 values —, shuffle=)."""
         config = worker_config_from_env(
             os.environ if env is None else env, default_batch_size=default_batch_size
         )
-        return cls(
-            model,
-            dataset,
-            config=config,
-            loss_fn=loss_fn,
-            compute_loss=compute_loss,
-            learning_rate=learning_rate,
-            momentum=momentum,
-            shuffle=shuffle,
-        )
+        configure_logging(config.base.rank)
+        return cls(model, dataset, config=config, **options)
 
     # ---- lifecycle ---------------------------------------------------------------------------------
+    @property
+    def metrics(self) -> WorkerMetrics:
+        return self.core.metrics
+
+    @property
+    def device(self) -> torch.device:
+        return self.core.device
+
     def __enter__(self) -> AsyncWorker:
-        self.module.to(self.device)
         base = self.config.base
+        cuda = torch.cuda.is_available()
+        self.core.use_device(torch.device("cuda", base.local_rank) if cuda else torch.device("cpu"))
         try:
             for layout, address in zip(self._layouts, self.config.ps_addrs, strict=True):
                 connection = ShardConnection(
@@ -134,25 +117,11 @@ class AsyncWorker:
                 )
                 load(self._params, layout, values)
                 self.versions.append(version)
-            if base.simulation is not None:
-                self._sample_cost_s = base.simulation.sample_cost_s
-                if self._sample_cost_s is None:
-                    self._sample_cost_s = self._calibrate_sample_cost() * 2.0 * base.simulation.speed
-                    log.warning(
-                        "no PACELINE_SIM_SAMPLE_COST_S: calibrated %.6fs/sample on this rank alone",
-                        self._sample_cost_s,
-                    )
-            self._http = HttpEndpoint(
-                {
-                    ("GET", "/metrics"): metrics_route(self.metrics.registry),
-                    ("GET", "/healthz"): health_route,
-                    ("GET", "/status"): lambda q, b: Response.json(HTTPStatus.OK, self.status()),
-                },
-                host=base.bind_address,
-                port=base.metrics_port,
-            ).start()
+            self._simulation = self.core.simulated_device(batch_size=self.batch_size, agree=alone)
+            self.core.serve({}, self.status)
         except BaseException:
             self._close_connections(goodbye=False)
+            self.core.close()
             raise
         self.metrics.observe_assignment(
             version=base.assignment.version,
@@ -161,7 +130,7 @@ class AsyncWorker:
             step=0,
             applied_at=time.time(),
         )
-        self._stop.install()
+        self.core.stop.install()
         log.info(
             "async worker %d/%d: %d PS shard(s) %s, batch %d, HTTP on %s:%d",
             self.rank,
@@ -176,10 +145,8 @@ class AsyncWorker:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._stop.uninstall()
         self._close_connections(goodbye=exc_type is None)
-        if self._http is not None:
-            self._http.stop()
+        self.core.close()
         if exc_type is None and self.stopped_by_signal:
             raise SystemExit(0)
 
@@ -192,9 +159,10 @@ class AsyncWorker:
 
     @property
     def http_address(self) -> tuple[str, int]:
-        if self._http is None:
+        address = self.core.http_address
+        if address is None:
             raise RuntimeError("the HTTP endpoint starts when the worker is entered (with worker: ...)")
-        return self._http.address
+        return address
 
     def status(self) -> dict[str, Any]:
         return {
@@ -222,7 +190,7 @@ class AsyncWorker:
             else:
                 indices = list(range(size))[self.rank :: self.world_size]
             for start in range(0, len(indices), self.batch_size):
-                if self._stop.requested:
+                if self.core.stop.requested:
                     self.stopped_by_signal = True
                     return
                 if max_steps is not None and self.local_step >= max_steps:
@@ -238,21 +206,16 @@ class AsyncWorker:
                 )
             self.epoch += 1
 
-    def _loss(self, data: Any) -> torch.Tensor:
-        if self._compute_loss is not None:
-            return self._compute_loss(self.module, data)
-        assert self._loss_fn is not None
-        inputs, targets = split_pair(data)
-        return self._loss_fn(self.module(inputs), targets)
-
     def step(self, batch: Batch) -> float:
         """Gradient at the parameters read last, pushed to every shard; returns this batch's mean loss."""
         started = time.perf_counter()
         for param in self._params:
             param.grad = None
-        loss = self._loss(batch.data)
+        loss = self.core.loss(self.module, batch.data)
         loss.backward()
-        self._pad_compute(started, batch.size)
+        if self._simulation is not None:
+            self._simulation.pad(started_at=started, batch_size=batch.size)
+            self.metrics.observe_simulation(self._simulation.last_factor)
         computed = time.perf_counter()
         grads = [p.grad for p in self._params]
         results = []
@@ -300,35 +263,3 @@ class AsyncWorker:
                     self.versions,
                 )
         return self.local_step
-
-    # ---- dev-only speed simulation -----------------------------------------------------------------
-    def _pad_compute(self, started: float, batch_size: int) -> None:
-        simulation = self.config.base.simulation
-        if simulation is None or self._sample_cost_s is None:
-            return
-        factor = self._schedule.factor()
-        self.metrics.observe_simulation(factor)
-        target = simulated_compute_seconds(
-            sample_cost_s=self._sample_cost_s, batch_size=batch_size, factor=factor, speed=simulation.speed
-        )
-        if self.config.step_distribution is StepDistribution.EXPONENTIAL:
-            target *= self._rng.expovariate(1.0)
-        remaining = target - (time.perf_counter() - started)
-        if remaining > 0:
-            time.sleep(remaining)
-
-    def _calibrate_sample_cost(self, passes: int = 3) -> float:
-        """Median seconds per sample of a few real forward/backward passes (gradients discarded)."""
-        size = len(self.dataset)  # type: ignore[arg-type]
-        chosen = list(range(min(self.batch_size, size)))
-        data = to_device(collate_indices(self.dataset, chosen), self.device)
-        timings = []
-        for _ in range(passes):
-            started = time.perf_counter()
-            self._loss(data).backward()
-            timings.append((time.perf_counter() - started) / max(len(chosen), 1))
-        for param in self._params:
-            param.grad = None
-        if not timings:
-            raise ConfigError("cannot calibrate the simulated device on an empty dataset")
-        return sorted(timings)[len(timings) // 2]

@@ -1,6 +1,6 @@
 """Live rebalancing, one resync at a time (pure: scraped samples in, decisions and status out).
 
-Each resync the caller scrapes every rank (`paceline.telemetry.scrape_all`) and calls `control_step`
+Each pass the caller scrapes every rank (`paceline.adapters.workers.scrape_all`) and calls `control_step`
 with the job's `JobControl` (in-memory state kept between resyncs). Cumulative worker counters become
 per-step window means (Δcompute seconds / Δsteps at batch b), which feed the balancer's `FleetTracker`;
 `decide_rebalance` then says whether new shares are worth a new assignment version. See
@@ -13,7 +13,6 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import NamedTuple
 
 from paceline.balancer import (
     BalancingSettings,
@@ -25,9 +24,10 @@ from paceline.balancer import (
     decide_rebalance,
     ideal_throughput,
 )
-from paceline.builders import Assignment
+from paceline.controller.decide.model import Event
+from paceline.controller.samples import WorkerSample
 from paceline.reasons import EventReason
-from paceline.telemetry import WorkerSample
+from paceline_worker.wire import Assignment
 
 RATE_WINDOW_S = 10.0  # measured rates (status, metrics) span the samples of about the last 10 s
 MIN_OBSERVATIONS = 3  # windows per worker before its estimate may move shares
@@ -36,14 +36,6 @@ MIN_OBSERVATIONS = 3  # windows per worker before its estimate may move shares
 def worker_name(rank: int) -> str:
     """The balancer's name for a rank (as it appears in `Rebalanced` messages: "w0 32→43")."""
     return f"w{rank}"
-
-
-class ControlEvent(NamedTuple):
-    """A Kubernetes event to emit: ("Normal" | "Warning", reason, message)."""
-
-    type: str
-    reason: EventReason
-    message: str
 
 
 @dataclass(kw_only=True)
@@ -74,7 +66,7 @@ class ControlOutcome:
     new_assignment: Assignment | None  # version + 1 with new batch sizes, or None to keep the current one
     needs_push: bool  # rank 0 reports an older version than the current assignment: PUT it again
     push: Assignment | None  # what to PUT to rank 0 now: new_assignment, else the current one if needs_push
-    events: list[ControlEvent]
+    events: list[Event]
     worker_stats: dict[int, dict[str, str]]  # rank → samplesPerSecond, relativeSpeed, straggler
     throughput: dict[str, str]  # samplesPerSecond, efficiency (either may be absent without data)
     decision: RebalanceDecision | None  # None while waiting (no models, workers not on the current version)
@@ -159,13 +151,13 @@ def _rates(recent: Sequence[WorkerSample]) -> _Rates | None:
     )
 
 
-def _straggler_event(rank: int, status: StragglerStatus, now: float) -> ControlEvent:
+def _straggler_event(rank: int, status: StragglerStatus, now: float) -> Event:
     since = status.since if status.since is not None else now
     message = (
         f"rank {rank} ({worker_name(rank)}) is a persistent straggler: {status.slowdown:.2f}x slower than "
         f"its usual step time since {_iso(since)} ({now - since:.0f}s); its share will be rebalanced"
     )
-    return ControlEvent(type="Warning", reason=EventReason.STRAGGLER_DETECTED, message=message)
+    return Event(type="Warning", reason=EventReason.STRAGGLER_DETECTED, message=message)
 
 
 def control_step(
@@ -201,7 +193,7 @@ def control_step(
 
     statuses = state.tracker.stragglers()
     stragglers = {r: statuses[worker_name(r)] for r in range(world) if worker_name(r) in statuses}
-    events: list[ControlEvent] = []
+    events: list[Event] = []
     persistent = {r for r, status in stragglers.items() if status.is_straggler}
     for rank in sorted(persistent - state.reported_stragglers):
         events.append(_straggler_event(rank, stragglers[rank], now))
@@ -240,7 +232,7 @@ def control_step(
             state.last_change_at = now
             state.rebalances += 1
             events.append(
-                ControlEvent(
+                Event(
                     type="Normal",
                     reason=EventReason.REBALANCED,
                     message=f"assignment version {version}: {decision.reason}",

@@ -1,7 +1,11 @@
-"""The one module that talks to the Kubernetes API (everything else is pure)."""
+"""The one module that talks to the Kubernetes API with the `kubernetes` client (kopf's watches aside).
+
+Writes return the object the API server answered with, so the caller can keep its cache ahead of the watch.
+"""
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -17,6 +21,10 @@ _lock = threading.Lock()
 _api_client: client.ApiClient | None = None
 
 
+class Rejected(Exception):
+    """The API server refused an object as invalid (422); the message is its explanation."""
+
+
 def api_client() -> client.ApiClient:
     """Shared API client: in-cluster credentials when in a pod, else $KUBECONFIG."""
     global _api_client
@@ -26,7 +34,9 @@ def api_client() -> client.ApiClient:
                 config.load_incluster_config()
             except config.ConfigException:
                 config.load_kube_config()
-            _api_client = client.ApiClient()
+            configuration = client.Configuration.get_default_copy()
+            configuration.connection_pool_maxsize = 16  # the operator's worker threads share one pool
+            _api_client = client.ApiClient(configuration)
         return _api_client
 
 
@@ -38,41 +48,21 @@ def _custom() -> client.CustomObjectsApi:
     return client.CustomObjectsApi(api_client())
 
 
-def _sanitize(obj: Any) -> Any:
-    return api_client().sanitize_for_serialization(obj)
+def _plain(obj: Any) -> dict[str, Any]:
+    return dict(api_client().sanitize_for_serialization(obj))
 
 
-def get_job(namespace: str, name: str) -> dict[str, Any] | None:
-    """The TrainingJob, or None when it is gone."""
+def _message(err: ApiException) -> str:
     try:
-        job: Any = _custom().get_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, name)
-    except ApiException as err:
-        if err.status == 404:
-            return None
-        raise
-    return dict(job)
-
-
-def list_job_pods(namespace: str, job: str) -> list[dict[str, Any]]:
-    """Pods labelled as belonging to the job."""
-    pods = _core().list_namespaced_pod(namespace, label_selector=f"{api.LABEL_JOB}={job}")
-    return [_sanitize(p) for p in pods.items]
-
-
-def get_service(namespace: str, name: str) -> dict[str, Any] | None:
-    """A Service, or None."""
-    try:
-        return dict(_sanitize(_core().read_namespaced_service(name, namespace)))
-    except ApiException as err:
-        if err.status == 404:
-            return None
-        raise
+        return str(json.loads(err.body or "{}").get("message") or err.reason)
+    except ValueError:
+        return str(err.reason)
 
 
 def get_configmap(namespace: str, name: str) -> dict[str, Any] | None:
-    """A ConfigMap, or None."""
+    """A ConfigMap, or None (read only when a job's model comes from one)."""
     try:
-        return dict(_sanitize(_core().read_namespaced_config_map(name, namespace)))
+        return _plain(_core().read_namespaced_config_map(name, namespace))
     except ApiException as err:
         if err.status == 404:
             return None
@@ -80,17 +70,18 @@ def get_configmap(namespace: str, name: str) -> dict[str, Any] | None:
 
 
 def list_nodes() -> list[dict[str, Any]]:
-    """Every Node."""
-    return [_sanitize(n) for n in _core().list_node().items]
+    """Every Node (for `paceline plan` against a live cluster)."""
+    return [_plain(n) for n in _core().list_node().items]
 
 
-def list_all_pods() -> list[dict[str, Any]]:
-    """Every Pod in the cluster (for GPU accounting)."""
-    return [_sanitize(p) for p in _core().list_pod_for_all_namespaces().items]
+def list_pods() -> list[dict[str, Any]]:
+    """Every Pod bound to a node (for `paceline plan` against a live cluster)."""
+    return [_plain(p) for p in _core().list_pod_for_all_namespaces(field_selector="spec.nodeName!=").items]
 
 
-def create(obj: Mapping[str, Any]) -> bool:
-    """Create a Pod, Service or ConfigMap; False when it already exists (409)."""
+def create(obj: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Create a Pod, Service or ConfigMap and return it; None when it already exists (409); raises
+    `Rejected` when the API server refuses it as invalid (422)."""
     ns = obj["metadata"]["namespace"]
     creators: dict[str, Callable[..., Any]] = {
         "Pod": _core().create_namespaced_pod,
@@ -98,40 +89,42 @@ def create(obj: Mapping[str, Any]) -> bool:
         "ConfigMap": _core().create_namespaced_config_map,
     }
     try:
-        creators[obj["kind"]](ns, obj)
+        return _plain(creators[obj["kind"]](ns, obj))
     except ApiException as err:
         if err.status == 409:
-            return False
+            return None
+        if err.status == 422:
+            raise Rejected(_message(err)) from None
         raise
-    return True
 
 
-def patch_configmap(obj: Mapping[str, Any]) -> None:
-    """Merge-patch a ConfigMap's data and labels."""
+def patch_configmap(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge-patch a ConfigMap's data and labels; returns the ConfigMap."""
     meta = obj["metadata"]
-    _core().patch_namespaced_config_map(
-        meta["name"], meta["namespace"], {"metadata": {"labels": meta.get("labels", {})}, "data": obj["data"]}
-    )
+    body = {"metadata": {"labels": meta.get("labels", {})}, "data": obj["data"]}
+    return _plain(_core().patch_namespaced_config_map(meta["name"], meta["namespace"], body))
 
 
-def delete_pod(namespace: str, name: str, *, grace_seconds: int | None = None) -> None:
+def delete_pod(namespace: str, name: str) -> None:
     """Delete a pod; already gone is fine."""
     try:
-        _core().delete_namespaced_pod(name, namespace, grace_period_seconds=grace_seconds)
+        _core().delete_namespaced_pod(name, namespace)
     except ApiException as err:
         if err.status != 404:
             raise
 
 
-def patch_job_status(namespace: str, name: str, status: Mapping[str, Any]) -> None:
-    """Merge-patch the status subresource (keys set to None are removed)."""
+def patch_job_status(namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Merge-patch the status subresource (keys set to None are removed); the job, or None when gone."""
     try:
-        _custom().patch_namespaced_custom_object_status(
+        job: Any = _custom().patch_namespaced_custom_object_status(
             api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"status": dict(status)}
         )
     except ApiException as err:
         if err.status != 404:
             raise
+        return None
+    return dict(job)
 
 
 def emit_event(job: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:

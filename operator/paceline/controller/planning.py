@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import yaml
+
 from paceline import api
 from paceline.plan_types import JobPlan, NodeCapacity
 from paceline.planner import GraphError, PlacementError, load_graph, plan_job
@@ -53,3 +55,21 @@ def plan_for(spec: api.JobSpec, nodes: Sequence[NodeCapacity], model: Mapping[st
         )
     except PlacementError as err:
         raise PlanningError(str(err)) from None
+
+
+def model_description(spec: api.JobSpec, config_map: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The model the planner reads: spec.model, with a configMapRef replaced by the graph the ConfigMap
+    holds (`config_map` is that ConfigMap, None when it does not exist)."""
+    ref = spec.config_map_ref
+    if ref is None:
+        return spec.model or None
+    name, key = ref
+    if config_map is None:
+        raise PlanningError(f"spec.model.configMapRef: ConfigMap {name!r} not found in the job's namespace")
+    text = (config_map.get("data") or {}).get(key)
+    if text is None:
+        raise PlanningError(f"spec.model.configMapRef: ConfigMap {name!r} has no key {key!r}")
+    try:
+        return {"graph": yaml.safe_load(text)}
+    except yaml.YAMLError as err:
+        raise PlanningError(f"spec.model.configMapRef: {name}/{key} is not valid YAML/JSON: {err}") from None

@@ -1,0 +1,43 @@
+"""The defaults of every optional TrainingJob spec field — the one place they are written.
+
+The CRD (crds/paceline.dev_trainingjobs.yaml) carries the same values so that the API server fills them in;
+a unit test checks that the two agree. `parse_spec` applies these to whatever the API server left out (a spec
+that never went through the API server, or an older CRD), so no parser carries a literal default of its own.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    "mode": "Synchronous",
+    "replicas": {"min": 1, "max": 1},
+    "gpusPerWorker": 1,
+    "optimizer": {"learningRate": "0.1", "momentum": "0.9"},
+    "balancing": {
+        "policy": "Dynamic",
+        "minGainPercent": 5,
+        "cooldownSeconds": 20,
+        "halfLifeSeconds": 30,
+        "minBatchPerWorker": 1,
+    },
+    "momentumTuning": {"policy": "Auto", "floor": "-0.3", "minChange": "0.02", "halfLifeUpdates": 200},
+    "asynchronous": {"parameterServers": 1, "maxStaleness": 0},
+    "reinforcement": {"actors": 1, "learners": 1, "maxPolicyLag": 1},
+    "placement": {},
+    "runPolicy": {"restartPolicy": "ExitCode", "backoffLimit": 3, "backoffSeconds": 5},
+}
+CONFIG_MAP_KEY = "graph.yaml"  # spec.model.configMapRef.key
+
+
+def with_defaults(spec: Mapping[str, Any], defaults: Mapping[str, Any] = DEFAULTS) -> dict[str, Any]:
+    """`spec` with every absent defaulted field filled in (nested blocks merged key by key)."""
+    merged: dict[str, Any] = copy.deepcopy(dict(defaults))
+    for key, value in spec.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = with_defaults(value, merged[key])
+        else:
+            merged[key] = value
+    return merged

@@ -1,0 +1,79 @@
+"""Names of the TrainingJob API and of the objects Paceline creates: group, labels, annotations, pod names."""
+
+from __future__ import annotations
+
+import hashlib
+
+from paceline_worker.wire import METRICS_PORT, PS_PORT
+
+GROUP = "paceline.dev"
+VERSION = "v1alpha1"
+PLURAL = "trainingjobs"
+KIND = "TrainingJob"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+LABEL_JOB = "paceline.dev/job"
+LABEL_RANK = "paceline.dev/rank"
+LABEL_ATTEMPT = "paceline.dev/attempt"
+LABEL_ROLE = "paceline.dev/role"
+LABEL_POOL = "paceline.dev/pool"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "paceline"
+ANNOTATION_PLAN_HASH = "paceline.dev/plan-hash"
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+
+PS_ENTRYPOINT = ("python", "-m", "paceline_worker.asynchronous.ps")
+LAUNCHER = "paceline_worker.launch"
+LAUNCHER_ENTRYPOINT = ("python", "-m", LAUNCHER)  # torchrun, one process per GPU; see worker-image
+DEFAULT_CHECKPOINT_ROOT = "/tmp/paceline"
+
+__all__ = [
+    "ANNOTATION_PLAN_HASH",
+    "API_VERSION",
+    "DEFAULT_CHECKPOINT_ROOT",
+    "GPU_PRODUCT_LABEL",
+    "GPU_RESOURCE",
+    "GROUP",
+    "HOSTNAME_LABEL",
+    "KIND",
+    "LABEL_ATTEMPT",
+    "LABEL_JOB",
+    "LABEL_MANAGED_BY",
+    "LABEL_POOL",
+    "LABEL_RANK",
+    "LABEL_ROLE",
+    "LAUNCHER",
+    "LAUNCHER_ENTRYPOINT",
+    "MANAGED_BY",
+    "METRICS_PORT",
+    "PLURAL",
+    "PS_ENTRYPOINT",
+    "PS_PORT",
+    "VERSION",
+    "control_name",
+    "master_port",
+    "ps_pod_name",
+    "worker_pod_name",
+]
+
+
+def worker_pod_name(job: str, rank: int) -> str:
+    """Pod (and hostname) of one worker rank."""
+    return f"{job}-worker-{rank}"
+
+
+def ps_pod_name(job: str, shard: int) -> str:
+    """Pod (and hostname) of one parameter-server shard."""
+    return f"{job}-ps-{shard}"
+
+
+def control_name(job: str) -> str:
+    """ConfigMap holding the job's plan and the versioned assignment workers follow."""
+    return f"{job}-control"
+
+
+def master_port(uid: str) -> int:
+    """A rendezvous port derived from the job's UID (distinct per job when pods share a host, as locally)."""
+    return 20000 + int(hashlib.sha256(uid.encode()).hexdigest()[:8], 16) % 10000

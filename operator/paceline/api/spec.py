@@ -1,0 +1,299 @@
+"""The TrainingJob spec, parsed once into typed settings.
+
+The CRD schema (crds/) rejects most bad input at the API server; `parse_spec` fills in the defaults from
+`paceline.api.defaults` (the one place they live), checks what the schema cannot (decimals that must parse,
+pod template details) and raises `InvalidSpec` with a message saying what to fix. Nothing downstream reads
+the raw spec again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from paceline.api.defaults import CONFIG_MAP_KEY, DEFAULTS, with_defaults
+from paceline.api.names import GPU_RESOURCE
+from paceline.balancer import BalancingPolicy, BalancingSettings
+from paceline.momentum import MomentumPolicy, MomentumSettings
+
+
+class Mode(StrEnum):
+    """How workers combine their updates."""
+
+    SYNCHRONOUS = "Synchronous"
+    ASYNCHRONOUS = "Asynchronous"
+    REINFORCEMENT = "Reinforcement"
+
+
+class RestartPolicy(StrEnum):
+    """What a worker failure leads to."""
+
+    EXIT_CODE = "ExitCode"
+    ON_FAILURE = "OnFailure"
+    NEVER = "Never"
+
+
+class InvalidSpec(ValueError):
+    """The spec cannot be run; the message names the field and what to fix."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunPolicy:
+    """Restart behaviour."""
+
+    restart_policy: RestartPolicy
+    backoff_limit: int
+    backoff_seconds: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class AsyncSettings:
+    """spec.asynchronous."""
+
+    parameter_servers: int
+    max_staleness: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobSpec:
+    """A validated TrainingJob spec with every default applied."""
+
+    mode: Mode
+    replicas_min: int
+    replicas_max: int
+    gpus_per_worker: int
+    global_batch: int
+    model: Mapping[str, Any]  # {} (plain data parallel), {"preset": …}, {"graph": …} or {"configMapRef": …}
+    learning_rate: Decimal
+    momentum: Decimal  # the target total momentum
+    balancing: BalancingSettings
+    momentum_tuning: MomentumSettings
+    asynchronous: AsyncSettings
+    pools: tuple[str, ...]
+    run_policy: RunPolicy
+    template: Mapping[str, Any]
+
+    @property
+    def parameter_servers(self) -> int:
+        """Parameter-server shards (Asynchronous mode only; 0 otherwise)."""
+        return self.asynchronous.parameter_servers if self.mode is Mode.ASYNCHRONOUS else 0
+
+    @property
+    def config_map_ref(self) -> tuple[str, str] | None:
+        """(name, key) of the ConfigMap holding the model graph, if the model comes from one."""
+        ref = self.model.get("configMapRef")
+        return None if ref is None else (str(ref["name"]), str(ref.get("key") or CONFIG_MAP_KEY))
+
+    def plan_hash(self) -> str:
+        """Digest of every field a plan depends on; a change means the job must be re-planned."""
+        servers = self.asynchronous
+        asynchronous = {"parameterServers": servers.parameter_servers, "maxStaleness": servers.max_staleness}
+        relevant = {
+            "mode": str(self.mode),
+            "replicas": [self.replicas_min, self.replicas_max],
+            "gpus": self.gpus_per_worker,
+            "batch": self.global_batch,
+            "model": self.model,
+            "pools": sorted(self.pools),
+            "template": self.template,
+            "asynchronous": asynchronous if self.mode is Mode.ASYNCHRONOUS else {},
+        }
+        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _decimal(value: Any, field: str, *, low: Decimal, high: Decimal, example: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise InvalidSpec(f"{field} must be a decimal string such as {example!r} (no floats), got {value!r}")
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise InvalidSpec(f"{field} must be a decimal string such as {example!r}, got {value!r}") from None
+    if not number.is_finite() or not low <= number <= high:
+        raise InvalidSpec(f"{field} must be between {low} and {high}, got {value!r}")
+    return number
+
+
+def _int(block: Mapping[str, Any], key: str, field: str, *, low: int, high: int) -> int:
+    value = block.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidSpec(f"{field} must be an integer (the spec has no floats), got {value!r}")
+    if not low <= value <= high:
+        raise InvalidSpec(f"{field} must be between {low} and {high}, got {value}")
+    return value
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def _choice(enum: type[E], value: Any, field: str) -> E:
+    try:
+        return enum(value)
+    except ValueError:
+        raise InvalidSpec(f"{field} must be one of {[e.value for e in enum]}, got {value!r}") from None
+
+
+def _validate_template(template: Any) -> Mapping[str, Any]:
+    if not isinstance(template, Mapping):
+        raise InvalidSpec("spec.template is required: the pod template of every worker")
+    pod_spec = template.get("spec")
+    if not isinstance(pod_spec, Mapping):
+        raise InvalidSpec("spec.template.spec is required: a PodSpec with the training container")
+    containers = pod_spec.get("containers")
+    if not isinstance(containers, list) or not containers:
+        raise InvalidSpec(
+            "spec.template.spec.containers needs at least one container running the training script"
+        )
+    for i, container in enumerate(containers):
+        if not isinstance(container, Mapping) or not container.get("name") or not container.get("image"):
+            raise InvalidSpec(f"spec.template.spec.containers[{i}] needs a name and an image")
+    first = containers[0]
+    if not first.get("command") and not first.get("args"):
+        raise InvalidSpec(
+            f"spec.template.spec.containers[0] ({first['name']}) needs a command or args that start the "
+            "training script, e.g. command: [python, train.py]"
+        )
+    if pod_spec.get("restartPolicy") not in (None, "Never"):
+        raise InvalidSpec(
+            "spec.template.spec.restartPolicy must be Never (or unset): "
+            "Paceline restarts workers per spec.runPolicy"
+        )
+    if pod_spec.get("nodeName"):
+        raise InvalidSpec("spec.template.spec.nodeName must be unset: Paceline places workers itself")
+    if GPU_RESOURCE in ((first.get("resources") or {}).get("limits") or {}):
+        raise InvalidSpec(
+            f"spec.template.spec.containers[0].resources.limits[{GPU_RESOURCE!r}] must be unset: "
+            "use spec.gpusPerWorker, Paceline sets the GPU request"
+        )
+    return template
+
+
+def parse_balancing(raw: Mapping[str, Any]) -> BalancingSettings:
+    """spec.balancing, defaults applied."""
+    path, block = "spec.balancing", with_defaults(raw, DEFAULTS["balancing"])
+    return BalancingSettings(
+        policy=_choice(BalancingPolicy, block.get("policy"), f"{path}.policy"),
+        min_gain_percent=_int(block, "minGainPercent", f"{path}.minGainPercent", low=0, high=100),
+        cooldown_seconds=_int(block, "cooldownSeconds", f"{path}.cooldownSeconds", low=0, high=86_400),
+        half_life_seconds=_int(block, "halfLifeSeconds", f"{path}.halfLifeSeconds", low=1, high=86_400),
+        min_batch_per_worker=_int(
+            block, "minBatchPerWorker", f"{path}.minBatchPerWorker", low=1, high=65_536
+        ),
+    )
+
+
+def parse_momentum_tuning(raw: Mapping[str, Any], *, target: Decimal) -> MomentumSettings:
+    """spec.momentumTuning, defaults applied, around the target spec.optimizer.momentum."""
+    path, block = "spec.momentumTuning", with_defaults(raw, DEFAULTS["momentumTuning"])
+    floor = _decimal(
+        block.get("floor"), f"{path}.floor", low=Decimal(-1), high=Decimal("0.9999"), example="-0.3"
+    )
+    if floor > target:
+        raise InvalidSpec(
+            f"{path}.floor ({floor}) must not exceed the target spec.optimizer.momentum ({target})"
+        )
+    min_change = _decimal(
+        block.get("minChange"), f"{path}.minChange", low=Decimal(0), high=Decimal("0.5"), example="0.02"
+    )
+    return MomentumSettings(
+        policy=_choice(MomentumPolicy, block.get("policy"), f"{path}.policy"),
+        target=float(target),
+        floor=float(floor),
+        min_change=float(min_change),
+        half_life_updates=_int(block, "halfLifeUpdates", f"{path}.halfLifeUpdates", low=1, high=1_000_000),
+    )
+
+
+def _replicas(spec: Mapping[str, Any]) -> tuple[int, int]:
+    replicas = spec["replicas"]
+    rmin = _int(replicas, "min", "spec.replicas.min", low=1, high=1024)
+    rmax = _int(replicas, "max", "spec.replicas.max", low=1, high=1024)
+    if rmin > rmax:
+        raise InvalidSpec(f"spec.replicas.min ({rmin}) must not exceed spec.replicas.max ({rmax})")
+    return rmin, rmax
+
+
+def _model(spec: Mapping[str, Any]) -> dict[str, Any]:
+    model = dict(spec.get("model") or {})
+    if sum(key in model for key in ("preset", "graph", "configMapRef")) > 1:
+        raise InvalidSpec("spec.model: set at most one of preset, graph or configMapRef")
+    return model
+
+
+def parsed(raw: Mapping[str, Any]) -> JobSpec | InvalidSpec:
+    """`parse_spec`, with the reason a spec is invalid returned rather than raised."""
+    try:
+        return parse_spec(raw)
+    except InvalidSpec as err:
+        return err
+
+
+def parse_spec(raw: Mapping[str, Any]) -> JobSpec:
+    """Validate a TrainingJob spec into a JobSpec, with the defaults applied to whatever is absent."""
+    if not isinstance(raw, Mapping):
+        raise InvalidSpec("spec is required")
+    spec = with_defaults(raw)
+    mode = _choice(Mode, spec["mode"], "spec.mode")
+    if mode is Mode.REINFORCEMENT:
+        raise InvalidSpec(
+            f"spec.mode {mode.value} is not implemented by this Paceline version yet (the API reserves it); "
+            "use mode: Synchronous or Asynchronous"
+        )
+    rmin, rmax = _replicas(spec)
+    if "globalBatchSize" not in spec:
+        raise InvalidSpec("spec.globalBatchSize is required: samples per optimizer step across all workers")
+    batch = _int(spec, "globalBatchSize", "spec.globalBatchSize", low=1, high=1_048_576)
+    balancing = parse_balancing(spec["balancing"])
+    if batch < rmax * balancing.min_batch_per_worker:
+        raise InvalidSpec(
+            f"spec.globalBatchSize ({batch}) is smaller than replicas.max ({rmax}) × "
+            f"balancing.minBatchPerWorker ({balancing.min_batch_per_worker}); raise globalBatchSize or lower "
+            "replicas.max"
+        )
+    optimizer = spec["optimizer"]
+    lr = _decimal(
+        optimizer["learningRate"],
+        "spec.optimizer.learningRate",
+        low=Decimal("1e-12"),
+        high=Decimal(100),
+        example="0.1",
+    )
+    momentum = _decimal(
+        optimizer["momentum"],
+        "spec.optimizer.momentum",
+        low=Decimal(0),
+        high=Decimal("0.9999"),
+        example="0.9",
+    )
+    run, servers = spec["runPolicy"], spec["asynchronous"]
+    return JobSpec(
+        mode=mode,
+        replicas_min=rmin,
+        replicas_max=rmax,
+        gpus_per_worker=_int(spec, "gpusPerWorker", "spec.gpusPerWorker", low=1, high=16),
+        global_batch=batch,
+        model=_model(spec),
+        learning_rate=lr,
+        momentum=momentum,
+        balancing=balancing,
+        momentum_tuning=parse_momentum_tuning(spec["momentumTuning"], target=momentum),
+        asynchronous=AsyncSettings(
+            parameter_servers=_int(
+                servers, "parameterServers", "spec.asynchronous.parameterServers", low=1, high=64
+            ),
+            max_staleness=_int(
+                servers, "maxStaleness", "spec.asynchronous.maxStaleness", low=0, high=100_000
+            ),
+        ),
+        pools=tuple(spec["placement"].get("pools") or ()),
+        run_policy=RunPolicy(
+            restart_policy=_choice(RestartPolicy, run["restartPolicy"], "spec.runPolicy.restartPolicy"),
+            backoff_limit=_int(run, "backoffLimit", "spec.runPolicy.backoffLimit", low=0, high=100),
+            backoff_seconds=_int(run, "backoffSeconds", "spec.runPolicy.backoffSeconds", low=0, high=300),
+        ),
+        template=_validate_template(spec.get("template")),
+    )

@@ -1,0 +1,1 @@
+"""The reconcile loop of one TrainingJob: observe (I/O) → decide (pure stages) → apply (I/O)."""

@@ -1,0 +1,81 @@
+"""Apply: carry out a decision — events, one status write (skipped when nothing changed), creates and
+patches, deletes, then the pushes to workers. It never decides anything itself: a pod the API server refuses
+is reported back (`Applied.rejected`) for the next pass to decide about."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from paceline.adapters import kube, workers
+from paceline.controller.decide.model import Decision, Rejection
+
+log = logging.getLogger("paceline.apply")
+
+
+@dataclass(kw_only=True)
+class Applied:
+    """What the API server answered: the objects as written, for the cache to run ahead of the watch."""
+
+    job: dict[str, Any] | None = None  # after the status write
+    created: list[dict[str, Any]] = field(default_factory=list)
+    control: dict[str, Any] | None = None  # after a control ConfigMap patch
+    deleted: list[str] = field(default_factory=list)
+    rejected: Rejection | None = None
+
+
+def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge patch from `old` to `new` status (removed keys set to None); empty when nothing changed."""
+    patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
+    for key in old:
+        if key not in new:
+            patch[key] = None
+    return patch
+
+
+def apply(job: Mapping[str, Any], decision: Decision) -> Applied:
+    """Carry out `decision` for `job` (as observed)."""
+    meta = job["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    applied = Applied()
+    for event in decision.events:
+        kube.emit_event(job, type_=event.type, reason=str(event.reason), message=event.message)
+    if decision.status is not None:
+        patch = status_patch(job.get("status") or {}, decision.status)
+        if patch:
+            applied.job = kube.patch_job_status(ns, name, patch)
+    for obj in decision.create:
+        try:
+            created = kube.create(obj)
+        except kube.Rejected as err:
+            generation = int(meta.get("generation") or 0)
+            applied.rejected = Rejection(generation=generation, pod=obj["metadata"]["name"], message=str(err))
+            break
+        if created is not None:
+            applied.created.append(created)
+            log.info("created %s %s/%s", obj["kind"], ns, obj["metadata"]["name"])
+    if decision.patch_control is not None:
+        applied.control = kube.patch_configmap(decision.patch_control)
+    for pod in decision.delete_pods:
+        kube.delete_pod(ns, pod)
+        applied.deleted.append(pod)
+        log.info("deleted pod %s/%s", ns, pod)
+    _push(ns, name, decision)
+    return applied
+
+
+def _push(ns: str, name: str, decision: Decision) -> None:
+    """Hand the workers and shards what the decision says they should hold (level-based: repeated until
+    they hold it)."""
+    if decision.push is not None:
+        url, assignment = decision.push
+        try:
+            workers.push_assignment(url, assignment.to_json())
+        except OSError as err:  # rank 0 not listening yet: the next pass pushes again
+            log.info("push of assignment v%d to %s/%s rank 0 failed: %s", assignment.version, ns, name, err)
+    if decision.momentum_put is not None:
+        put = decision.momentum_put
+        for url in put.urls:
+            workers.put_momentum(url, version=put.version, momentum=put.momentum)

@@ -1,0 +1,149 @@
+"""The reconcile decision: observed objects in, desired changes out (pure, level-based, idempotent).
+
+A pipeline of small stages — validate → plan → children → failures/backoff → status — each a pure function
+with its own tests. Running it twice on the same observation gives the same answer; running it after a
+partial apply converges.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from paceline import api
+from paceline.conditions import Condition
+from paceline.controller.decide.children import Children, classify, deleting, missing, service
+from paceline.controller.decide.failures import Failure, Restart, backoff_until, judge
+from paceline.controller.decide.model import Decision, Event, MomentumPut, Observed, Rejection, Telemetry
+from paceline.controller.decide.plan import Planned, Unplanned, adopt_plan, needs_plan
+from paceline.controller.decide.status import (
+    SPEC_VALID,
+    carry,
+    conclude,
+    iso,
+    live_status,
+    plan_status,
+    progress_conditions,
+    stopped_conditions,
+    worker_rows,
+)
+from paceline.controller.decide.validate import Finished, Invalid, Refused, Valid, phase, validate
+from paceline.reasons import ConditionType, Reason
+
+UNSCHEDULABLE_RETRY_S = 10.0
+
+__all__ = ["Decision", "Event", "MomentumPut", "Observed", "Rejection", "Telemetry", "decide", "needs_plan"]
+
+
+def decide(obs: Observed) -> Decision:
+    """Decide every change for one TrainingJob."""
+    if obs.job["metadata"].get("deletionTimestamp"):
+        return Decision()  # the garbage collector removes the children
+    checked = validate(obs)
+    if not isinstance(checked, Valid):
+        return _settled(obs, checked)
+    planned = adopt_plan(obs, checked.spec)
+    if isinstance(planned, Unplanned):
+        old = obs.job.get("status") or {}
+        kept = carry(old, [ConditionType.PLACED, ConditionType.RUNNING, ConditionType.RESTARTING])
+        status, events = conclude(obs, dict(old), [planned.condition, *kept, SPEC_VALID])
+        return Decision(status=status, events=events, requeue_after=UNSCHEDULABLE_RETRY_S)
+    return _progress(obs, checked.spec, planned)
+
+
+def _settled(obs: Observed, checked: Invalid | Refused | Finished) -> Decision:
+    """A job that does not progress: an invalid spec or pod template, or a finished job."""
+    old = dict(obs.job.get("status") or {})
+    if isinstance(checked, Finished):
+        live = [p for p in obs.pods if phase(p) not in ("Succeeded", "Failed") and not deleting(p)]
+        stop = [p["metadata"]["name"] for p in live] if checked.failed else []
+        return Decision(
+            status={**old, "observedGeneration": obs.job["metadata"].get("generation") or 0}, delete_pods=stop
+        )
+    reason = Reason.INVALID_SPEC if isinstance(checked, Invalid) else Reason.INVALID_POD_TEMPLATE
+    failed = Condition(type=ConditionType.FAILED, status=True, reason=reason, message=checked.message)
+    kept = carry(old, [t for t in ConditionType if t is not ConditionType.FAILED])
+    status, events = conclude(obs, old, [*kept, failed])
+    return Decision(status=status, events=events)
+
+
+def _progress(obs: Observed, spec: api.JobSpec, planned: Planned) -> Decision:
+    """A planned job: create what is missing, react to failures, report."""
+    old = obs.job.get("status") or {}
+    children = classify(obs.pods, attempt=int(old.get("attempt") or 0), plan_hash=planned.plan_hash)
+    decision = Decision(
+        create=[*planned.create, *service(obs.job, obs.service)],
+        patch_control=planned.patch_control,
+        delete_pods=list(children.stale),
+        events=list(planned.events),
+    )
+    status = {**old, **live_status(obs, obs.telemetry), "plan": plan_status(planned.plan)}
+    status["assignmentVersion"] = planned.assignment.version
+    world, restarts = len(planned.plan.workers), int(old.get("restarts") or 0)
+    verdict = judge(children, spec, world=world, restarts=restarts)
+    if verdict is None:
+        conds = _advance(obs, spec, planned, children, decision, status)
+    else:
+        conds = _stop(obs, planned, children, verdict, decision, status)
+    decision.status, events = conclude(obs, status, conds)
+    decision.events = events + decision.events
+    return decision
+
+
+def _stop(
+    obs: Observed,
+    planned: Planned,
+    children: Children,
+    verdict: Failure | Restart,
+    decision: Decision,
+    status: dict[str, Any],
+) -> list[Condition]:
+    """An attempt failed: stop its pods, then restart after the backoff or fail for good."""
+    old = obs.job.get("status") or {}
+    pods = [*children.workers.values(), *children.servers.values()]
+    status["workersReady"] = f"0/{len(planned.plan.workers)}"
+    if isinstance(verdict, Restart):
+        attempt, restarts = int(old.get("attempt") or 0), int(old.get("restarts") or 0)
+        decision.delete_pods = sorted({*decision.delete_pods, *(p["metadata"]["name"] for p in pods)})
+        decision.requeue_after = float(max(verdict.delay_s, 1))
+        status |= {"restarts": restarts + 1, "attempt": attempt + 1, "workers": worker_rows(obs, planned, {})}
+        status["nextRestartTime"] = iso(obs.now + timedelta(seconds=verdict.delay_s))
+    else:
+        live = [p["metadata"]["name"] for p in pods if phase(p) not in ("Succeeded", "Failed")]
+        decision.delete_pods = sorted({*decision.delete_pods, *live})
+        status["completionTime"] = iso(obs.now)
+        status.pop("nextRestartTime", None)
+    return stopped_conditions(planned, verdict, old)
+
+
+def _advance(
+    obs: Observed,
+    spec: api.JobSpec,
+    planned: Planned,
+    children: Children,
+    decision: Decision,
+    status: dict[str, Any],
+) -> list[Condition]:
+    """No failure: after any backoff, create the missing pods; report progress and live telemetry."""
+    old = obs.job.get("status") or {}
+    waiting = backoff_until(old, obs.now)
+    if waiting is not None:
+        decision.requeue_after = max(0.5, (waiting - obs.now).total_seconds())
+    else:
+        status.pop("nextRestartTime", None)
+        created, blocked = missing(obs.job, spec, planned, children, attempt=int(old.get("attempt") or 0))
+        decision.create += created
+        if created and not old.get("startTime"):
+            status["startTime"] = iso(obs.now)
+        if blocked:
+            decision.requeue_after = 1.0  # an old pod still holds the name: retry once it is gone
+    conds = progress_conditions(planned, children, waiting=waiting, old=old)
+    running = sum(1 for p in children.workers.values() if phase(p) == "Running")
+    status["workers"] = worker_rows(obs, planned, children.workers)
+    status["workersReady"] = f"{running}/{len(planned.plan.workers)}"
+    if any(c.type is ConditionType.SUCCEEDED and c.status for c in conds):
+        status["completionTime"] = iso(obs.now)
+    if obs.telemetry is not None:
+        decision.events += obs.telemetry.events
+        decision.push, decision.momentum_put = obs.telemetry.push, obs.telemetry.momentum_put
+    return conds

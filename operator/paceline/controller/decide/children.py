@@ -1,0 +1,108 @@
+"""Stage 3 — children: sort the observed pods into this attempt's workers and parameter servers and stale
+ones, and build whatever the plan still lacks (the headless Service, missing pods)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from paceline import api
+from paceline.builders import build_ps_pod, build_service, build_worker_pod
+from paceline.controller.decide.plan import Planned, job_ref
+from paceline.momentum import MomentumPolicy, explicit_momentum, theory_momentum
+from paceline.plan_types import sharding_json
+
+Pod = Mapping[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Children:
+    workers: dict[int, Pod]  # this attempt's workers, by rank
+    servers: dict[int, Pod]  # this attempt's parameter servers, by shard
+    stale: list[str]  # pods of an older attempt or plan, not yet being deleted
+    names: frozenset[str]  # every pod name present (a deleting pod still holds its name)
+
+
+def _label(pod: Pod, key: str) -> str | None:
+    return ((pod.get("metadata") or {}).get("labels") or {}).get(key)
+
+
+def deleting(pod: Pod) -> bool:
+    return bool((pod.get("metadata") or {}).get("deletionTimestamp"))
+
+
+def classify(pods: Sequence[Pod], *, attempt: int, plan_hash: str) -> Children:
+    """Stage 3a: which pods belong to this attempt of this plan."""
+    workers: dict[int, Pod] = {}
+    servers: dict[int, Pod] = {}
+    stale: list[str] = []
+    for pod in pods:
+        annotations = pod["metadata"].get("annotations") or {}
+        current = (
+            _label(pod, api.LABEL_ATTEMPT) == str(attempt)
+            and annotations.get(api.ANNOTATION_PLAN_HASH) == plan_hash
+        )
+        role = _label(pod, api.LABEL_ROLE)
+        if current and not deleting(pod) and role in ("worker", "ps"):
+            (workers if role == "worker" else servers)[int(_label(pod, api.LABEL_RANK) or -1)] = pod
+        elif not deleting(pod):
+            stale.append(pod["metadata"]["name"])
+    names = frozenset(p["metadata"]["name"] for p in pods)
+    return Children(workers=workers, servers=servers, stale=stale, names=names)
+
+
+def initial_explicit_momentum(spec: api.JobSpec, *, workers: int) -> float:
+    """Explicit momentum before any staleness is measured: target − (1 − 1/M), the theory for M workers."""
+    tuning = spec.momentum_tuning
+    if tuning.policy is MomentumPolicy.FIXED:
+        return tuning.target
+    return explicit_momentum(target=tuning.target, implicit=theory_momentum(workers), floor=tuning.floor)
+
+
+def missing(
+    job: Mapping[str, Any], spec: api.JobSpec, planned: Planned, children: Children, *, attempt: int
+) -> tuple[list[dict[str, Any]], bool]:
+    """Stage 3b: pods the plan still lacks, and whether an old pod still holds a name we need."""
+    ref, plan = job_ref(job), planned.plan
+    world, port = len(plan.workers), api.master_port(ref.uid)
+    create: list[dict[str, Any]] = []
+    blocked = False
+    for w in plan.workers:
+        name = api.worker_pod_name(ref.name, w.rank)
+        blocked |= name in children.names and w.rank not in children.workers
+        if name not in children.names:
+            create.append(
+                build_worker_pod(
+                    ref,
+                    spec=spec,
+                    placement=w,
+                    world_size=world,
+                    attempt=attempt,
+                    plan_hash=planned.plan_hash,
+                    assignment=planned.assignment,
+                    port=port,
+                    sharding=sharding_json(plan),
+                )
+            )
+    momentum = initial_explicit_momentum(spec, workers=world) if spec.parameter_servers else 0.0
+    for shard in range(spec.parameter_servers):
+        if api.ps_pod_name(ref.name, shard) not in children.names:
+            create.append(
+                build_ps_pod(
+                    ref,
+                    spec=spec,
+                    shard=shard,
+                    workers=world,
+                    attempt=attempt,
+                    plan_hash=planned.plan_hash,
+                    momentum=momentum,
+                )
+            )
+    return create, blocked
+
+
+def service(job: Mapping[str, Any], observed: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The headless Service giving every pod a DNS name, when it does not exist yet."""
+    ref = job_ref(job)
+    return [] if observed is not None else [build_service(ref, port=api.master_port(ref.uid))]

@@ -1,0 +1,84 @@
+"""What a decision reads (`Observed`) and what it asks for (`Decision`): plain data, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from paceline.api import InvalidSpec, JobSpec
+from paceline.controller.planning import PlanningError
+from paceline.plan_types import JobPlan
+from paceline.reasons import EventReason
+from paceline_worker.wire import Assignment
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """A Kubernetes event about the job."""
+
+    type: str  # Normal | Warning
+    reason: EventReason
+    message: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rejection:
+    """The API server refused a worker pod built from the template of this spec generation (422)."""
+
+    generation: int
+    pod: str
+    message: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class MomentumPut:
+    """Explicit momentum to PUT to every parameter-server shard (level-based: repeated every pass)."""
+
+    urls: tuple[str, ...]
+    version: int
+    momentum: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Telemetry:
+    """What the live control steps measured and decided this pass (balancer or momentum policy)."""
+
+    worker_stats: Mapping[int, Mapping[str, str]] = field(default_factory=dict)  # rank → measured fields
+    throughput: Mapping[str, str] = field(default_factory=dict)
+    momentum: Mapping[str, str] = field(default_factory=dict)  # status.momentum
+    assignment: Assignment | None = None  # a new version from the balancer
+    push: tuple[str, Assignment] | None = None  # (rank 0's /assignment URL, what to PUT there)
+    momentum_put: MomentumPut | None = None
+    events: tuple[Event, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Observed:
+    """Everything the decision reads."""
+
+    job: Mapping[str, Any]
+    spec: JobSpec | InvalidSpec  # the job's spec, parsed once (`paceline.api.parsed`)
+    pods: Sequence[Mapping[str, Any]]
+    service: Mapping[str, Any] | None
+    control: Mapping[str, Any] | None
+    now: datetime
+    new_plan: JobPlan | PlanningError | None = None  # computed by the caller when `needs_plan` says so
+    rejected: Rejection | None = None
+    telemetry: Telemetry | None = None
+
+
+@dataclass(kw_only=True)
+class Decision:
+    """What to change. Apply order: events, status (once, only if it changed), creates/patches, deletes,
+    then the pushes to workers."""
+
+    create: list[dict[str, Any]] = field(default_factory=list)
+    patch_control: dict[str, Any] | None = None
+    delete_pods: list[str] = field(default_factory=list)
+    status: dict[str, Any] | None = None  # the whole new status; None leaves it as it is
+    events: list[Event] = field(default_factory=list)
+    requeue_after: float | None = None
+    push: tuple[str, Assignment] | None = None
+    momentum_put: MomentumPut | None = None

@@ -1,0 +1,143 @@
+"""Observe: what a pass reads besides the watch cache — the running workers' /metrics and the parameter
+servers' staleness logs — turned by the live policies (balancer, momentum) into this pass's `Telemetry`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from paceline import api, operator_metrics
+from paceline.adapters import workers
+from paceline.balancer import BalancingPolicy
+from paceline.controller.decide.children import initial_explicit_momentum
+from paceline.controller.decide.model import Event, MomentumPut, Rejection, Telemetry
+from paceline.controller.decide.plan import stored_assignment
+from paceline.controller.rebalance import JobControl, control_step
+from paceline.controller.retune import AsyncControl, retune_step
+from paceline.reasons import EventReason
+from paceline_worker.wire import Route
+
+OBSERVE_EVERY_S = 1.8  # a Running job's workers are scraped at most this often (passes come every 2 s)
+
+
+@dataclass(kw_only=True)
+class JobMemory:
+    """What a job's passes remember between them (in memory; an operator restart starts afresh)."""
+
+    balance: JobControl | None = None
+    momentum: AsyncControl | None = None
+    rejected: Rejection | None = None
+    observed_at: float = 0.0  # when the workers were last scraped (monotonic seconds)
+    parsed: tuple[int, api.JobSpec | api.InvalidSpec] | None = None  # (generation, spec)
+
+    def spec(self, job: Mapping[str, Any]) -> api.JobSpec | api.InvalidSpec:
+        """The job's spec parsed once per generation (the API server bumps it on every spec change)."""
+        generation = int(job["metadata"].get("generation") or 0)
+        if self.parsed is None or self.parsed[0] != generation:
+            self.parsed = (generation, api.parsed(job.get("spec") or {}))
+        return self.parsed[1]
+
+
+def running_urls(pods: Sequence[Mapping[str, Any]], *, role: str, attempt: str) -> dict[int, str]:
+    """rank → http://podIP:port of the running pods of one role in this attempt."""
+    return {
+        int(p["metadata"]["labels"][api.LABEL_RANK]): f"http://{p['status']['podIP']}:{api.METRICS_PORT}"
+        for p in pods
+        if (p.get("status") or {}).get("phase") == "Running"
+        and p["status"].get("podIP")
+        and p["metadata"]["labels"].get(api.LABEL_ROLE) == role
+        and p["metadata"]["labels"].get(api.LABEL_ATTEMPT) == attempt
+    }
+
+
+def telemetry(
+    job: Mapping[str, Any],
+    spec: api.JobSpec,
+    pods: Sequence[Mapping[str, Any]],
+    control: Mapping[str, Any] | None,
+    memory: JobMemory,
+) -> Telemetry | None:
+    """Scrape a Running job's workers and run its live policy; None when there is nothing to observe (or it
+    was observed moments ago)."""
+    status = job.get("status") or {}
+    now = time.monotonic()
+    if status.get("phase") != "Running" or now - memory.observed_at < OBSERVE_EVERY_S:
+        return None  # passes woken by events in between keep the last measurements
+    memory.observed_at = now
+    attempt = str(status.get("attempt") or 0)
+    if spec.mode is api.Mode.ASYNCHRONOUS:
+        return _momentum(job, spec, pods, attempt, memory)
+    if spec.balancing.policy is BalancingPolicy.DYNAMIC:
+        return _balance(job, spec, pods, control, attempt, memory)
+    return None
+
+
+def _balance(
+    job: Mapping[str, Any],
+    spec: api.JobSpec,
+    pods: Sequence[Mapping[str, Any]],
+    control: Mapping[str, Any] | None,
+    attempt: str,
+    memory: JobMemory,
+) -> Telemetry | None:
+    """Synchronous jobs: measured speeds → the balancer → maybe a new assignment version."""
+    assignment = stored_assignment(control)
+    urls = running_urls(pods, role="worker", attempt=attempt)
+    if assignment is None or len(urls) != assignment.world_size:
+        return None
+    memory.balance = memory.balance or JobControl.create(spec.balancing)
+    samples = workers.scrape_all({rank: f"{url}{Route.METRICS}" for rank, url in urls.items()})
+    outcome = control_step(
+        state=memory.balance, samples=samples, assignment=assignment, settings=spec.balancing, now=time.time()
+    )
+    meta = job["metadata"]
+    operator_metrics.record_control(namespace=meta["namespace"], job=meta["name"], outcome=outcome)
+    return Telemetry(
+        worker_stats=outcome.worker_stats,
+        throughput=outcome.throughput,
+        assignment=outcome.new_assignment,
+        push=(f"{urls[0]}{Route.ASSIGNMENT}", outcome.push) if outcome.push is not None else None,
+        events=tuple(outcome.events),
+    )
+
+
+def _momentum(
+    job: Mapping[str, Any],
+    spec: api.JobSpec,
+    pods: Sequence[Mapping[str, Any]],
+    attempt: str,
+    memory: JobMemory,
+) -> Telemetry | None:
+    """Asynchronous jobs: measured staleness and worker speeds → the explicit momentum the shards hold."""
+    world = len((job.get("status") or {}).get("workers") or []) or 1
+    ranks = running_urls(pods, role="worker", attempt=attempt)
+    shards = running_urls(pods, role="ps", attempt=attempt)
+    if len(shards) != spec.parameter_servers or len(ranks) != world:
+        return None  # only a complete worker set is a worker-count change worth retuning for
+    if memory.momentum is None:
+        initial = initial_explicit_momentum(spec, workers=world)
+        memory.momentum = AsyncControl.create(
+            settings=spec.momentum_tuning, workers=world, initial_explicit=initial
+        )
+    state = memory.momentum
+    if state.attempt != attempt:
+        state.attempt, state.cursors = attempt, {}
+    logs = {s: workers.read_staleness(url, state.cursors.get(s, 0)) for s, url in shards.items()}
+    samples = workers.scrape_all({rank: f"{url}{Route.METRICS}" for rank, url in ranks.items()})
+    retune = retune_step(
+        state,
+        staleness={s: read for s, read in logs.items() if read is not None},
+        worker_speeds={f"w{rank}": s.compute_samples_per_second for rank, s in samples.items()},
+    )
+    if retune is None:
+        return None
+    applied = retune.applied
+    events = (
+        (Event(type="Normal", reason=EventReason.MOMENTUM_RETUNED, message=applied.reason),)
+        if applied
+        else ()
+    )
+    put = MomentumPut(urls=tuple(shards.values()), version=retune.version, momentum=retune.momentum)
+    return Telemetry(momentum=dict(state.status), momentum_put=put, events=events)
