@@ -104,6 +104,12 @@ async def on_job(
         memo.fleet.job_event((namespace, name), None if type == "DELETED" else dict(body))
 
 
+@kopf.on.event("v1", "nodes")
+async def on_node(name: str, type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A node changed: jobs re-plan when one of theirs is lost, waiting jobs retry when one is added."""
+    memo.fleet.node_event(name, usable=type != "DELETED" and gpu_node(body) is not None)
+
+
 @kopf.on.event("v1", "pods", labels=OURS)
 @kopf.on.event("v1", "services", labels=OURS)
 @kopf.on.event("v1", "configmaps", labels=CONTROL)

@@ -87,3 +87,30 @@ def test_a_stored_assignment_with_a_null_learning_rate_reads_back() -> None:
     )
     assignment = stored_assignment(stored)
     assert assignment is not None and assignment.learning_rate is None and assignment.version == 2
+
+
+def test_a_lost_node_replans_and_moves_the_pods_off_it() -> None:
+    """A node of the stored plan is gone: re-plan on what is left (the old placement's pods become stale),
+    with a Warning `Resized` event that says from what to what and why."""
+    from dataclasses import replace
+
+    from paceline.controller.decide.plan import lost_nodes, placement_hash
+
+    stored = control(version=4)
+    nodes = {w.node for w in PLAN.workers}
+    gone = sorted(nodes)[-1]
+    usable = frozenset(nodes - {gone} | {"gpu-spare"})
+    assert not needs_plan(job(), SPEC, stored, frozenset(nodes))
+    assert needs_plan(job(), SPEC, stored, usable) and lost_nodes(PLAN, usable) == [gone]
+    moved = replace(
+        PLAN,
+        workers=tuple(replace(w, node="gpu-spare") if w.node == gone else w for w in PLAN.workers[:-1]),
+    )
+    planned = adopt_plan(observed(control=stored, new_plan=moved, usable_nodes=usable), SPEC)
+    assert isinstance(planned, Planned) and planned.plan == moved and planned.assignment.version == 5
+    assert planned.plan_hash != placement_hash(SPEC.plan_hash(), PLAN), "pods of the old placement are stale"
+    (event,) = planned.events
+    assert event.type == "Warning" and event.reason is EventReason.RESIZED
+    assert gone in event.message and f"from {len(PLAN.workers)} to {len(moved.workers)}" in event.message
+    kept = adopt_plan(observed(control=stored, usable_nodes=frozenset(nodes)), SPEC)
+    assert isinstance(kept, Planned) and kept.plan == PLAN and kept.events == []

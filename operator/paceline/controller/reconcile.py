@@ -32,6 +32,7 @@ class Snapshot:
     pods: Sequence[Mapping[str, Any]]
     service: Mapping[str, Any] | None
     control: Mapping[str, Any] | None
+    usable_nodes: frozenset[str] | None = None  # GPU nodes pods can run on now
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,6 +80,7 @@ def run_pass(snap: Snapshot, memory: JobMemory, *, new_plan: JobPlan | PlanningE
             new_plan=new_plan,
             rejected=memory.rejected,
             telemetry=live,
+            usable_nodes=snap.usable_nodes,
         )
         decision = decide(observed)
         applied = apply(snap.job, decision)

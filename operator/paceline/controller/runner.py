@@ -128,7 +128,7 @@ class JobRunner:
         snap = self.fleet.snapshot(self)
         spec = self.memory.spec(job)
         new_plan = None
-        if needs_plan(job, spec, snap.control) and isinstance(spec, api.JobSpec):
+        if needs_plan(job, spec, snap.control, snap.usable_nodes) and isinstance(spec, api.JobSpec):
             async with self.fleet.planning:  # one plan at a time: each sees the others' reservations
                 nodes, pods, reserved = self.fleet.inventory()
                 new_plan = await self.fleet.call(
@@ -170,6 +170,7 @@ class Fleet:
         self.runners: dict[JobKey, JobRunner] = {}
         self.reservations: dict[JobKey, dict[str, int]] = {}
         self.planning = asyncio.Lock()
+        self._usable: dict[str, bool] = {}
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="paceline-pass")
 
     def job_event(self, key: JobKey, body: dict[str, Any] | None) -> None:
@@ -191,6 +192,23 @@ class Fleet:
         if runner is not None:
             runner.poke()
 
+    def node_event(self, name: str, *, usable: bool) -> None:
+        """A GPU node changed. Only a change of usability matters: a node lost wakes the jobs placed on it
+        (they re-plan), a node that became usable wakes the jobs still waiting for capacity."""
+        if self._usable.get(name) == usable:
+            return  # heartbeats and label churn: nothing to decide
+        self._usable[name] = usable
+        for key, held in self.reservations.items():
+            if not usable and name in held:
+                self.poke(key)
+        if usable:
+            for key in self.runners.keys() - self.reservations.keys():
+                self.poke(key)
+
+    def usable_nodes(self) -> frozenset[str]:
+        """GPU nodes pods can run on now, by name (in the event loop)."""
+        return frozenset(self.cache.gpu_nodes.keys())
+
     def snapshot(self, runner: JobRunner) -> Snapshot:
         """The job and its children from the cache and our own writes (in the event loop)."""
         key, written = runner.key, runner.written
@@ -204,6 +222,7 @@ class Fleet:
             pods=written.pods_over(self.cache.pods.get(key, ())),
             service=service or written.service,
             control=newer(written.control, control),
+            usable_nodes=self.usable_nodes(),
         )
 
     def inventory(self) -> tuple[list[GpuNode], list[GpuPod], dict[JobKey, dict[str, int]]]:

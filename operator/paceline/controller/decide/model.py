@@ -67,6 +67,7 @@ class Observed:
     new_plan: JobPlan | PlanningError | None = None  # computed by the caller when `needs_plan` says so
     rejected: Rejection | None = None
     telemetry: Telemetry | None = None
+    usable_nodes: frozenset[str] | None = None  # GPU nodes pods can run on now (None: not known)
 
 
 @dataclass(kw_only=True)
