@@ -80,6 +80,24 @@ def plan_from_json(text: str) -> JobPlan:
     return JobPlan(workers=workers, layers=layers, splits=splits, executed=executed, **doc)
 
 
+def build_checkpoint_claim(job: JobRef, *, spec: api.JobSpec) -> dict[str, Any] | None:
+    """The PersistentVolumeClaim of spec.checkpoint.volumeClaimTemplate, owned by the job (None: none)."""
+    template = spec.checkpoint.claim_template
+    if template is None:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": spec.checkpoint.claim(job.name),
+            "namespace": job.namespace,
+            "labels": _labels(job, **{api.LABEL_ROLE: "checkpoint"}),
+            "ownerReferences": [job.owner_reference()],
+        },
+        "spec": copy.deepcopy(dict(template)),
+    }
+
+
 def build_control(job: JobRef, *, plan: JobPlan, plan_hash: str, assignment: Assignment) -> dict[str, Any]:
     """The control ConfigMap: the plan in force and the assignment workers follow (versioned)."""
     return {
@@ -328,7 +346,19 @@ def build_worker_pod(
     )
     if spec.mode is api.Mode.SYNCHRONOUS:
         first["command"] = launched([*(first.get("command") or []), *(first.pop("args", None) or [])])
-    defaults = [_env(Env.CHECKPOINT_DIR, f"{api.DEFAULT_CHECKPOINT_ROOT}/{job.namespace}/{job.name}")]
+    claim = spec.checkpoint.claim(job.name)
+    defaults = []
+    if claim is None:  # the container's own disk, unless the template says otherwise
+        defaults.append(_env(Env.CHECKPOINT_DIR, f"{api.DEFAULT_CHECKPOINT_ROOT}/{job.namespace}/{job.name}"))
+    else:  # the durable volume: every worker mounts it, each job keeps its own subdirectory
+        pod_spec.setdefault("volumes", []).append(
+            {"name": api.CHECKPOINT_VOLUME, "persistentVolumeClaim": {"claimName": claim}}
+        )
+        first.setdefault("volumeMounts", []).append(
+            {"name": api.CHECKPOINT_VOLUME, "mountPath": api.CHECKPOINT_MOUNT}
+        )
+        ours.append(_env(Env.CHECKPOINT_DIR, f"{api.CHECKPOINT_MOUNT}/{job.name}"))
+    ours.append(_env(Env.CHECKPOINT_INTERVAL_STEPS, str(spec.checkpoint.interval_steps)))
     first["env"] = _merge_env(list(first.get("env") or []), ours, defaults)
     ports = first.setdefault("ports", [])
     if not any(p.get("containerPort") == api.METRICS_PORT for p in ports):

@@ -57,6 +57,12 @@ async def gpu_nodes(body: kopf.Body, **_: Any) -> dict[str, GpuNode] | None:
     return None if node is None else {node.name: node}
 
 
+@kopf.index("v1", "persistentvolumeclaims")
+async def claims(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[JobKey, str]:
+    """Every PersistentVolumeClaim's phase, by (namespace, name): checkpoint volumes must exist."""
+    return {(namespace or "", name): str((body.get("status") or {}).get("phase") or "Pending")}
+
+
 @kopf.index("v1", "configmaps", labels=CONTROL)
 async def controls(
     namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
@@ -85,9 +91,11 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indices: Any
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="kopf.paceline.dev")
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 600
-    names = ("paceline_pods", "gpu_pods", "gpu_nodes", "controls", "services")
-    pods, gpus, nodes, cms, svcs = (indices[n] for n in names)
-    memo.fleet = Fleet(Cache(pods=pods, gpu_pods=gpus, gpu_nodes=nodes, controls=cms, services=svcs))
+    names = ("paceline_pods", "gpu_pods", "gpu_nodes", "controls", "services", "claims")
+    pods, gpus, nodes, cms, svcs, pvcs = (indices[n] for n in names)
+    memo.fleet = Fleet(
+        Cache(pods=pods, gpu_pods=gpus, gpu_nodes=nodes, controls=cms, services=svcs, claims=pvcs)
+    )
 
 
 @kopf.on.cleanup()

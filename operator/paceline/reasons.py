@@ -21,6 +21,7 @@ class Reason(StrEnum):
     PLAN_COMPUTED = "PlanComputed"
     UNSCHEDULABLE = "Unschedulable"
     INVALID_MODEL = "InvalidModel"
+    CHECKPOINT_VOLUME_MISSING = "CheckpointVolumeMissing"
     # Placed
     PODS_SCHEDULED = "PodsScheduled"
     PODS_PENDING = "PodsPending"

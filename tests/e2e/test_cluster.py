@@ -44,6 +44,8 @@ def test_control_plane_runs_the_pinned_version(kube: Kube) -> None:
     ("verb", "resource", "allowed"),
     [
         ("create", "pods", True),
+        ("create", "persistentvolumeclaims", True),  # spec.checkpoint.volumeClaimTemplate
+        ("delete", "persistentvolumeclaims", False),  # the garbage collector removes them with the job
         ("patch", "trainingjobs.paceline.dev/status", True),
         ("list", "nodes", True),
         ("delete", "nodes", False),

@@ -80,13 +80,14 @@ def list_pods() -> list[dict[str, Any]]:
 
 
 def create(obj: Mapping[str, Any]) -> dict[str, Any] | None:
-    """Create a Pod, Service or ConfigMap and return it; None when it already exists (409); raises
-    `Rejected` when the API server refuses it as invalid (422)."""
+    """Create a Pod, Service, ConfigMap or PersistentVolumeClaim and return it; None when it already exists
+    (409); raises `Rejected` when the API server refuses it as invalid (422)."""
     ns = obj["metadata"]["namespace"]
     creators: dict[str, Callable[..., Any]] = {
         "Pod": _core().create_namespaced_pod,
         "Service": _core().create_namespaced_service,
         "ConfigMap": _core().create_namespaced_config_map,
+        "PersistentVolumeClaim": _core().create_namespaced_persistent_volume_claim,
     }
     try:
         return _plain(creators[obj["kind"]](ns, obj))

@@ -5,6 +5,7 @@ from paceline.api.names import *  # noqa: F403 - the names are the API's vocabul
 from paceline.api.names import __all__ as _names
 from paceline.api.spec import (
     AsyncSettings,
+    CheckpointSettings,
     InvalidSpec,
     JobSpec,
     Mode,
@@ -20,6 +21,7 @@ __all__ = [
     *_names,
     "DEFAULTS",
     "AsyncSettings",
+    "CheckpointSettings",
     "InvalidSpec",
     "JobSpec",
     "Mode",

@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "reinforcement": {"actors": 1, "learners": 1, "maxPolicyLag": 1},
     "placement": {},
     "runPolicy": {"restartPolicy": "ExitCode", "backoffLimit": 3, "backoffSeconds": 5},
+    "checkpoint": {"intervalSteps": 100},
 }
 CONFIG_MAP_KEY = "graph.yaml"  # spec.model.configMapRef.key
 

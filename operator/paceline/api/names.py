@@ -27,11 +27,15 @@ HOSTNAME_LABEL = "kubernetes.io/hostname"
 PS_ENTRYPOINT = ("python", "-m", "paceline_worker.asynchronous.ps")
 LAUNCHER = "paceline_worker.launch"
 LAUNCHER_ENTRYPOINT = ("python", "-m", LAUNCHER)  # torchrun, one process per GPU; see worker-image
-DEFAULT_CHECKPOINT_ROOT = "/tmp/paceline"
+DEFAULT_CHECKPOINT_ROOT = "/tmp/paceline"  # in the container: lost with it; see spec.checkpoint
+CHECKPOINT_MOUNT = "/var/run/paceline/checkpoint"  # where spec.checkpoint's volume is mounted
+CHECKPOINT_VOLUME = "paceline-checkpoint"
 
 __all__ = [
     "ANNOTATION_PLAN_HASH",
     "API_VERSION",
+    "CHECKPOINT_MOUNT",
+    "CHECKPOINT_VOLUME",
     "DEFAULT_CHECKPOINT_ROOT",
     "GPU_PRODUCT_LABEL",
     "GPU_RESOURCE",

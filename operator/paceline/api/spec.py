@@ -60,6 +60,19 @@ class AsyncSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CheckpointSettings:
+    """spec.checkpoint: the volume checkpoints live on (None: the container's own disk)."""
+
+    claim_name: str | None
+    claim_template: Mapping[str, Any] | None  # spec of the PVC the operator creates as <job>-checkpoint
+    interval_steps: int
+
+    def claim(self, job: str) -> str | None:
+        """The PVC every worker mounts, if any."""
+        return self.claim_name or (f"{job}-checkpoint" if self.claim_template is not None else None)
+
+
+@dataclass(frozen=True, kw_only=True)
 class JobSpec:
     """A validated TrainingJob spec with every default applied."""
 
@@ -77,6 +90,7 @@ class JobSpec:
     pools: tuple[str, ...]
     run_policy: RunPolicy
     template: Mapping[str, Any]
+    checkpoint: CheckpointSettings
 
     @property
     def parameter_servers(self) -> int:
@@ -101,6 +115,7 @@ class JobSpec:
             "model": self.model,
             "pools": sorted(self.pools),
             "template": self.template,
+            "checkpoint": [self.checkpoint.claim_name, self.checkpoint.claim_template],
             "asynchronous": asynchronous if self.mode is Mode.ASYNCHRONOUS else {},
         }
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
@@ -208,6 +223,20 @@ def parse_momentum_tuning(raw: Mapping[str, Any], *, target: Decimal) -> Momentu
     )
 
 
+def _checkpoint(raw: Mapping[str, Any]) -> CheckpointSettings:
+    path = "spec.checkpoint"
+    if raw.get("claimName") and raw.get("volumeClaimTemplate") is not None:
+        raise InvalidSpec(f"{path}: set claimName or volumeClaimTemplate, not both")
+    template = raw.get("volumeClaimTemplate")
+    if template is not None and not isinstance(template, Mapping):
+        raise InvalidSpec(f"{path}.volumeClaimTemplate must be a PersistentVolumeClaim spec (an object)")
+    return CheckpointSettings(
+        claim_name=str(raw["claimName"]) if raw.get("claimName") else None,
+        claim_template=template,
+        interval_steps=_int(raw, "intervalSteps", f"{path}.intervalSteps", low=0, high=1_000_000),
+    )
+
+
 def _replicas(spec: Mapping[str, Any]) -> tuple[int, int]:
     replicas = spec["replicas"]
     rmin = _int(replicas, "min", "spec.replicas.min", low=1, high=1024)
@@ -296,4 +325,5 @@ def parse_spec(raw: Mapping[str, Any]) -> JobSpec:
             backoff_seconds=_int(run, "backoffSeconds", "spec.runPolicy.backoffSeconds", low=0, high=300),
         ),
         template=_validate_template(spec.get("template")),
+        checkpoint=_checkpoint(spec["checkpoint"]),
     )

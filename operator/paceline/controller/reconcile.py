@@ -33,6 +33,7 @@ class Snapshot:
     service: Mapping[str, Any] | None
     control: Mapping[str, Any] | None
     usable_nodes: frozenset[str] | None = None  # GPU nodes pods can run on now
+    claims: frozenset[str] | None = None  # PersistentVolumeClaims in the job's namespace
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,6 +82,7 @@ def run_pass(snap: Snapshot, memory: JobMemory, *, new_plan: JobPlan | PlanningE
             rejected=memory.rejected,
             telemetry=live,
             usable_nodes=snap.usable_nodes,
+            claims=snap.claims,
         )
         decision = decide(observed)
         applied = apply(snap.job, decision)

@@ -40,6 +40,7 @@ class Cache:
     gpu_nodes: Mapping[str, Iterable[GpuNode]]
     controls: Mapping[JobKey, Iterable[dict[str, Any]]]
     services: Mapping[JobKey, Iterable[dict[str, Any]]]
+    claims: Mapping[JobKey, Iterable[str]] = field(default_factory=dict)  # (namespace, name) → phase
 
 
 def _version(obj: Mapping[str, Any] | None) -> int:
@@ -154,7 +155,7 @@ class JobRunner:
                 self.written.pods[name] = obj
             elif obj["kind"] == "Service":
                 self.written.service = obj
-            else:
+            elif obj["kind"] == "ConfigMap":
                 self.written.control = obj
         self.written.control = newer(applied.control, self.written.control)
         self.written.deleted.update(applied.deleted)
@@ -223,6 +224,7 @@ class Fleet:
             service=service or written.service,
             control=newer(written.control, control),
             usable_nodes=self.usable_nodes(),
+            claims=frozenset(name for ns, name in self.cache.claims if ns == key[0]),
         )
 
     def inventory(self) -> tuple[list[GpuNode], list[GpuPod], dict[JobKey, dict[str, int]]]:

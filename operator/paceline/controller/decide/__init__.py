@@ -28,6 +28,7 @@ from paceline.controller.decide.status import (
     worker_rows,
 )
 from paceline.controller.decide.validate import Finished, Invalid, Refused, Valid, phase, validate
+from paceline.controller.decide.volumes import checkpoint_volume
 from paceline.reasons import ConditionType, Reason
 
 UNSCHEDULABLE_RETRY_S = 10.0
@@ -42,13 +43,17 @@ def decide(obs: Observed) -> Decision:
     checked = validate(obs)
     if not isinstance(checked, Valid):
         return _settled(obs, checked)
-    planned = adopt_plan(obs, checked.spec)
+    volume = checkpoint_volume(obs, checked.spec)
+    planned = volume if isinstance(volume, Unplanned) else adopt_plan(obs, checked.spec)
     if isinstance(planned, Unplanned):
         old = obs.job.get("status") or {}
         kept = carry(old, [ConditionType.PLACED, ConditionType.RUNNING, ConditionType.RESTARTING])
         status, events = conclude(obs, dict(old), [planned.condition, *kept, SPEC_VALID])
         return Decision(status=status, events=events, requeue_after=UNSCHEDULABLE_RETRY_S)
-    return _progress(obs, checked.spec, planned)
+    decision = _progress(obs, checked.spec, planned)
+    if not isinstance(volume, Unplanned):
+        decision.create = [*volume, *decision.create]
+    return decision
 
 
 def _settled(obs: Observed, checked: Invalid | Refused | Finished) -> Decision:

@@ -68,6 +68,7 @@ class Observed:
     rejected: Rejection | None = None
     telemetry: Telemetry | None = None
     usable_nodes: frozenset[str] | None = None  # GPU nodes pods can run on now (None: not known)
+    claims: frozenset[str] | None = None  # PersistentVolumeClaims in the job's namespace (None: not known)
 
 
 @dataclass(kw_only=True)

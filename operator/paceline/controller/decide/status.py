@@ -80,7 +80,10 @@ def placed_message(plan: JobPlan) -> str:
 def _event_for(cond: Condition) -> tuple[str, EventReason] | None:
     """(type, reason) of the event a condition's new state calls for, if any."""
     if cond.type is ConditionType.PLANNED and cond.status is not None:
-        return ("Normal", EventReason.PLANNED) if cond.status else ("Warning", EventReason.UNSCHEDULABLE)
+        if cond.status:
+            return ("Normal", EventReason.PLANNED)
+        bad_model = cond.reason is Reason.INVALID_MODEL
+        return ("Warning", EventReason.INVALID_SPEC if bad_model else EventReason.UNSCHEDULABLE)
     if not cond.status:
         return None
     if cond.type is ConditionType.FAILED:
