@@ -123,16 +123,17 @@ def global_batches(ranks: list[dict[str, Any]]) -> list[list[int]]:
     """Per step, the sample indices of all data-parallel groups in order (each group counted once).
 
     When a step was trained more than once (ranks that failed after their last checkpoint redo it in the next
-    generation), the newest generation's records are the ones in the model.
+    generation or run), the newest run's records are the ones in the model: runs are ordered by generation,
+    then by the checkpoint step they resumed from.
     """
-    by_step: dict[int, tuple[int, dict[int, list[int]]]] = {}
+    by_step: dict[int, tuple[tuple[int, int], dict[int, list[int]]]] = {}
     for rank in ranks:
         for r in rank["records"]:
-            generation = r.get("generation", 0)
+            run = (r.get("generation", 0), r.get("resumedFrom", 0))
             known = by_step.get(r["step"])
-            if known is None or known[0] < generation:
-                by_step[r["step"]] = known = (generation, {})
-            if known[0] == generation:
+            if known is None or known[0] < run:
+                by_step[r["step"]] = known = (run, {})
+            if known[0] == run:
                 known[1][r["dataRank"]] = r["indices"]
     assert sorted(by_step) == list(range(len(by_step))), "every step from 0 recorded"
     return [[i for d in sorted(groups) for i in groups[d]] for _, (_, groups) in sorted(by_step.items())]

@@ -68,6 +68,8 @@ def main() -> None:
     seconds: list[float] = []
     with Worker.from_env(model, optimizer, dataset, loss_fn=nn.CrossEntropyLoss()) as w:
         split = [s.module for s in w.config.plan.modules]
+        args.out.mkdir(parents=True, exist_ok=True)
+        resumed_from = w.global_step  # identifies this run: a later run resumes from a later checkpoint
         started = time.perf_counter()
         for batch in w.batches(max_steps=args.max_steps):
             if w.rank == 0 and batch.step == args.switch_at and args.switch_to:
@@ -89,6 +91,8 @@ def main() -> None:
                 "indices": batch.indices,
                 "version": w.assignment.version,
                 "generation": int(os.environ.get("PACELINE_GENERATION") or 0),
+                "resumedFrom": resumed_from,
+                "worldSize": w.world_size,
             }
             records.append(record)
             with (args.out / f"rank{w.rank}.steps.jsonl").open("a") as steps_log:  # survives a crash

@@ -10,8 +10,9 @@ from typing import Any
 
 from paceline import api
 from paceline.plan_types import Executed, JobPlan, Layout, ModuleSplit, SplitStyle, WorkerPlacement
-from paceline_worker.wire import Assignment, Env, HyperparameterUpdate
+from paceline_worker.wire import LAUNCHER_PORT, Assignment, Env, HyperparameterUpdate
 
+RESIZE_GRACE_S = 120  # how long an elastic pod's launcher waits for the operator after its ranks failed
 
 @dataclass(frozen=True, kw_only=True)
 class JobRef:
@@ -150,7 +151,12 @@ def worker_env(
             _env(Env.LAUNCH_MASTER_ADDR, master),
             _env(Env.LAUNCH_MASTER_PORT, str(port)),
             _env(Env.PLAN, sharding),
+            _env(Env.LAUNCHER_PORT, str(LAUNCHER_PORT)),
         ]
+        if spec.replicas_min < spec.replicas_max:
+            # Elastic: when a peer's node is lost the ranks fail; the launcher holds the pod while the
+            # operator re-plans, instead of reporting the peer's loss as this pod's failure.
+            launch.append(_env(Env.RESIZE_GRACE_S, str(RESIZE_GRACE_S)))
     else:
         launch = [
             _env(Env.MASTER_ADDR, master),

@@ -1,0 +1,128 @@
+"""Jobs that follow the cluster: a node is deleted mid-training. The job re-plans on the nodes that are left,
+its workers resume from the checkpoint on the job's own volume (a claim template the operator created), no
+pod stays pinned to the missing node, and every sample of every epoch is in the model exactly once."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from e2e_support import Kube, training_job, wait_for
+
+from paceline.localcluster.cluster import LocalCluster
+from paceline.localcluster.config import load_config, node_manifests
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench"))
+from _tp_pods import global_batches  # noqa: E402
+
+SAMPLES, BATCH, STEPS = 240, 24, 50  # 10 steps per epoch
+LOST = "gpu-a100-1"
+
+
+def _records(cluster: LocalCluster, namespace: str) -> list[dict[str, Any]]:
+    root = cluster.paths.state / "volumes" / namespace / "follow-checkpoint" / "follow" / "records"
+    return [
+        {"records": [json.loads(line) for line in p.read_text().splitlines() if line.strip()]}
+        for p in sorted(root.glob("rank*.steps.jsonl"))
+    ]
+
+
+def _steps(cluster: LocalCluster, namespace: str) -> int:
+    return max((r["step"] + 1 for rank in _records(cluster, namespace) for r in rank["records"]), default=0)
+
+
+def _pinned_nodes(pod: dict[str, Any]) -> set[str]:
+    terms = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    return {v for t in terms["nodeSelectorTerms"] for e in t["matchExpressions"] for v in e.get("values", [])}
+
+
+def test_a_lost_node_replans_resumes_from_the_volume_and_keeps_every_sample(
+    cluster: LocalCluster, kube: Kube, namespace: str
+) -> None:
+    command = ["python", "bench/_tp_worker.py", "--out", "$(PACELINE_CHECKPOINT_DIR)/records"]
+    command += [
+        "--sizes",
+        "6,16,12,4",
+        "--samples",
+        str(SAMPLES),
+        "--max-steps",
+        str(STEPS),
+        "--step-sleep",
+        "0.4",
+    ]
+    doc = training_job(
+        "follow",
+        command=command,
+        replicas=(1, 2),
+        gpusPerWorker=4,  # one worker per A100 node
+        globalBatchSize=BATCH,
+        placement={"pools": ["a100"]},
+        balancing={"policy": "Static"},
+        checkpoint={
+            "volumeClaimTemplate": {
+                "accessModes": ["ReadWriteMany"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+            "intervalSteps": 4,
+        },
+    )
+    assert kube.apply(doc, namespace).returncode == 0
+    try:
+        wait_for(
+            "two workers running",
+            lambda: _status(kube, namespace).get("workersReady") == "2/2",
+            timeout_s=240,
+        )
+        claim = kube.get("pvc", "follow-checkpoint", namespace)
+        assert claim is not None and claim["metadata"]["ownerReferences"][0]["name"] == "follow"
+        wait_for("12 steps trained", lambda: _steps(cluster, namespace) >= 12, timeout_s=300, interval_s=1)
+        assert kube.run("delete", "node", LOST).returncode == 0
+
+        def resized() -> list[str]:
+            return [e["message"] for e in kube.events(namespace, "follow") if e["reason"] == "Resized"]
+
+        (message, *_) = wait_for("a Resized event", resized, timeout_s=180)
+        assert LOST in message and "from 2 to 1 worker" in message, message
+        status = wait_for(
+            "Succeeded",
+            lambda: (s := _status(kube, namespace)).get("phase") == "Succeeded" and s,
+            timeout_s=600,
+        )
+        assert [w["node"] for w in status["workers"]] == ["gpu-a100-0"]
+        for pod in kube.items("pods", namespace, "paceline.dev/job=follow"):
+            if pod["status"].get("phase") in ("Running", "Succeeded"):
+                assert LOST not in _pinned_nodes(pod), pod["metadata"]["name"]
+    finally:
+        _restore_node(kube)
+
+    batches = global_batches(_records(cluster, namespace))
+    assert len(batches) == STEPS
+    for epoch in range(STEPS * BATCH // SAMPLES):
+        seen = sorted(i for step in batches[epoch * 10 : (epoch + 1) * 10] for i in step)
+        assert seen == list(range(SAMPLES)), f"epoch {epoch}: a sample skipped or seen twice"
+    worlds = {r["worldSize"] for rank in _records(cluster, namespace) for r in rank["records"]}
+    assert worlds == {8, 4}, "trained on 2 pods x 4 ranks, then on 1 pod"
+
+
+def _status(kube: Kube, namespace: str) -> dict[str, Any]:
+    return dict((kube.get("tj", "follow", namespace) or {}).get("status") or {})
+
+
+def _restore_node(kube: Kube) -> None:
+    """Put the deleted node back for the tests that follow (the cluster is shared by the session)."""
+    config = load_config(REPO / "tests" / "e2e" / "cluster.yaml")
+    (node,) = [n for n in node_manifests(config) if n["metadata"]["name"] == LOST]
+    if kube.get("node", LOST) is None:
+        kube.run("create", "-f", "-", input_text=yaml.safe_dump(node), check=False)
+    wait_for("the node back and Ready", lambda: _ready(kube.get("node", LOST)), timeout_s=120)
+
+
+def _ready(node: dict[str, Any] | None) -> bool:
+    conditions = ((node or {}).get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
