@@ -6,9 +6,9 @@ import ipaddress
 
 import pytest
 
-from paceline.localcluster.binaries import staging_replaces, wrapper_gomod
-from paceline.localcluster.config import ConfigError, load_config, node_manifests, parse_config
-from paceline.localcluster.runtime import random_delays, resolve_env, straggler_factor
+from paceline_dev.localcluster.binaries import staging_replaces, wrapper_gomod
+from paceline_dev.localcluster.config import ConfigError, load_config, node_manifests, parse_config
+from paceline_dev.localcluster.runtime import random_delays, resolve_env, straggler_factor
 
 
 def test_default_pools_are_heterogeneous_and_loopback() -> None:

@@ -29,7 +29,7 @@ import numpy as np
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from paceline.localcluster.config import (
+from paceline_dev.localcluster.config import (
     KWOK_ANNOTATION,
     SPEED_ANNOTATION,
     ClusterConfig,
