@@ -25,17 +25,17 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 cluster-build: $(STAMP)
-	$(BIN)/paceline cluster build
+	$(BIN)/paceline-dev cluster build
 
 cluster-up: $(STAMP)
-	$(BIN)/paceline cluster up
+	$(BIN)/paceline-dev cluster up
 
 cluster-down: $(STAMP)
-	$(BIN)/paceline cluster down
+	$(BIN)/paceline-dev cluster down
 
 demo: $(STAMP)
-	$(BIN)/paceline cluster up
-	$(BIN)/paceline demo
+	$(BIN)/paceline-dev cluster up
+	$(BIN)/paceline-dev demo
 
 chart-crds:
 	cp crds/*.yaml charts/paceline/crds/
@@ -44,6 +44,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check operator worker-image tests bench examples
 	$(BIN)/ruff format --check operator worker-image tests bench examples
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q

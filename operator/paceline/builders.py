@@ -14,6 +14,7 @@ from paceline_worker.wire import LAUNCHER_PORT, Assignment, Env, HyperparameterU
 
 RESIZE_GRACE_S = 120  # how long an elastic pod's launcher waits for the operator after its ranks failed
 
+
 @dataclass(frozen=True, kw_only=True)
 class JobRef:
     """The identity of a TrainingJob that its children point back to."""

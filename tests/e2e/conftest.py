@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from e2e_support import Kube
 
-from paceline.localcluster.cluster import LocalCluster
+from paceline_dev.localcluster.cluster import LocalCluster
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from paceline.localcluster.cluster import LocalCluster
+from paceline_dev.localcluster.cluster import LocalCluster
 
 
 class Kube:

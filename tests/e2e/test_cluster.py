@@ -34,7 +34,7 @@ def test_service_cidr_is_loopback(kube: Kube) -> None:
 
 
 def test_control_plane_runs_the_pinned_version(kube: Kube) -> None:
-    from paceline.localcluster import versions
+    from paceline_dev.localcluster import versions
 
     out = kube.run("version", "-o", "json").stdout
     assert f'"gitVersion": "{versions.KUBERNETES}"' in out

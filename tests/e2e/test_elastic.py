@@ -13,8 +13,8 @@ import pytest
 import yaml
 from e2e_support import Kube, training_job, wait_for
 
-from paceline.localcluster.cluster import LocalCluster
-from paceline.localcluster.config import load_config, node_manifests
+from paceline_dev.localcluster.cluster import LocalCluster
+from paceline_dev.localcluster.config import load_config, node_manifests
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]

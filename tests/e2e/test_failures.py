@@ -8,8 +8,8 @@ import signal
 import pytest
 from e2e_support import Kube, training_job, wait_for
 
-from paceline.localcluster import processes
-from paceline.localcluster.cluster import LocalCluster
+from paceline_dev.localcluster import processes
+from paceline_dev.localcluster.cluster import LocalCluster
 
 pytestmark = pytest.mark.e2e
 SLEEP = ["python", "-c", "import time; time.sleep(600)"]

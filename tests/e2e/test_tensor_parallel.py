@@ -12,7 +12,7 @@ import pytest
 import yaml
 from e2e_support import Kube, wait_for
 
-from paceline.localcluster.cluster import LocalCluster
+from paceline_dev.localcluster.cluster import LocalCluster
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]

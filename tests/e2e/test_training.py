@@ -10,7 +10,7 @@ import pytest
 from e2e_support import Kube, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
-from paceline.localcluster.cluster import LocalCluster
+from paceline_dev.localcluster.cluster import LocalCluster
 
 pytestmark = pytest.mark.e2e
 

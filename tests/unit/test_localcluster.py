@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from paceline.localcluster.binaries import staging_replaces, wrapper_gomod
-from paceline.localcluster.config import ConfigError, load_config, node_manifests, parse_config
-from paceline.localcluster.runtime import random_delays, resolve_env, straggler_factor
+from paceline_dev.localcluster.binaries import staging_replaces, wrapper_gomod
+from paceline_dev.localcluster.config import ConfigError, load_config, node_manifests, parse_config
+from paceline_dev.localcluster.runtime import random_delays, resolve_env, straggler_factor
 
 
 def test_default_pools_are_heterogeneous_and_loopback() -> None:
@@ -153,7 +153,7 @@ def test_wrapper_module_pins_every_staging_module() -> None:
 
 
 def test_local_volumes_bind_claims_and_map_mount_paths(tmp_path: Path) -> None:
-    from paceline.localcluster.volumes import mount_map, remap, volume_for_claim, waiting_claims
+    from paceline_dev.localcluster.volumes import mount_map, remap, volume_for_claim, waiting_claims
 
     claim = {
         "metadata": {"name": "ckpt", "namespace": "ml", "uid": "u1"},

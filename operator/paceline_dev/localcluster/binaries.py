@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from paceline.localcluster import versions
+from paceline_dev.localcluster import versions
 
 Report = Callable[[str], None]
 

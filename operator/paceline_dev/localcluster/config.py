@@ -139,7 +139,7 @@ def parse_config(raw: Mapping[str, Any]) -> ClusterConfig:
 
 def default_config_text() -> str:
     """The packaged default cluster YAML."""
-    return resources.files("paceline.localcluster").joinpath("cluster.yaml").read_text()
+    return resources.files("paceline_dev.localcluster").joinpath("cluster.yaml").read_text()
 
 
 def load_config(path: Path | None = None) -> ClusterConfig:

@@ -1,4 +1,4 @@
-"""`paceline demo`: apply the heterogeneous example job to the local cluster, follow it live, summarise."""
+"""`paceline-dev demo`: apply the heterogeneous example job to the local cluster, follow it, summarise."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from paceline import api
-from paceline.localcluster.cluster import LocalCluster, repo_root
+from paceline_dev.localcluster.cluster import LocalCluster, repo_root
 
 NAMESPACE = "paceline-demo"
 TERMINAL = ("Succeeded", "Failed")

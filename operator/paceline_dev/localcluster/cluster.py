@@ -23,10 +23,10 @@ from pathlib import Path
 
 import yaml
 
-from paceline.localcluster import processes
-from paceline.localcluster.binaries import Binaries, ensure_binaries
-from paceline.localcluster.config import ClusterConfig, default_config_text, node_manifests, parse_config
-from paceline.localcluster.pki import Pki, ensure_pki
+from paceline_dev.localcluster import processes
+from paceline_dev.localcluster.binaries import Binaries, ensure_binaries
+from paceline_dev.localcluster.config import ClusterConfig, default_config_text, node_manifests, parse_config
+from paceline_dev.localcluster.pki import Pki, ensure_pki
 
 Report = Callable[[str], None]
 
@@ -459,7 +459,7 @@ class LocalCluster:
             [
                 sys.executable,
                 "-m",
-                "paceline",
+                "paceline_dev",
                 "runtime",
                 f"--kubeconfig={self.paths.component_kubeconfig('runtime')}",
                 f"--state={self.paths.state}",

@@ -29,15 +29,15 @@ import numpy as np
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from paceline.localcluster.config import (
+from paceline_dev.localcluster.config import (
     KWOK_ANNOTATION,
     SPEED_ANNOTATION,
     ClusterConfig,
     Straggler,
     load_config,
 )
-from paceline.localcluster.volumes import LABEL as VOLUME_LABEL
-from paceline.localcluster.volumes import mount_map, remap, volume_for_claim, waiting_claims
+from paceline_dev.localcluster.volumes import LABEL as VOLUME_LABEL
+from paceline_dev.localcluster.volumes import mount_map, remap, volume_for_claim, waiting_claims
 
 log = logging.getLogger("paceline.runtime")
 POLL_S = 0.3
