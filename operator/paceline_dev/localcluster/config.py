@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -16,6 +17,19 @@ SPEED_ANNOTATION = "paceline.dev/relative-speed"
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 NODE_IP_BASE = ipaddress.IPv4Address("127.0.1.1")  # node i gets 127.0.1.(1+i)
 POD_CIDR_FIRST_OCTET = 16  # node i gets pod CIDR 127.(16+i).0.0/16
+# every fake node's capacity besides its GPUs
+NODE_RESOURCES: dict[str, str] = {"cpu": "96", "memory": "1024Gi", "pods": "110", "ephemeral-storage": "1Ti"}
+# On-demand USD per hour of the catalog's GPU instance types: the default `pricePerHour` of a pool
+PRICE_PER_HOUR = {
+    "p5.48xlarge": 98.32,  # 8 x H100
+    "p4de.24xlarge": 40.97,  # 8 x A100 80GB
+    "p4d.24xlarge": 32.77,  # 8 x A100 40GB
+    "p3.8xlarge": 12.24,  # 4 x V100
+    "g6e.12xlarge": 10.49,  # 4 x L40S
+    "g5.12xlarge": 5.67,  # 4 x A10G
+    "g6.12xlarge": 4.60,  # 4 x L4
+    "g4dn.12xlarge": 3.91,  # 4 x T4
+}
 
 
 class ConfigError(ValueError):
@@ -33,6 +47,16 @@ class Pool:
     nodes: int
     gpus_per_node: int
     relative_speed: float
+    price_per_hour: float | None = None  # USD per node-hour: `pricePerHour`, else the catalog's, else unknown
+    autoscale: Autoscale | None = None  # Karpenter adds nodes of this type on demand when set
+
+
+@dataclass(frozen=True, kw_only=True)
+class Autoscale:
+    """A pool's node autoscaling (a Karpenter NodePool): how many nodes it may add, when empty ones go."""
+
+    max_nodes: int  # nodes Karpenter may add on top of the pool's static ones
+    consolidate_after: str  # how long a node it added stays empty before it goes (Karpenter duration)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,15 +119,19 @@ def parse_config(raw: Mapping[str, Any]) -> ClusterConfig:
             nodes=_require(item, "nodes", int, where),
             gpus_per_node=_require(item, "gpusPerNode", int, where),
             relative_speed=_require(item, "relativeSpeed", float, where),
+            **_autoscaling_fields(item, where),
         )
-        if pool.nodes < 1 or pool.gpus_per_node < 1:
-            raise ConfigError(f"{where}: nodes and gpusPerNode must be at least 1")
+        if pool.nodes < (0 if pool.autoscale else 1) or pool.gpus_per_node < 1:
+            raise ConfigError(f"{where}: nodes (0 with autoscale) and gpusPerNode must be at least 1")
         if pool.relative_speed <= 0:
             raise ConfigError(f"{where}.relativeSpeed must be positive")
         pools.append(pool)
     names = [p.name for p in pools]
     if len(set(names)) != len(names):
         raise ConfigError(f"pool names must be unique, got {names}")
+    scaled = [p.instance_type for p in pools if p.autoscale]
+    if len(set(scaled)) != len(scaled):
+        raise ConfigError(f"autoscaled pools need distinct instanceTypes (Karpenter's catalog), got {scaled}")
     config_nodes = {node_name(p, i) for p in pools for i in range(p.nodes)}
     stragglers: list[Straggler] = []
     for i, item in enumerate(raw.get("stragglers") or []):
@@ -137,6 +165,34 @@ def parse_config(raw: Mapping[str, Any]) -> ClusterConfig:
     return ClusterConfig(pools=tuple(pools), stragglers=tuple(stragglers))
 
 
+DURATION = re.compile(r"^([0-9]+(s|m|h))+$")  # Karpenter's duration syntax (consolidateAfter)
+
+
+def _autoscaling_fields(item: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A pool's optional `pricePerHour` and `autoscale: {maxNodes, consolidateAfter}`, validated."""
+    price = item.get("pricePerHour", PRICE_PER_HOUR.get(str(item.get("instanceType"))))
+    if price is not None and (isinstance(price, bool) or not isinstance(price, int | float) or price <= 0):
+        raise ConfigError(f"{where}.pricePerHour must be a positive number (USD/node-hour), got {price!r}")
+    raw = item.get("autoscale")
+    if raw is None:
+        return {"price_per_hour": None if price is None else float(price), "autoscale": None}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}.autoscale must be a mapping like {{maxNodes: 2}}")
+    max_nodes = _require(raw, "maxNodes", int, f"{where}.autoscale")
+    if max_nodes < 1:
+        raise ConfigError(f"{where}.autoscale.maxNodes must be at least 1")
+    after = str(raw.get("consolidateAfter", "10s"))
+    if not DURATION.match(after):
+        raise ConfigError(f"{where}.autoscale.consolidateAfter must be a duration like 10s or 1m: {after!r}")
+    if price is None:
+        raise ConfigError(
+            f"{where}.pricePerHour is required with autoscale: "
+            f"no catalog price for {item.get('instanceType')!r}"
+        )
+    autoscale = Autoscale(max_nodes=max_nodes, consolidate_after=after)
+    return {"price_per_hour": float(price), "autoscale": autoscale}
+
+
 def default_config_text() -> str:
     """The packaged default cluster YAML."""
     return resources.files("paceline_dev.localcluster").joinpath("cluster.yaml").read_text()
@@ -157,13 +213,7 @@ def node_manifests(config: ClusterConfig) -> list[dict[str, Any]]:
             name = node_name(pool, i)
             ip = str(NODE_IP_BASE + index)
             pod_cidr = f"127.{POD_CIDR_FIRST_OCTET + index}.0.0/16"
-            capacity = {
-                "cpu": "96",
-                "memory": "1024Gi",
-                "pods": "110",
-                "ephemeral-storage": "1Ti",
-                "nvidia.com/gpu": str(pool.gpus_per_node),
-            }
+            capacity = {**NODE_RESOURCES, "nvidia.com/gpu": str(pool.gpus_per_node)}
             nodes.append(
                 {
                     "apiVersion": "v1",

@@ -14,6 +14,7 @@ CLIENTS = {
     "scheduler": ("system:kube-scheduler", ""),
     "kwok": ("kwok-controller", "system:masters"),
     "runtime": ("paceline-process-runtime", "system:masters"),
+    "karpenter": ("karpenter", "system:masters"),
     "apiserver-kubelet-client": ("kube-apiserver-kubelet-client", "system:masters"),
 }
 
@@ -97,6 +98,9 @@ def ensure_pki(directory: Path) -> Pki:
     pki = Pki(dir=directory)
     if pki.cert("apiserver").exists() and all(pki.cert(s).exists() for s in CLIENTS):
         return pki
+    if pki.cert("apiserver").exists() and pki.ca_key.exists() and pki.sa_pub.exists():
+        _sign_clients(pki, [s for s in CLIENTS if not pki.cert(s).exists()])  # a client added since
+        return pki
     directory.mkdir(parents=True, exist_ok=True)
     _openssl("genrsa", "-out", "ca.key", "2048", cwd=directory)
     _openssl(
@@ -122,12 +126,17 @@ def ensure_pki(directory: Path) -> Pki:
         "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n"
     )
     _signed(pki, "apiserver", "/CN=kube-apiserver", server_ext)
-    client_ext = (
-        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
-    )
-    for stem, (cn, org) in CLIENTS.items():
-        subject = f"/CN={cn}" + (f"/O={org}" if org else "")
-        _signed(pki, stem, subject, client_ext)
+    _sign_clients(pki, list(CLIENTS))
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=directory)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=directory)
     return pki
+
+
+def _sign_clients(pki: Pki, stems: list[str]) -> None:
+    client_ext = (
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
+    )
+    for stem in stems:
+        cn, org = CLIENTS[stem]
+        subject = f"/CN={cn}" + (f"/O={org}" if org else "")
+        _signed(pki, stem, subject, client_ext)

@@ -31,11 +31,13 @@ from kubernetes.client.exceptions import ApiException
 
 from paceline_dev.localcluster.config import (
     KWOK_ANNOTATION,
+    POOL_LABEL,
     SPEED_ANNOTATION,
     ClusterConfig,
     Straggler,
     load_config,
 )
+from paceline_dev.localcluster.karpenter import registration_patches
 from paceline_dev.localcluster.volumes import LABEL as VOLUME_LABEL
 from paceline_dev.localcluster.volumes import mount_map, remap, volume_for_claim, waiting_claims
 
@@ -165,14 +167,34 @@ class ProcessRuntime:
         return [self.api.sanitize_for_serialization(i) for i in items]
 
     def _fake_nodes(self) -> dict[str, tuple[float, str]]:
+        """Relative speed and pool of every kwok-managed node: the static ones and those Karpenter added."""
+        listed = self._list(self.core.list_node().items)
+        self._register_joined_nodes(listed)
+        pool_speed = {pool.name: pool.relative_speed for pool in self.cluster.pools}
         nodes = {}
-        for node in self._list(self.core.list_node().items):
+        for node in listed:
             meta = node["metadata"]
             ann = meta.get("annotations") or {}
             if ann.get(KWOK_ANNOTATION) == "fake":
-                speed = float(ann.get(SPEED_ANNOTATION, "1"))
-                nodes[meta["name"]] = (speed, (meta.get("labels") or {}).get("paceline.dev/pool", ""))
+                pool = (meta.get("labels") or {}).get(POOL_LABEL, "")
+                speed = float(ann.get(SPEED_ANNOTATION) or pool_speed.get(pool, 1.0))
+                nodes[meta["name"]] = (speed, pool)
         return nodes
+
+    def _register_joined_nodes(self, nodes: list[dict[str, Any]]) -> None:
+        """Give nodes that joined without addresses (Karpenter's) a loopback IP and pod CIDR, as a kubelet
+        registering its node and the node IPAM controller would."""
+        for reg in registration_patches(nodes):
+            try:
+                if (patch := reg.spec_patch()) is not None:
+                    self.core.patch_node(reg.node, patch)
+                if (patch := reg.status_patch()) is not None:
+                    self.core.patch_node_status(reg.node, patch)
+            except ApiException as err:
+                if err.status != 404:
+                    log.warning("registering node %s failed: %s", reg.node, err.reason)
+                continue
+            log.info("node %s joined: InternalIP %s, pod CIDR %s", reg.node, reg.internal_ip, reg.pod_cidr)
 
     def _lookup_ip(self, namespace: str, hostname: str, subdomain: str) -> str | None:
         deadline = time.monotonic() + 30
