@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from paceline_dev.localcluster import versions
 
@@ -153,14 +154,10 @@ def version_ldflags(kubernetes_version: str) -> str:
     return " ".join(["-s", "-w", *flags])
 
 
-def _build_control_plane(target: Path, report: Report) -> None:
-    work = cache_dir() / "build" / f"controlplane-{versions.KUBERNETES}"
-    work.mkdir(parents=True, exist_ok=True)
-    log = work / "build.log"
-    env = _go_env()
-    report(f"building Kubernetes {versions.KUBERNETES} control plane from Go modules (once; log: {log})")
+def _download_module(name: str, version: str, *, work: Path, env: dict[str, str]) -> dict[str, Any]:
+    """`go mod download -json name@version`: where the module and its go.mod landed in the module cache."""
     download = subprocess.run(
-        [_go(), "mod", "download", "-json", f"k8s.io/kubernetes@{versions.KUBERNETES}"],
+        [_go(), "mod", "download", "-json", f"{name}@{version}"],
         cwd=work,
         env=env,
         capture_output=True,
@@ -169,9 +166,19 @@ def _build_control_plane(target: Path, report: Report) -> None:
     )
     if download.returncode != 0:
         raise BuildError(
-            f"go mod download k8s.io/kubernetes@{versions.KUBERNETES} failed: {download.stderr.strip()}"
+            f"go mod download {name}@{version} failed: {download.stderr.strip() or download.stdout.strip()}"
         )
-    gomod_path = json.loads(download.stdout)["GoMod"]
+    info: dict[str, Any] = json.loads(download.stdout)
+    return info
+
+
+def _build_control_plane(target: Path, report: Report) -> None:
+    work = cache_dir() / "build" / f"controlplane-{versions.KUBERNETES}"
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "build.log"
+    env = _go_env()
+    report(f"building Kubernetes {versions.KUBERNETES} control plane from Go modules (once; log: {log})")
+    gomod_path = _download_module("k8s.io/kubernetes", versions.KUBERNETES, work=work, env=env)["GoMod"]
     gomod = wrapper_gomod(
         kubernetes_version=versions.KUBERNETES, kubernetes_gomod=Path(gomod_path).read_text()
     )
@@ -260,24 +267,12 @@ def _build_karpenter(target: Path, report: Report) -> None:
     report(
         f"building Karpenter {versions.KARPENTER} (kwok provider, {versions.KARPENTER_GO}) once; log: {log}"
     )
-    download = subprocess.run(
-        [_go(), "mod", "download", "-json", f"{KARPENTER_MODULE}@{versions.KARPENTER}"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if download.returncode != 0:
-        raise BuildError(
-            f"go mod download {KARPENTER_MODULE}@{versions.KARPENTER} failed: "
-            f"{download.stderr.strip() or download.stdout.strip()}"
-        )
+    module = _download_module(KARPENTER_MODULE, versions.KARPENTER, work=work, env=env)
     # Built in its own module (its k8s.io versions differ from the control plane's), from a copy of the
     # released module whose operator.go binds metrics and health to loopback (`go build -overlay` may not
     # replace files in the module cache).
     source = work / "src"
-    _writable_copy(Path(json.loads(download.stdout)["Dir"]), source)
+    _writable_copy(Path(module["Dir"]), source)
     operator_go = source / "pkg" / "operator" / "operator.go"
     operator_go.write_text(karpenter_loopback_binds(operator_go.read_text()))
     staging = target.with_name(target.name + ".tmp")
