@@ -55,11 +55,16 @@ def test_staleness_sets_momentum_and_a_resize_retunes_it(kube: Kube, namespace: 
     ps = kube.items("pods", namespace, "paceline.dev/role=ps")
     assert len(ps) == 1
     assert "nvidia.com/gpu" not in (ps[0]["spec"]["containers"][0].get("resources") or {}).get("limits", {})
-    with urllib.request.urlopen(f"http://{ps[0]['status']['podIP']}:9400/metrics", timeout=5) as resp:
-        families = {f.name: f for f in text_string_to_metric_families(resp.read().decode())}
-    staleness = families["paceline_ps_update_staleness"]
-    counts = [s.value for s in staleness.samples if s.name.endswith("_count")]
-    assert len(counts) == 4 and all(c > 0 for c in counts)  # every worker's updates, each with its τ
+
+    def update_counts() -> list[float] | None:
+        with urllib.request.urlopen(f"http://{ps[0]['status']['podIP']}:9400/metrics", timeout=5) as resp:
+            families = {f.name: f for f in text_string_to_metric_families(resp.read().decode())}
+        staleness = families["paceline_ps_update_staleness"]
+        counts = [s.value for s in staleness.samples if s.name.endswith("_count")]
+        return counts if len(counts) == 4 and all(c > 0 for c in counts) else None
+
+    # every worker's updates, each with its τ (the last worker to start may still be importing torch)
+    wait_for("updates from all 4 workers", update_counts, timeout_s=120)
 
     # a worker set change (4 → 2) is a trigger: the explicit momentum is retuned for the new M
     changed = _job(2)

@@ -7,6 +7,7 @@ import json
 import re
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -34,7 +35,9 @@ def test_two_gpu_pods_run_two_ranks_each_and_execute_the_hybrid_plan(
     container["command"] = ["python", "examples/train_mlp.py", "--epochs", "30", "--samples", "2048"]
     container["env"] = [{"name": "PACELINE_SIM_SAMPLE_COST_S", "value": "0.0005"}]  # long enough to look at
     assert kube.apply(doc, namespace).returncode == 0
-    job = wait_for(
+    job = _wait_or_explain(
+        kube,
+        namespace,
         "workers running",
         lambda: (
             (j := kube.get("tj", "mlp-job", namespace))
@@ -76,3 +79,14 @@ def test_two_gpu_pods_run_two_ranks_each_and_execute_the_hybrid_plan(
         ).read_text()
         ready = {int(m) for m in re.findall(r"rank (\d+)/4 \(gloo\) ready at step", log)}
         assert ready == {2 * index, 2 * index + 1}, log[-3000:]
+
+
+def _wait_or_explain(kube: Kube, namespace: str, what: str, check: Any, *, timeout_s: float) -> Any:
+    """wait_for, and on a timeout say what the job's status, events and pods were."""
+    try:
+        return wait_for(what, check, timeout_s=timeout_s)
+    except AssertionError as timeout:
+        status = (kube.get("tj", "mlp-job", namespace) or {}).get("status")
+        events = [(e["reason"], e["message"]) for e in kube.events(namespace, "mlp-job")]
+        pods = [(p["metadata"]["name"], p["status"].get("phase")) for p in kube.items("pods", namespace)]
+        raise AssertionError(f"{timeout}\nstatus: {status}\nevents: {events}\npods: {pods}") from None
