@@ -8,8 +8,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import yaml
-
 from paceline_dev.localcluster.cluster import LocalCluster
 
 
@@ -28,7 +26,7 @@ class Kube:
         return proc
 
     def apply(self, doc: dict[str, Any] | str, namespace: str) -> subprocess.CompletedProcess[str]:
-        text = doc if isinstance(doc, str) else yaml.safe_dump(doc)
+        text = doc if isinstance(doc, str) else json.dumps(doc)  # JSON: kubectl's YAML 1.1 reads `n` as false
         return self.run("apply", "-n", namespace, "-f", "-", input_text=text, check=False)
 
     def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
