@@ -70,3 +70,10 @@ def test_backoff_waits_until_the_restart_time() -> None:
     assert backoff_until(status, T0) == T0 + timedelta(seconds=10)
     assert backoff_until(status, T0 + timedelta(seconds=11)) is None
     assert backoff_until({}, T0) is None
+
+
+def test_a_plan_that_does_not_fit_the_model_fails_as_invalid_model_even_under_on_failure() -> None:
+    said = "InvalidModel: the plan splits module 'encoder.fc1' (layer 'fc1') but the model has no such module"
+    bad = verdict(failed("demo-worker-0", 0, 1, at=1, message=said), runPolicy={"restartPolicy": "OnFailure"})
+    assert isinstance(bad, Failure) and bad.reason == "InvalidModel"
+    assert "'encoder.fc1'" in bad.message and "paceline graph" in bad.message

@@ -69,6 +69,9 @@ def judge(children: Children, spec: api.JobSpec, *, world: int, restarts: int) -
     where = f"rank {rank} (pod {first['metadata']['name']} on {(first.get('spec') or {}).get('nodeName')})"
     detail = f"{where} exited with code {code} ({why})" if code is not None else f"{where} failed ({why})"
     policy = spec.run_policy
+    if "InvalidModel: " in why:  # the worker found the plan does not fit the model: no restart can help
+        fix = "fix spec.model (regenerate the graph with `paceline graph` from the model the job runs)"
+        return Failure(reason=Reason.INVALID_MODEL, message=f"{detail}; {fix}")
     if not retryable(policy.restart_policy, code):
         rule = (
             "restartPolicy Never"
