@@ -4,6 +4,7 @@ controller-manager)."""
 from __future__ import annotations
 
 import ipaddress
+import time
 
 import pytest
 from e2e_support import Kube, training_job, wait_for
@@ -26,6 +27,14 @@ def test_apply_places_pods_reports_status_and_garbage_collects(kube: Kube, names
         return job if cond and cond["status"] == "True" else None
 
     job = wait_for("all workers running", running)
+    # a running job that nothing happens to costs no writes: its status is not rewritten (watch-driven,
+    # unchanged status skipped), so the object's resourceVersion stays put
+    settled = wait_for("status settled", lambda: (j := kube.get("tj", "placed", namespace)) and j)
+    time.sleep(6)
+    assert (
+        kube.get("tj", "placed", namespace)["metadata"]["resourceVersion"]
+        == settled["metadata"]["resourceVersion"]
+    )
     status = job["status"]
     assert status["phase"] == "Running" and status["workersReady"] == "3/3"
     assert status["observedGeneration"] == job["metadata"]["generation"]

@@ -14,8 +14,10 @@ import yaml
 POOL_LABEL = "paceline.dev/pool"
 SPEED_ANNOTATION = "paceline.dev/relative-speed"
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
+NO_PROCESS_ANNOTATION = "paceline.dev/no-process"  # "true": the process runtime leaves the pod Running, idle
 NODE_IP_BASE = ipaddress.IPv4Address("127.0.1.1")  # node i gets 127.0.1.(1+i)
-POD_CIDR_FIRST_OCTET = 16  # node i gets pod CIDR 127.(16+i).0.0/16
+MAX_NODES = 4096  # node IPs 127.0.1.1 + i, pod CIDRs 127.16.0.0/24 + i: all inside 127.0.0.0/8
+POD_CIDR_BASE = ipaddress.IPv4Network("127.16.0.0/24")  # node i gets the i-th /24 after it: 127.16.i.0/24 …
 
 
 class ConfigError(ValueError):
@@ -104,6 +106,8 @@ def parse_config(raw: Mapping[str, Any]) -> ClusterConfig:
     names = [p.name for p in pools]
     if len(set(names)) != len(names):
         raise ConfigError(f"pool names must be unique, got {names}")
+    if sum(p.nodes for p in pools) > MAX_NODES:
+        raise ConfigError(f"at most {MAX_NODES} nodes: node IPs and pod CIDRs must stay inside 127.0.0.0/8")
     config_nodes = {node_name(p, i) for p in pools for i in range(p.nodes)}
     stragglers: list[Straggler] = []
     for i, item in enumerate(raw.get("stragglers") or []):
@@ -156,7 +160,7 @@ def node_manifests(config: ClusterConfig) -> list[dict[str, Any]]:
         for i in range(pool.nodes):
             name = node_name(pool, i)
             ip = str(NODE_IP_BASE + index)
-            pod_cidr = f"127.{POD_CIDR_FIRST_OCTET + index}.0.0/16"
+            pod_cidr = str(ipaddress.IPv4Network((int(POD_CIDR_BASE.network_address) + 256 * index, 24)))
             capacity = {
                 "cpu": "96",
                 "memory": "1024Gi",

@@ -5,6 +5,8 @@ loopback pod IP; this runtime then starts the first container's command with the
 API and cluster DNS names resolved to loopback pod IPs), reflects the exit code into the pod's status, stops
 the process when the pod is deleted, and publishes the node's simulated speed and straggler schedule so that
 heterogeneity is real in time (see `paceline_worker`'s simulated device). The container image is ignored.
+A pod annotated `paceline.dev/no-process: "true"` stays Running without a process (load tests), and its
+deletion is confirmed at once. Pods and nodes are read from watch caches, never listed in a loop.
 """
 
 from __future__ import annotations
@@ -31,11 +33,13 @@ from kubernetes.client.exceptions import ApiException
 
 from paceline_dev.localcluster.config import (
     KWOK_ANNOTATION,
+    NO_PROCESS_ANNOTATION,
     SPEED_ANNOTATION,
     ClusterConfig,
     Straggler,
     load_config,
 )
+from paceline_dev.localcluster.watchcache import WatchCache
 
 log = logging.getLogger("paceline.runtime")
 POLL_S = 0.3
@@ -46,6 +50,7 @@ PASSTHROUGH_ENV = ("HOME", "LANG", "LC_ALL", "TMPDIR", "TERM", "USER", "VIRTUAL_
 
 
 TERMINATION_MESSAGE_BYTES = 4096  # the kubelet's limit
+CONFIRM_RETRY_S = 5.0  # a deletion confirmed but still listed is confirmed again after this long
 
 
 def _now() -> str:
@@ -154,9 +159,23 @@ class ProcessRuntime:
         self.schedules.mkdir(parents=True, exist_ok=True)
         self.running: dict[str, Running] = {}
         self.finished: set[str] = set()  # pod UIDs whose process already ended
+        self.confirmed: dict[str, float] = {}  # pod UID → when its deletion was last confirmed
         self.lock = threading.Lock()
         self.stop = threading.Event()
+        self.changed = threading.Event()
         self.rng = np.random.default_rng()
+        self.pods = WatchCache(
+            self.core.list_pod_for_all_namespaces,
+            field_selector="spec.nodeName!=",
+            changed=self.changed,
+            stop=self.stop,
+        )
+        self.nodes = WatchCache(self.core.list_node, changed=self.changed, stop=self.stop)
+
+    def start_watches(self) -> None:
+        """Fill the pod and node caches and keep them current (returns once both were listed)."""
+        for cache in (self.pods.start(), self.nodes.start()):
+            cache.synced.wait(60)
 
     # -- helpers ------------------------------------------------------------------------------------------
     def _list(self, items: Any) -> list[dict[str, Any]]:
@@ -164,7 +183,7 @@ class ProcessRuntime:
 
     def _fake_nodes(self) -> dict[str, tuple[float, str]]:
         nodes = {}
-        for node in self._list(self.core.list_node().items):
+        for node in self.nodes.items():
             meta = node["metadata"]
             ann = meta.get("annotations") or {}
             if ann.get(KWOK_ANNOTATION) == "fake":
@@ -175,9 +194,10 @@ class ProcessRuntime:
     def _lookup_ip(self, namespace: str, hostname: str, subdomain: str) -> str | None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not self.stop.is_set():
-            for pod in self._list(self.core.list_namespaced_pod(namespace).items):
+            for pod in self.pods.items():
                 spec, ip = pod["spec"], (pod.get("status") or {}).get("podIP")
-                if spec.get("hostname") == hostname and spec.get("subdomain") == subdomain and ip:
+                same = pod["metadata"]["namespace"] == namespace and spec.get("subdomain") == subdomain
+                if same and spec.get("hostname") == hostname and ip:
                     return str(ip)
             time.sleep(0.2)
         return None
@@ -342,8 +362,12 @@ class ProcessRuntime:
     def _finish_delete(self, pod: dict[str, Any]) -> None:
         """Confirm a graceful deletion once the process is gone (what a kubelet does with grace 0)."""
         meta = pod["metadata"]
-        if meta.get("finalizers"):
+        if (
+            meta.get("finalizers")
+            or time.monotonic() - self.confirmed.get(meta["uid"], -1e9) < CONFIRM_RETRY_S
+        ):
             return
+        self.confirmed[meta["uid"]] = time.monotonic()
         try:
             self.core.delete_namespaced_pod(
                 meta["name"],
@@ -383,7 +407,7 @@ class ProcessRuntime:
     def step(self) -> None:
         """One poll: start processes for new Running pods, stop those of deleted pods, publish schedules."""
         nodes = self._fake_nodes()
-        pods = self._list(self.core.list_pod_for_all_namespaces(field_selector="spec.nodeName!=").items)
+        pods = self.pods.items()
         alive: set[str] = set()
         for pod in pods:
             meta, node, status = pod["metadata"], pod["spec"].get("nodeName"), pod.get("status") or {}
@@ -399,8 +423,10 @@ class ProcessRuntime:
                 else:
                     self._finish_delete(pod)
                 continue
+            process = (meta.get("annotations") or {}).get(NO_PROCESS_ANNOTATION) != "true"
             if (
-                run is None
+                process
+                and run is None
                 and uid not in self.finished
                 and status.get("phase") == "Running"
                 and status.get("podIP")
@@ -410,6 +436,8 @@ class ProcessRuntime:
             gone = [r for uid, r in self.running.items() if uid not in alive]
         for run in gone:
             self._terminate(run)
+        for uid in [u for u in self.confirmed if u not in alive]:
+            del self.confirmed[uid]
         self._update_schedules(nodes)
 
     def adopt_orphans(self) -> None:
@@ -458,12 +486,14 @@ def run_runtime(*, kubeconfig: Path, state: Path, workdir: Path) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     runtime.adopt_orphans()
+    runtime.start_watches()
     log.info("process runtime running (state %s, workdir %s)", state, runtime.workdir)
     while not stop.is_set():
+        runtime.changed.clear()
         try:
             runtime.step()
-        except Exception:  # the API may blip (restart, timeouts); keep polling
-            log.exception("poll failed")
-        stop.wait(POLL_S)
+        except Exception:  # keep going: the caches recover from API blips on their own
+            log.exception("step failed")
+        runtime.changed.wait(POLL_S)  # a pod or node event, or the next straggler-schedule update
     runtime.shutdown()
     return 0
