@@ -18,7 +18,13 @@ def _condition(job: dict, ctype: str) -> dict | None:
 
 
 def test_apply_places_pods_reports_status_and_garbage_collects(kube: Kube, namespace: str) -> None:
-    doc = training_job("placed", command=SLEEP, replicas=(2, 3), placement={"pools": ["a100", "t4"]})
+    doc = training_job(
+        "placed",
+        command=SLEEP,
+        replicas=(2, 3),
+        placement={"pools": ["a100", "t4"]},
+        balancing={"policy": "Static"},
+    )
     assert kube.apply(doc, namespace).returncode == 0
 
     def running() -> dict | None:
@@ -64,6 +70,25 @@ def test_apply_places_pods_reports_status_and_garbage_collects(kube: Kube, names
     assert control is not None and "assignment.json" in control["data"]
     svc = kube.get("service", "placed", namespace)
     assert svc is not None and svc["spec"]["clusterIP"] == "None"
+
+    # children removed behind the operator's back come back: a pod, and the Service (whose deletion is a
+    # single DELETED event, which kopf does not index)
+    before = {p["metadata"]["name"]: p["metadata"]["uid"] for p in pods}
+    kube.run("delete", "service", "placed", "-n", namespace)
+    wait_for(
+        "Service re-created",
+        lambda: (
+            (s := kube.get("service", "placed", namespace)) and s["metadata"]["uid"] != svc["metadata"]["uid"]
+        ),
+    )
+    kube.run("delete", "pod", "placed-worker-1", "-n", namespace, "--grace-period=0", "--force")
+    wait_for(
+        "worker 1 re-created",
+        lambda: any(
+            p["metadata"]["name"] == "placed-worker-1" and p["metadata"]["uid"] != before["placed-worker-1"]
+            for p in kube.items("pods", namespace, "paceline.dev/job=placed")
+        ),
+    )
 
     kube.run("delete", "tj", "placed", "-n", namespace)
     wait_for(

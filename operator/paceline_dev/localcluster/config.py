@@ -52,11 +52,21 @@ class Straggler:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ControlPlane:
+    """Settings a real cluster's operators tune for size (None: the components' defaults)."""
+
+    client_qps: int | None = None  # kube-scheduler and kube-controller-manager API QPS (burst: twice that)
+    kwok_parallelism: int | None = None  # kwok's pod and node stage workers
+    node_lease_seconds: int = 40  # the fake kubelets' lease (renewed every quarter of it), like a kubelet's
+
+
+@dataclass(frozen=True, kw_only=True)
 class ClusterConfig:
     """Everything the local cluster's YAML declares."""
 
     pools: tuple[Pool, ...]
     stragglers: tuple[Straggler, ...]
+    control_plane: ControlPlane = ControlPlane()
 
     def node_names(self) -> list[str]:
         """Names of every node, pool by pool."""
@@ -138,7 +148,24 @@ def parse_config(raw: Mapping[str, Any]) -> ClusterConfig:
                 random_shape=float(random.get("shape", 2.0)),
             )
         )
-    return ClusterConfig(pools=tuple(pools), stragglers=tuple(stragglers))
+    return ClusterConfig(pools=tuple(pools), stragglers=tuple(stragglers), control_plane=_control_plane(raw))
+
+
+def _control_plane(raw: Mapping[str, Any]) -> ControlPlane:
+    block = raw.get("controlPlane") or {}
+    values = {}
+    fields = (
+        ("clientQPS", "client_qps"),
+        ("kwokParallelism", "kwok_parallelism"),
+        ("nodeLeaseSeconds", "node_lease_seconds"),
+    )
+    for key, field in fields:
+        if key in block:
+            value = block[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"controlPlane.{key} must be a positive integer, got {value!r}")
+            values[field] = value
+    return ControlPlane(**values)
 
 
 def default_config_text() -> str:

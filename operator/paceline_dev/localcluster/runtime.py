@@ -42,7 +42,8 @@ from paceline_dev.localcluster.config import (
 from paceline_dev.localcluster.watchcache import WatchCache
 
 log = logging.getLogger("paceline.runtime")
-POLL_S = 0.3
+POLL_S = 1.0  # straggler schedules are published at least this often
+BATCH_S = 0.05  # events arriving together are handled in one step
 MAX_GRACE_S = 10.0
 DNS_NAME = re.compile(r"\b([a-z0-9-]+)\.([a-z0-9-]+)\.([a-z0-9-]+)\.svc(?:\.cluster\.local)?\b")
 VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
@@ -489,11 +490,12 @@ def run_runtime(*, kubeconfig: Path, state: Path, workdir: Path) -> int:
     runtime.start_watches()
     log.info("process runtime running (state %s, workdir %s)", state, runtime.workdir)
     while not stop.is_set():
+        if runtime.changed.wait(POLL_S):  # a pod or node event, or the next straggler-schedule update
+            stop.wait(BATCH_S)
         runtime.changed.clear()
         try:
             runtime.step()
         except Exception:  # keep going: the caches recover from API blips on their own
             log.exception("step failed")
-        runtime.changed.wait(POLL_S)  # a pod or node event, or the next straggler-schedule update
     runtime.shutdown()
     return 0

@@ -51,9 +51,11 @@ class WatchCache:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                version: str | None = self._list()
-                while version is not None and not self._stop.is_set():
-                    version = self._watch(version)  # None: the version expired, list again
+                version = self._list()
+                while not self._stop.is_set():
+                    version = self._watch(version)
+            except KeyError:  # the client's handling of an ERROR event (410 Gone) with raw events
+                continue
             except ApiException as err:
                 if err.status != 410:  # 410 Gone: the resource version expired, list again
                     log.warning("watch of %s failed: %s", self._call.__name__, err.reason)
@@ -71,8 +73,8 @@ class WatchCache:
         self._changed.set()
         return str(doc["metadata"]["resourceVersion"])
 
-    def _watch(self, version: str) -> str | None:
-        """Apply events from `version` on; the version to resume from, or None to list again."""
+    def _watch(self, version: str) -> str:
+        """Apply events from `version` on until the server ends the watch; the version to resume from."""
         stream = watch.Watch()
         for event in stream.stream(
             self._call,
@@ -85,9 +87,7 @@ class WatchCache:
             if self._stop.is_set():
                 stream.stop()
                 return version
-            kind, obj = event["type"], event["raw_object"]
-            if kind == "ERROR":
-                return None  # typically 410 Gone
+            kind, obj = event["type"], event["object"]  # deserialize=False: the object as sent
             version = obj["metadata"]["resourceVersion"]
             if kind == "BOOKMARK":
                 continue
