@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -61,8 +62,9 @@ def plan_to_json(plan: JobPlan) -> str:
     return json.dumps(asdict(plan), sort_keys=True)
 
 
+@functools.lru_cache(maxsize=1024)
 def plan_from_json(text: str) -> JobPlan:
-    """Read back a plan stored by `plan_to_json`."""
+    """Read back a plan stored by `plan_to_json` (cached: every pass reads its job's stored plan)."""
     doc = json.loads(text)
     workers = tuple(WorkerPlacement(**w) for w in doc.pop("workers"))
     layers = tuple(doc.pop("layers", ()) or ())

@@ -4,6 +4,7 @@ controller-manager)."""
 from __future__ import annotations
 
 import ipaddress
+import time
 
 import pytest
 from e2e_support import Kube, training_job, wait_for
@@ -17,7 +18,13 @@ def _condition(job: dict, ctype: str) -> dict | None:
 
 
 def test_apply_places_pods_reports_status_and_garbage_collects(kube: Kube, namespace: str) -> None:
-    doc = training_job("placed", command=SLEEP, replicas=(2, 3), placement={"pools": ["a100", "t4"]})
+    doc = training_job(
+        "placed",
+        command=SLEEP,
+        replicas=(2, 3),
+        placement={"pools": ["a100", "t4"]},
+        balancing={"policy": "Static"},
+    )
     assert kube.apply(doc, namespace).returncode == 0
 
     def running() -> dict | None:
@@ -26,6 +33,14 @@ def test_apply_places_pods_reports_status_and_garbage_collects(kube: Kube, names
         return job if cond and cond["status"] == "True" else None
 
     job = wait_for("all workers running", running)
+    # a running job that nothing happens to costs no writes: its status is not rewritten (watch-driven,
+    # unchanged status skipped), so the object's resourceVersion stays put
+    settled = wait_for("status settled", lambda: (j := kube.get("tj", "placed", namespace)) and j)
+    time.sleep(6)
+    assert (
+        kube.get("tj", "placed", namespace)["metadata"]["resourceVersion"]
+        == settled["metadata"]["resourceVersion"]
+    )
     status = job["status"]
     assert status["phase"] == "Running" and status["workersReady"] == "3/3"
     assert status["observedGeneration"] == job["metadata"]["generation"]
@@ -55,6 +70,25 @@ def test_apply_places_pods_reports_status_and_garbage_collects(kube: Kube, names
     assert control is not None and "assignment.json" in control["data"]
     svc = kube.get("service", "placed", namespace)
     assert svc is not None and svc["spec"]["clusterIP"] == "None"
+
+    # children removed behind the operator's back come back: a pod, and the Service (whose deletion is a
+    # single DELETED event, which kopf does not index)
+    before = {p["metadata"]["name"]: p["metadata"]["uid"] for p in pods}
+    kube.run("delete", "service", "placed", "-n", namespace)
+    wait_for(
+        "Service re-created",
+        lambda: (
+            (s := kube.get("service", "placed", namespace)) and s["metadata"]["uid"] != svc["metadata"]["uid"]
+        ),
+    )
+    kube.run("delete", "pod", "placed-worker-1", "-n", namespace, "--grace-period=0", "--force")
+    wait_for(
+        "worker 1 re-created",
+        lambda: any(
+            p["metadata"]["name"] == "placed-worker-1" and p["metadata"]["uid"] != before["placed-worker-1"]
+            for p in kube.items("pods", namespace, "paceline.dev/job=placed")
+        ),
+    )
 
     kube.run("delete", "tj", "placed", "-n", namespace)
     wait_for(

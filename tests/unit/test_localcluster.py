@@ -6,9 +6,16 @@ import ipaddress
 from pathlib import Path
 
 import pytest
+import yaml
 
 from paceline_dev.localcluster.binaries import staging_replaces, wrapper_gomod
-from paceline_dev.localcluster.config import ConfigError, load_config, node_manifests, parse_config
+from paceline_dev.localcluster.config import (
+    ConfigError,
+    default_config_text,
+    load_config,
+    node_manifests,
+    parse_config,
+)
 from paceline_dev.localcluster.runtime import random_delays, resolve_env, straggler_factor
 
 
@@ -26,6 +33,16 @@ def test_default_pools_are_heterogeneous_and_loopback() -> None:
     for node in nodes:
         labels = node["metadata"]["labels"]
         assert node["status"]["capacity"]["nvidia.com/gpu"] == labels["nvidia.com/gpu.count"]
+
+
+def test_a_500_node_cluster_keeps_every_address_loopback_and_distinct() -> None:
+    pools = [{**p, "nodes": 250} for p in yaml.safe_load(default_config_text())["pools"][:2]]
+    nodes = node_manifests(parse_config({"pools": pools}))
+    ips = {a["address"] for n in nodes for a in n["status"]["addresses"] if a["type"] == "InternalIP"}
+    cidrs = [ipaddress.ip_network(n["spec"]["podCIDR"]) for n in nodes]
+    assert len(nodes) == len(ips) == len(set(cidrs)) == 500
+    assert all(ipaddress.ip_address(ip).is_loopback for ip in ips)
+    assert all(c.subnet_of(ipaddress.ip_network("127.0.0.0/8")) and c.prefixlen == 24 for c in cidrs)
 
 
 @pytest.mark.parametrize(

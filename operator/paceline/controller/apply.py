@@ -1,16 +1,16 @@
-"""Apply: carry out a decision — events, one status write (skipped when nothing changed), creates and
-patches, deletes, then the pushes to workers. It never decides anything itself: a pod the API server refuses
-is reported back (`Applied.rejected`) for the next pass to decide about."""
+"""Apply: carry out a decision — creates and patches, deletes and the pushes to workers (`apply`); then
+one status write, skipped when nothing changed, and the events (`report`). It never decides anything: a
+pod the API server refuses is reported back (`Applied.rejected`) for the next pass to decide about."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from paceline.adapters import kube, workers
-from paceline.controller.decide.model import Decision, Rejection
+from paceline.controller.decide.model import Decision, Event, Rejection
 
 log = logging.getLogger("paceline.apply")
 
@@ -19,8 +19,7 @@ log = logging.getLogger("paceline.apply")
 class Applied:
     """What the API server answered: the objects as written, for the cache to run ahead of the watch."""
 
-    job: dict[str, Any] | None = None  # after the status write
-    created: list[dict[str, Any]] = field(default_factory=list)
+    created: list[dict[str, Any]] = field(default_factory=list)  # as sent (the watch brings uids)
     control: dict[str, Any] | None = None  # after a control ConfigMap patch
     deleted: list[str] = field(default_factory=list)
     rejected: Rejection | None = None
@@ -36,16 +35,11 @@ def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, An
 
 
 def apply(job: Mapping[str, Any], decision: Decision) -> Applied:
-    """Carry out `decision` for `job` (as observed)."""
+    """Carry out `decision`'s objects for `job` (as observed): creates, patches, deletes, then the pushes to
+    workers. The status and the events follow separately (`report`), after the objects they describe."""
     meta = job["metadata"]
     ns, name = meta["namespace"], meta["name"]
     applied = Applied()
-    for event in decision.events:
-        kube.emit_event(job, type_=event.type, reason=str(event.reason), message=event.message)
-    if decision.status is not None:
-        patch = status_patch(job.get("status") or {}, decision.status)
-        if patch:
-            applied.job = kube.patch_job_status(ns, name, patch)
     for obj in decision.create:
         try:
             created = kube.create(obj)
@@ -53,17 +47,35 @@ def apply(job: Mapping[str, Any], decision: Decision) -> Applied:
             generation = int(meta.get("generation") or 0)
             applied.rejected = Rejection(generation=generation, pod=obj["metadata"]["name"], message=str(err))
             break
-        if created is not None:
-            applied.created.append(created)
-            log.info("created %s %s/%s", obj["kind"], ns, obj["metadata"]["name"])
+        if created:
+            applied.created.append(dict(obj))
     if decision.patch_control is not None:
         applied.control = kube.patch_configmap(decision.patch_control)
     for pod in decision.delete_pods:
         kube.delete_pod(ns, pod)
         applied.deleted.append(pod)
-        log.info("deleted pod %s/%s", ns, pod)
-    _push(ns, name, decision)
+    if applied.created or applied.deleted:
+        made = ", ".join(f"{o['kind']} {o['metadata']['name']}" for o in applied.created) or "nothing"
+        log.info("%s/%s: created %s; deleted %s", ns, name, made, ", ".join(applied.deleted) or "nothing")
+    if applied.rejected is None:
+        _push(ns, name, decision)
     return applied
+
+
+def report(
+    job: Mapping[str, Any], status: Mapping[str, Any] | None, events: Sequence[Event]
+) -> dict[str, Any] | None:
+    """Write the status (once, and only what changed against the job as observed) and emit the events;
+    returns the job as written, or None when nothing was written."""
+    meta = job["metadata"]
+    written = None
+    if status is not None:
+        patch = status_patch(job.get("status") or {}, status)
+        if patch:
+            written = kube.patch_job_status(meta["namespace"], meta["name"], patch)
+    for event in events:
+        kube.emit_event(job, type_=event.type, reason=str(event.reason), message=event.message)
+    return written
 
 
 def _push(ns: str, name: str, decision: Decision) -> None:

@@ -17,15 +17,18 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from paceline import api, operator_metrics
+from paceline.controller.apply import report
+from paceline.controller.decide.model import Event
 from paceline.controller.decide.plan import needs_plan, stored_plan
 from paceline.controller.inventory import GpuNode, GpuPod, JobKey, reservation
 from paceline.controller.observe import JobMemory
+from paceline.controller.planning import PlanningError
 from paceline.controller.reconcile import PassResult, Snapshot, compute_plan, run_pass
 from paceline.plan_types import JobPlan
 
 log = logging.getLogger("paceline.runner")
 
-SETTLE_S = 0.2  # a burst of events (16 pods turning Running) becomes one pass
+SETTLE_S = 0.5  # a burst of events (16 pods turning Running) becomes one pass
 RESYNC_S = 600.0  # a pass without any event: a safety net that costs no API request when nothing changed
 TERMINAL = ("Succeeded", "Failed")
 T = TypeVar("T")
@@ -35,8 +38,7 @@ T = TypeVar("T")
 class Cache:
     """Read-only views of kopf's indices (mappings of key → values), read in the event loop only."""
 
-    pods: Mapping[JobKey, Iterable[dict[str, Any]]]
-    gpu_pods: Mapping[str, Iterable[GpuPod]]
+    pods: Mapping[tuple[str, ...], Iterable[Any]]  # ("job", namespace, job) → pods; ("node", node) → GpuPods
     gpu_nodes: Mapping[str, Iterable[GpuNode]]
     controls: Mapping[JobKey, Iterable[dict[str, Any]]]
     services: Mapping[JobKey, Iterable[dict[str, Any]]]
@@ -69,12 +71,15 @@ class Written:
     service: dict[str, Any] | None = None
 
     def pods_over(self, indexed: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-        """The indexed pods with our creations and deletions laid over them; forgets what the index shows."""
+        """The indexed pods with our creations and deletions laid over them; forgets what the index shows.
+
+        A created pod counts until the index shows a pod of that name: if that is still an older one on its
+        way out, the name stays taken and nothing is created twice (a create would meet 409 anyway)."""
         seen: dict[str, Mapping[str, Any]] = {p["metadata"]["name"]: p for p in indexed}
         for name, body in list(self.pods.items()):
             if name not in seen:
                 seen[name] = body
-            elif seen[name]["metadata"].get("uid") == body["metadata"].get("uid"):
+            else:
                 del self.pods[name]
         for name in list(self.deleted):
             pod = seen.get(name)
@@ -86,13 +91,24 @@ class Written:
 
 
 class JobRunner:
-    """The task that runs one job's passes, one at a time."""
+    """The task that runs one job's passes, one at a time, and reports their outcome.
+
+    A pass writes the objects at once; its status and events go to the reporting lane, one request at a
+    time for the whole operator. While a report waits, later passes replace its status (only the newest
+    is written) and add their events, so a burst of pod changes costs one status write, and object
+    writes — what users wait for — never queue behind status writes. Decisions read the status as
+    decided, not as last seen, so nothing is reported twice.
+    """
 
     def __init__(self, fleet: Fleet, key: JobKey) -> None:
         self.fleet, self.key = fleet, key
         self.job: dict[str, Any] | None = None
         self.written = Written()
         self.memory = JobMemory()
+        self.decided: dict[str, Any] | None = None  # the status of the last pass, written or waiting
+        self._reported: dict[str, Any] | None = None  # the status last written (or found unchanged)
+        self._events: list[Event] = []
+        self._reporting: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=f"paceline-job-{key[0]}/{key[1]}")
 
@@ -107,34 +123,45 @@ class JobRunner:
     def stop(self) -> None:
         self._task.cancel()
 
+    def as_decided(self) -> dict[str, Any] | None:
+        """The job as the next decision should see it: with the status last decided."""
+        if self.job is None or self.decided is None:
+            return self.job
+        return {**self.job, "status": self.decided}
+
     async def _run(self) -> None:
         due: float | None = 0.0
+        first = True  # a new job's first pass starts at once: there is nothing to coalesce yet
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=RESYNC_S if due is None else due)
-            await asyncio.sleep(SETTLE_S)
+            if not first:
+                await asyncio.sleep(SETTLE_S)
+            first = False
             self._wake.clear()
             try:
                 due = await self._pass()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # one job's failure must not stop its own later passes, nor anyone else's
-                log.exception("pass of %s/%s failed; retrying", *self.key)
+            except Exception as err:  # one job's failure must not stop its later passes, nor other jobs'
                 due = 5.0
+                answer = getattr(err, "status", None)  # the API server's, e.g. 403 in a deleted namespace
+                if answer is None:
+                    log.exception("pass of %s/%s failed; retrying", *self.key)
+                else:
+                    log.warning("pass of %s/%s: API answered %s; retrying", *self.key, answer)
 
     async def _pass(self) -> float | None:
-        job = self.job
+        job = self.as_decided()
         if job is None:
             return None
-        snap = self.fleet.snapshot(self)
+        snap = self.fleet.snapshot(self, job)
         spec = self.memory.spec(job)
         new_plan = None
         if needs_plan(job, spec, snap.control, snap.usable_nodes) and isinstance(spec, api.JobSpec):
             async with self.fleet.planning:  # one plan at a time: each sees the others' reservations
                 nodes, pods, reserved = self.fleet.inventory()
-                new_plan = await self.fleet.call(
-                    compute_plan, job, spec, nodes=nodes, pods=pods, reserved=reserved
-                )
+                new_plan = await self.fleet.plan(job, spec, nodes=nodes, pods=pods, reserved=reserved)
                 if isinstance(new_plan, JobPlan):
                     self.fleet.reservations[self.key] = reservation(new_plan)
         result = await self.fleet.call(run_pass, snap, self.memory, new_plan=new_plan)
@@ -146,21 +173,41 @@ class JobRunner:
         return result.requeue_after
 
     def _absorb(self, result: PassResult) -> None:
-        """Keep the cache ahead of the watch with what the pass wrote; track the job's GPU reservation."""
-        applied = result.applied
-        self.job = newer(applied.job, self.job)
+        """Keep the cache ahead of the watch with what the pass wrote; queue its report; track the job's
+        GPU reservation."""
+        applied, decision = result.applied, result.decision
         for obj in applied.created:
-            name = obj["metadata"]["name"]
             if obj["kind"] == "Pod":
-                self.written.pods[name] = obj
+                self.written.pods[obj["metadata"]["name"]] = obj
             elif obj["kind"] == "Service":
                 self.written.service = obj
             elif obj["kind"] == "ConfigMap":
                 self.written.control = obj
         self.written.control = newer(applied.control, self.written.control)
         self.written.deleted.update(applied.deleted)
-        if (result.decision.status or {}).get("phase") in TERMINAL:
+        if applied.rejected is None:
+            if decision.status is not None:
+                self.decided = decision.status
+            self._events += decision.events
+            if self._reporting is None and (self._events or self.decided != self._reported):
+                self._reporting = asyncio.create_task(self._report())
+        if (decision.status or {}).get("phase") in TERMINAL:
             self.fleet.reservations.pop(self.key, None)
+
+    async def _report(self) -> None:
+        """Write the newest decided status and the events gathered so far, through the reporting lane."""
+        try:
+            while self.job is not None and (self._events or self.decided != self._reported):
+                async with self.fleet.reporting:
+                    job, status, events = self.job, self.decided, self._events
+                    self._events = []
+                    written = await self.fleet.call(report, job, status, events)
+                self.job, self._reported = newer(written, self.job), status
+        except Exception as err:
+            log.warning("report of %s/%s failed: %s; the next pass reports again", *self.key, err)
+            self.decided = self._reported = None  # decide from the status as observed
+        finally:
+            self._reporting = None
 
 
 class Fleet:
@@ -172,7 +219,11 @@ class Fleet:
         self.reservations: dict[JobKey, dict[str, int]] = {}
         self.planning = asyncio.Lock()
         self._usable: dict[str, bool] = {}
+        self.reporting = asyncio.Semaphore(1)  # status writes and events: one at a time, behind object writes
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="paceline-pass")
+        self._planner = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="paceline-plan"
+        )  # plans queue here
 
     def job_event(self, key: JobKey, body: dict[str, Any] | None) -> None:
         """A TrainingJob appeared, changed (body) or is gone (None)."""
@@ -210,17 +261,21 @@ class Fleet:
         """GPU nodes pods can run on now, by name (in the event loop)."""
         return frozenset(self.cache.gpu_nodes.keys())
 
-    def snapshot(self, runner: JobRunner) -> Snapshot:
+    def namespace_event(self, namespace: str) -> None:
+        """Something a job may wait for changed in `namespace` (a claim): wake that namespace's jobs."""
+        for key in [k for k in self.runners if k[0] == namespace]:
+            self.poke(key)
+
+    def snapshot(self, runner: JobRunner, job: dict[str, Any]) -> Snapshot:
         """The job and its children from the cache and our own writes (in the event loop)."""
         key, written = runner.key, runner.written
-        assert runner.job is not None
         control = next(iter(self.cache.controls.get(key, ())), None)
         service = next(iter(self.cache.services.get(key, ())), None)
         if service is not None:
             written.service = None
         return Snapshot(
-            job=runner.job,
-            pods=written.pods_over(self.cache.pods.get(key, ())),
+            job=job,
+            pods=written.pods_over(self.cache.pods.get(("job", *key), ())),
             service=service or written.service,
             control=newer(written.control, control),
             usable_nodes=self.usable_nodes(),
@@ -230,16 +285,22 @@ class Fleet:
     def inventory(self) -> tuple[list[GpuNode], list[GpuPod], dict[JobKey, dict[str, int]]]:
         """Copies of the GPU nodes, GPU pods and reservations (in the event loop)."""
         nodes = [n for values in self.cache.gpu_nodes.values() for n in values]
-        pods = [p for values in self.cache.gpu_pods.values() for p in values]
+        pods = [p for key, values in self.cache.pods.items() if key[0] == "node" for p in values]
         return nodes, pods, dict(self.reservations)
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run blocking I/O and planning in a worker thread."""
+        """Run a pass's blocking I/O in one of the pass threads."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    async def plan(self, job: dict[str, Any], spec: api.JobSpec, **inventory: Any) -> JobPlan | PlanningError:
+        """Plan in the planner's own thread, so a plan never waits behind other jobs' passes."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._planner, lambda: compute_plan(job, spec, **inventory))
 
     def stop(self) -> None:
         for runner in self.runners.values():
             runner.stop()
         self.runners.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._planner.shutdown(wait=False, cancel_futures=True)

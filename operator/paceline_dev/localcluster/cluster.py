@@ -25,7 +25,12 @@ import yaml
 
 from paceline_dev.localcluster import karpenter, processes
 from paceline_dev.localcluster.binaries import Binaries, ensure_binaries
-from paceline_dev.localcluster.config import ClusterConfig, default_config_text, node_manifests, parse_config
+from paceline_dev.localcluster.config import (
+    ClusterConfig,
+    default_config_text,
+    node_manifests,
+    parse_config,
+)
 from paceline_dev.localcluster.pki import Pki, ensure_pki
 
 Report = Callable[[str], None]
@@ -239,7 +244,7 @@ class LocalCluster:
             )
         self._start_etcd(bins, ports)
         self._start_apiserver(bins, pki, ports)
-        self._start_controllers(bins, pki, ports)
+        self._start_controllers(bins, pki, ports, config)
         self._create_nodes(bins, config)
         self._start_karpenter(bins, config, ports)
         self._install_chart(bins)
@@ -279,6 +284,28 @@ class LocalCluster:
         )
         _wait("etcd", lambda: _http_ok(f"{client}/health"), timeout_s=60, log=self.paths.log("etcd"))
 
+    @property
+    def audit_log(self) -> Path:
+        """Every request of the operator's ServiceAccount (metadata only): what it costs the API server."""
+        return self.paths.state / "logs" / "audit-operator.log"
+
+    def _audit_policy(self) -> Path:
+        policy = {
+            "apiVersion": "audit.k8s.io/v1",
+            "kind": "Policy",
+            "omitStages": ["RequestReceived"],
+            "rules": [
+                {
+                    "level": "Metadata",
+                    "users": [f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}"],
+                },
+                {"level": "None"},
+            ],
+        }
+        path = self.paths.state / "audit-policy.yaml"
+        path.write_text(yaml.safe_dump(policy))
+        return path
+
     def _start_apiserver(self, bins: Binaries, pki: Pki, ports: dict[str, int]) -> None:
         port = ports["apiserver"]
         self._ensure(
@@ -303,6 +330,10 @@ class LocalCluster:
                 f"--kubelet-client-key={pki.key('apiserver-kubelet-client')}",
                 "--kubelet-preferred-address-types=InternalIP",
                 "--profiling=false",
+                f"--audit-policy-file={self._audit_policy()}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-maxsize=200",
+                "--audit-log-maxbackup=1",
                 "--v=1",
             ],
         )
@@ -313,7 +344,15 @@ class LocalCluster:
             log=self.paths.log("kube-apiserver"),
         )
 
-    def _start_controllers(self, bins: Binaries, pki: Pki, ports: dict[str, int]) -> None:
+    def _start_controllers(
+        self, bins: Binaries, pki: Pki, ports: dict[str, int], config: ClusterConfig
+    ) -> None:
+        tuned = config.control_plane
+        qps = (
+            [f"--kube-api-qps={tuned.client_qps}", f"--kube-api-burst={2 * tuned.client_qps}"]
+            if tuned.client_qps
+            else []
+        )
         kcm = str(self.paths.component_kubeconfig("controller-manager"))
         self._ensure(
             "kube-controller-manager",
@@ -335,6 +374,8 @@ class LocalCluster:
                 # the headless Service's names itself, so these controllers would only log errors.
                 "--controllers=*,-endpoints-controller,-endpointslice-controller,-endpointslice-mirroring-controller",
                 "--leader-elect=false",
+                f"--node-monitor-grace-period={max(50, 2 * tuned.node_lease_seconds)}s",
+                *qps,
                 "--v=1",
             ],
         )
@@ -349,6 +390,7 @@ class LocalCluster:
                 "--bind-address=127.0.0.1",
                 f"--secure-port={ports['scheduler']}",
                 "--leader-elect=false",
+                *qps,
                 "--v=1",
             ],
         )
@@ -357,6 +399,11 @@ class LocalCluster:
             [
                 str(bins.kwok),
                 f"--config={Path(__file__).with_name('kwok-stages.yaml')}",
+                *(
+                    [f"--config={self._kwok_options(tuned.kwok_parallelism)}"]
+                    if tuned.kwok_parallelism
+                    else []
+                ),
                 f"--kubeconfig={self.paths.component_kubeconfig('kwok')}",
                 "--manage-all-nodes=false",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
@@ -364,9 +411,26 @@ class LocalCluster:
                 "--node-ip=127.0.0.1",
                 f"--node-port={ports['kwok']}",
                 f"--server-address=127.0.0.1:{ports['kwok']}",
-                "--node-lease-duration-seconds=40",
+                f"--node-lease-duration-seconds={tuned.node_lease_seconds}",
             ],
         )
+
+    def _kwok_options(self, workers: int) -> Path:
+        options = {  # a KwokConfiguration replaces kwok's defaults as a whole: restate them
+            "podPlayStageParallelism": workers,
+            "nodePlayStageParallelism": workers,
+            "nodeLeaseParallelism": workers,
+            "podsOnNodeSyncParallelism": 1,
+            "enableDebuggingHandlers": True,
+            "enableContentionProfiling": False,
+            "enableProfilingHandler": True,
+            "enablePodsOnNodeSyncListPager": True,
+            "enablePodsOnNodeSyncStreamWatch": False,
+        }
+        doc = {"apiVersion": "config.kwok.x-k8s.io/v1alpha1", "kind": "KwokConfiguration", "options": options}
+        path = self.paths.state / "kwok-options.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        return path
 
     def run_kubectl(
         self, *args: str, check: bool = True, input_text: str | None = None
@@ -410,7 +474,7 @@ class LocalCluster:
             statuses = out.split()
             return len(statuses) == len(names) and all(s == "True" for s in statuses)
 
-        _wait("fake GPU nodes (kwok)", all_ready, timeout_s=90, log=self.paths.log("kwok"))
+        _wait("fake GPU nodes (kwok)", all_ready, timeout_s=90 + len(names) / 5, log=self.paths.log("kwok"))
 
     def _start_karpenter(self, bins: Binaries, config: ClusterConfig, ports: dict[str, int]) -> None:
         """Karpenter's kwok provider with one NodePool per autoscaled pool (none: it does not run)."""

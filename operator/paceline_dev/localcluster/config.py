@@ -15,8 +15,10 @@ import yaml
 POOL_LABEL = "paceline.dev/pool"
 SPEED_ANNOTATION = "paceline.dev/relative-speed"
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
+NO_PROCESS_ANNOTATION = "paceline.dev/no-process"  # "true": the process runtime leaves the pod Running, idle
 NODE_IP_BASE = ipaddress.IPv4Address("127.0.1.1")  # node i gets 127.0.1.(1+i)
-POD_CIDR_FIRST_OCTET = 16  # node i gets pod CIDR 127.(16+i).0.0/16
+MAX_NODES = 4096  # node IPs 127.0.1.1 + i, pod CIDRs 127.16.0.0/24 + i: all inside 127.0.0.0/8
+POD_CIDR_BASE = ipaddress.IPv4Network("127.16.0.0/24")  # node i gets the i-th /24 after it: 127.16.i.0/24 …
 # every fake node's capacity besides its GPUs
 NODE_RESOURCES: dict[str, str] = {"cpu": "96", "memory": "1024Gi", "pods": "110", "ephemeral-storage": "1Ti"}
 # On-demand USD per hour of the catalog's GPU instance types: the default `pricePerHour` of a pool
@@ -74,11 +76,21 @@ class Straggler:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ControlPlane:
+    """Settings a real cluster's operators tune for size (None: the components' defaults)."""
+
+    client_qps: int | None = None  # kube-scheduler and kube-controller-manager API QPS (burst: twice that)
+    kwok_parallelism: int | None = None  # kwok's pod and node stage workers
+    node_lease_seconds: int = 40  # the fake kubelets' lease (renewed every quarter of it), like a kubelet's
+
+
+@dataclass(frozen=True, kw_only=True)
 class ClusterConfig:
     """Everything the local cluster's YAML declares."""
 
     pools: tuple[Pool, ...]
     stragglers: tuple[Straggler, ...]
+    control_plane: ControlPlane = ControlPlane()
 
     def node_names(self) -> list[str]:
         """Names of every node, pool by pool."""
@@ -132,6 +144,8 @@ def parse_config(raw: Mapping[str, Any]) -> ClusterConfig:
     scaled = [p.instance_type for p in pools if p.autoscale]
     if len(set(scaled)) != len(scaled):
         raise ConfigError(f"autoscaled pools need distinct instanceTypes (Karpenter's catalog), got {scaled}")
+    if sum(p.nodes for p in pools) > MAX_NODES:
+        raise ConfigError(f"at most {MAX_NODES} nodes: node IPs and pod CIDRs must stay inside 127.0.0.0/8")
     config_nodes = {node_name(p, i) for p in pools for i in range(p.nodes)}
     stragglers: list[Straggler] = []
     for i, item in enumerate(raw.get("stragglers") or []):
@@ -162,7 +176,24 @@ def parse_config(raw: Mapping[str, Any]) -> ClusterConfig:
                 random_shape=float(random.get("shape", 2.0)),
             )
         )
-    return ClusterConfig(pools=tuple(pools), stragglers=tuple(stragglers))
+    return ClusterConfig(pools=tuple(pools), stragglers=tuple(stragglers), control_plane=_control_plane(raw))
+
+
+def _control_plane(raw: Mapping[str, Any]) -> ControlPlane:
+    block = raw.get("controlPlane") or {}
+    values = {}
+    fields = (
+        ("clientQPS", "client_qps"),
+        ("kwokParallelism", "kwok_parallelism"),
+        ("nodeLeaseSeconds", "node_lease_seconds"),
+    )
+    for key, field in fields:
+        if key in block:
+            value = block[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"controlPlane.{key} must be a positive integer, got {value!r}")
+            values[field] = value
+    return ControlPlane(**values)
 
 
 DURATION = re.compile(r"^([0-9]+(s|m|h))+$")  # Karpenter's duration syntax (consolidateAfter)
@@ -212,7 +243,7 @@ def node_manifests(config: ClusterConfig) -> list[dict[str, Any]]:
         for i in range(pool.nodes):
             name = node_name(pool, i)
             ip = str(NODE_IP_BASE + index)
-            pod_cidr = f"127.{POD_CIDR_FIRST_OCTET + index}.0.0/16"
+            pod_cidr = str(ipaddress.IPv4Network((int(POD_CIDR_BASE.network_address) + 256 * index, 24)))
             capacity = {**NODE_RESOURCES, "nvidia.com/gpu": str(pool.gpus_per_node)}
             nodes.append(
                 {

@@ -31,8 +31,8 @@ CAPACITY_TYPE = "on-demand"
 ZONE = "paceline-local-a"
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}  # as on static GPU nodes
 # Addresses of nodes that join after start-up (Karpenter's): node IPs 127.1.x.y, a /24 of pods each in
-# 127.128.0.0/9 — clear of the static nodes (127.0.1.x, 127.(16+i).0.0/16), kwok's default pod range
-# (127.15.0.0/16) and the Service range (127.96.0.0/20).
+# 127.128.0.0/9 — clear of the static nodes (127.0.1.1 + i, 127.16.i.0/24 up to 127.31.255.0/24), kwok's
+# default pod range (127.15.0.0/16) and the Service range (127.96.0.0/20).
 JOINED_NODE_IPS = ipaddress.IPv4Network("127.1.0.0/16")
 JOINED_POD_CIDRS = ipaddress.IPv4Network("127.128.0.0/9")
 JOINED_POD_PREFIX = 24

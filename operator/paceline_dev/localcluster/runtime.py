@@ -5,6 +5,8 @@ loopback pod IP; this runtime then starts the first container's command with the
 API and cluster DNS names resolved to loopback pod IPs), reflects the exit code into the pod's status, stops
 the process when the pod is deleted, and publishes the node's simulated speed and straggler schedule so that
 heterogeneity is real in time (see `paceline_worker`'s simulated device). The container image is ignored.
+A pod annotated `paceline.dev/no-process: "true"` stays Running without a process (load tests), and its
+deletion is confirmed at once. Pods and nodes are read from watch caches, never listed in a loop.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from kubernetes.client.exceptions import ApiException
 
 from paceline_dev.localcluster.config import (
     KWOK_ANNOTATION,
+    NO_PROCESS_ANNOTATION,
     POOL_LABEL,
     SPEED_ANNOTATION,
     ClusterConfig,
@@ -40,9 +43,11 @@ from paceline_dev.localcluster.config import (
 from paceline_dev.localcluster.karpenter import registration_patches
 from paceline_dev.localcluster.volumes import LABEL as VOLUME_LABEL
 from paceline_dev.localcluster.volumes import mount_map, remap, volume_for_claim, waiting_claims
+from paceline_dev.localcluster.watchcache import WatchCache
 
 log = logging.getLogger("paceline.runtime")
-POLL_S = 0.3
+POLL_S = 1.0  # straggler schedules are published at least this often
+BATCH_S = 0.05  # events arriving together are handled in one step
 MAX_GRACE_S = 10.0
 DNS_NAME = re.compile(r"\b([a-z0-9-]+)\.([a-z0-9-]+)\.([a-z0-9-]+)\.svc(?:\.cluster\.local)?\b")
 VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
@@ -50,6 +55,7 @@ PASSTHROUGH_ENV = ("HOME", "LANG", "LC_ALL", "TMPDIR", "TERM", "USER", "VIRTUAL_
 
 
 TERMINATION_MESSAGE_BYTES = 4096  # the kubelet's limit
+CONFIRM_RETRY_S = 5.0  # a deletion confirmed but still listed is confirmed again after this long
 
 
 def _now() -> str:
@@ -158,9 +164,32 @@ class ProcessRuntime:
         self.schedules.mkdir(parents=True, exist_ok=True)
         self.running: dict[str, Running] = {}
         self.finished: set[str] = set()  # pod UIDs whose process already ended
+        self.confirmed: dict[str, float] = {}  # pod UID → when its deletion was last confirmed
         self.lock = threading.Lock()
         self.stop = threading.Event()
+        self.changed = threading.Event()
         self.rng = np.random.default_rng()
+        self.pods = WatchCache(
+            self.core.list_pod_for_all_namespaces,
+            field_selector="spec.nodeName!=",
+            changed=self.changed,
+            stop=self.stop,
+        )
+        self.nodes = WatchCache(self.core.list_node, changed=self.changed, stop=self.stop)
+        self.claims = WatchCache(
+            self.core.list_persistent_volume_claim_for_all_namespaces, changed=self.changed, stop=self.stop
+        )
+        self.volumes = WatchCache(
+            self.core.list_persistent_volume,
+            label_selector=f"{VOLUME_LABEL}=true",
+            changed=self.changed,
+            stop=self.stop,
+        )
+
+    def start_watches(self) -> None:
+        """Fill the pod, node, claim and volume caches and keep them current (returns once all are listed)."""
+        for cache in [c.start() for c in (self.pods, self.nodes, self.claims, self.volumes)]:
+            cache.synced.wait(60)
 
     # -- helpers ------------------------------------------------------------------------------------------
     def _list(self, items: Any) -> list[dict[str, Any]]:
@@ -168,7 +197,7 @@ class ProcessRuntime:
 
     def _fake_nodes(self) -> dict[str, tuple[float, str]]:
         """Relative speed and pool of every kwok-managed node: the static ones and those Karpenter added."""
-        listed = self._list(self.core.list_node().items)
+        listed = self.nodes.items()
         self._register_joined_nodes(listed)
         pool_speed = {pool.name: pool.relative_speed for pool in self.cluster.pools}
         nodes = {}
@@ -199,9 +228,10 @@ class ProcessRuntime:
     def _lookup_ip(self, namespace: str, hostname: str, subdomain: str) -> str | None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not self.stop.is_set():
-            for pod in self._list(self.core.list_namespaced_pod(namespace).items):
+            for pod in self.pods.items():
                 spec, ip = pod["spec"], (pod.get("status") or {}).get("podIP")
-                if spec.get("hostname") == hostname and spec.get("subdomain") == subdomain and ip:
+                same = pod["metadata"]["namespace"] == namespace and spec.get("subdomain") == subdomain
+                if same and spec.get("hostname") == hostname and ip:
                     return str(ip)
             time.sleep(0.2)
         return None
@@ -232,10 +262,13 @@ class ProcessRuntime:
 
     def provision_volumes(self) -> None:
         """A local volume for every waiting claim; volumes of deleted claims removed (directory kept)."""
-        claims = self._list(self.core.list_persistent_volume_claim_for_all_namespaces().items)
-        for claim in waiting_claims(claims):
+        existing = {v["metadata"]["name"] for v in self.volumes.items()}
+        for claim in waiting_claims(self.claims.items()):
+            volume = volume_for_claim(claim, self.state / "volumes")
+            if volume["metadata"]["name"] in existing:
+                continue  # created; the volume binder has not bound it yet
             try:
-                self.core.create_persistent_volume(volume_for_claim(claim, self.state / "volumes"))  # type: ignore[arg-type]
+                self.core.create_persistent_volume(volume)  # type: ignore[arg-type]
                 log.info(
                     "provisioned a local volume for claim %s/%s",
                     *(claim["metadata"][k] for k in ("namespace", "name")),
@@ -243,9 +276,7 @@ class ProcessRuntime:
             except ApiException as err:
                 if err.status != 409:
                     log.warning("provisioning a volume failed: %s", err.reason)
-        for volume in self._list(
-            self.core.list_persistent_volume(label_selector=f"{VOLUME_LABEL}=true").items
-        ):
+        for volume in self.volumes.items():
             if (volume.get("status") or {}).get("phase") == "Released":
                 with contextlib.suppress(ApiException):
                     self.core.delete_persistent_volume(volume["metadata"]["name"])
@@ -407,8 +438,12 @@ class ProcessRuntime:
     def _finish_delete(self, pod: dict[str, Any]) -> None:
         """Confirm a graceful deletion once the process is gone (what a kubelet does with grace 0)."""
         meta = pod["metadata"]
-        if meta.get("finalizers"):
+        if (
+            meta.get("finalizers")
+            or time.monotonic() - self.confirmed.get(meta["uid"], -1e9) < CONFIRM_RETRY_S
+        ):
             return
+        self.confirmed[meta["uid"]] = time.monotonic()
         try:
             self.core.delete_namespaced_pod(
                 meta["name"],
@@ -450,7 +485,7 @@ class ProcessRuntime:
         publish schedules."""
         self.provision_volumes()
         nodes = self._fake_nodes()
-        pods = self._list(self.core.list_pod_for_all_namespaces(field_selector="spec.nodeName!=").items)
+        pods = self.pods.items()
         alive: set[str] = set()
         for pod in pods:
             meta, node, status = pod["metadata"], pod["spec"].get("nodeName"), pod.get("status") or {}
@@ -466,8 +501,10 @@ class ProcessRuntime:
                 else:
                     self._finish_delete(pod)
                 continue
+            process = (meta.get("annotations") or {}).get(NO_PROCESS_ANNOTATION) != "true"
             if (
-                run is None
+                process
+                and run is None
                 and uid not in self.finished
                 and status.get("phase") == "Running"
                 and status.get("podIP")
@@ -477,6 +514,8 @@ class ProcessRuntime:
             gone = [r for uid, r in self.running.items() if uid not in alive]
         for run in gone:
             self._terminate(run)
+        for uid in [u for u in self.confirmed if u not in alive]:
+            del self.confirmed[uid]
         self._update_schedules(nodes)
 
     def adopt_orphans(self) -> None:
@@ -525,12 +564,15 @@ def run_runtime(*, kubeconfig: Path, state: Path, workdir: Path) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     runtime.adopt_orphans()
+    runtime.start_watches()
     log.info("process runtime running (state %s, workdir %s)", state, runtime.workdir)
     while not stop.is_set():
+        if runtime.changed.wait(POLL_S):  # a pod or node event, or the next straggler-schedule update
+            stop.wait(BATCH_S)
+        runtime.changed.clear()
         try:
             runtime.step()
-        except Exception:  # the API may blip (restart, timeouts); keep polling
-            log.exception("poll failed")
-        stop.wait(POLL_S)
+        except Exception:  # keep going: the caches recover from API blips on their own
+            log.exception("step failed")
     runtime.shutdown()
     return 0

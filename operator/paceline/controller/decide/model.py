@@ -73,7 +73,7 @@ class Observed:
 
 @dataclass(kw_only=True)
 class Decision:
-    """What to change. Apply order: events, status (once, only if it changed), creates/patches, deletes,
+    """What to change. Apply order: creates/patches, deletes, status (once, only if it changed), events,
     then the pushes to workers."""
 
     create: list[dict[str, Any]] = field(default_factory=list)
