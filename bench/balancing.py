@@ -50,7 +50,7 @@ from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Any, Protocol
 
-from paceline.adapters.workers import push_assignment, scrape_all
+from paceline.adapters.workers import put_json, scrape_all
 from paceline.api import parse_balancing
 from paceline.balancer import (
     BalancingSettings,
@@ -326,7 +326,7 @@ class Controller:
             log(f"  {self.name}: Rebalanced to {list(self.assignment.batch_sizes)}: {self.last_reason}")
         if outcome.push is not None:
             try:
-                push_assignment(f"http://{LOOPBACK}:{ports[0]}/assignment", outcome.push.to_json())
+                put_json(f"http://{LOOPBACK}:{ports[0]}/assignment", outcome.push.to_json())
             except OSError as err:  # pushed again at the next tick (rank 0 reports an older version)
                 log(f"  {self.name}: PUT /assignment failed: {err}")
 

@@ -102,9 +102,12 @@ def build_checkpoint_claim(job: JobRef, *, spec: api.JobSpec) -> dict[str, Any] 
     }
 
 
-def build_control(job: JobRef, *, plan: JobPlan, plan_hash: str, assignment: Assignment) -> dict[str, Any]:
-    """The control ConfigMap: the plan in force and the assignment workers follow (versioned)."""
-    return {
+def build_control(
+    job: JobRef, *, plan: JobPlan, plan_hash: str, assignment: Assignment, members: str | None = None
+) -> dict[str, Any]:
+    """The control ConfigMap: the plan in force, the assignment workers follow (versioned) and the
+    membership (`members`: which pod runs which rank, as JSON)."""
+    cm: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
@@ -119,6 +122,9 @@ def build_control(job: JobRef, *, plan: JobPlan, plan_hash: str, assignment: Ass
             "assignment.json": assignment.to_json(),
         },
     }
+    if members is not None:
+        cm["data"]["members.json"] = members
+    return cm
 
 
 def _env(name: str, value: str) -> dict[str, Any]:
@@ -139,15 +145,20 @@ def worker_env(
     assignment: Assignment,
     port: int,
     sharding: str,
+    master_pod: str | None = None,
+    generation: int = 0,
 ) -> list[dict[str, Any]]:
     """The launcher's (torchrun's PET_*) environment plus Paceline's own variables.
 
     Synchronous pods run one process per GPU under torchrun, which sets RANK, LOCAL_RANK, WORLD_SIZE and
     LOCAL_WORLD_SIZE itself; asynchronous pods run one process and get the torch.distributed variables here.
+    `master_pod` is the pod of rank 0 (default `<job>-worker-0`); `generation` the membership it belongs to.
     """
-    master = f"{api.worker_pod_name(job.name, 0)}.{job.name}.{job.namespace}.svc.cluster.local"
+    master_name = master_pod or api.worker_pod_name(job.name, 0)
+    master = f"{master_name}.{job.name}.{job.namespace}.svc.cluster.local"
     if spec.mode is api.Mode.SYNCHRONOUS:
         launch = [
+            _env(Env.GENERATION, str(generation)),
             _env(Env.NNODES, str(world_size)),
             _env(Env.NODE_RANK, str(rank)),
             _env(Env.NPROC_PER_NODE, str(spec.gpus_per_worker)),
@@ -156,7 +167,7 @@ def worker_env(
             _env(Env.PLAN, sharding),
             _env(Env.LAUNCHER_PORT, str(LAUNCHER_PORT)),
         ]
-        if spec.replicas_min < spec.replicas_max:
+        if spec.elastic_range:
             # Elastic: when a peer's node is lost the ranks fail; the launcher holds the pod while the
             # operator re-plans, instead of reporting the peer's loss as this pod's failure.
             launch.append(_env(Env.RESIZE_GRACE_S, str(RESIZE_GRACE_S)))
@@ -241,7 +252,15 @@ def _pod(
 
 
 def build_ps_pod(
-    job: JobRef, *, spec: api.JobSpec, shard: int, workers: int, attempt: int, plan_hash: str, momentum: float
+    job: JobRef,
+    *,
+    spec: api.JobSpec,
+    shard: int,
+    workers: int,
+    attempt: int,
+    plan_hash: str,
+    momentum: float,
+    generation: int = 0,
 ) -> dict[str, Any]:
     """One parameter-server shard: the template's image running Paceline's PS entry point, no GPU."""
     pod = _pod(
@@ -251,6 +270,7 @@ def build_ps_pod(
         role_labels={api.LABEL_ROLE: "ps", api.LABEL_RANK: str(shard), api.LABEL_ATTEMPT: str(attempt)},
         plan_hash=plan_hash,
     )
+    pod["metadata"]["annotations"][api.ANNOTATION_GENERATION] = str(generation)
     first = dict(pod["spec"]["containers"][0])
     resources = copy.deepcopy(first.get("resources") or {})
     for kind in ("limits", "requests"):
@@ -311,13 +331,17 @@ def build_worker_pod(
     assignment: Assignment,
     port: int,
     sharding: str,
+    name: str | None = None,
+    master_pod: str | None = None,
+    generation: int = 0,
 ) -> dict[str, Any]:
     """One worker pod: the user's template plus placement on the planned node, GPUs, the env contract and
-    (synchronous mode) the launcher that starts one process per GPU."""
+    (synchronous mode) the launcher that starts one process per GPU. `name` defaults to
+    `<job>-worker-<rank>`; `master_pod` is rank 0's pod; `generation` the membership the pod starts in."""
     pod = _pod(
         job,
         spec=spec,
-        name=api.worker_pod_name(job.name, placement.rank),
+        name=name or api.worker_pod_name(job.name, placement.rank),
         role_labels={
             api.LABEL_ROLE: "worker",
             api.LABEL_RANK: str(placement.rank),
@@ -352,7 +376,10 @@ def build_worker_pod(
         assignment=assignment,
         port=port,
         sharding=sharding,
+        master_pod=master_pod,
+        generation=generation,
     )
+    pod["metadata"]["annotations"][api.ANNOTATION_GENERATION] = str(generation)
     if spec.mode is api.Mode.SYNCHRONOUS:
         first["command"] = launched([*(first.get("command") or []), *(first.pop("args", None) or [])])
     claim = spec.checkpoint.claim(job.name)

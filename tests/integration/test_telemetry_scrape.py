@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from paceline.adapters.workers import push_assignment, scrape_all
+from paceline.adapters.workers import put_json, scrape_all
 from paceline.api import parse_balancing
 from paceline.controller.rebalance import JobControl, control_step
 from paceline.controller.samples import WorkerSample
@@ -64,8 +64,8 @@ def test_scrape_control_and_push_against_a_live_job(launch: Any) -> None:
 
     newer = Assignment(version=2, batch_sizes=(6, 2), learning_rate=0.1, momentum=0.0)
     rank0 = group.url(0, "/assignment")
-    assert push_assignment(rank0, newer.to_json()) == 202
-    assert push_assignment(rank0, newer.to_json()) == 409
+    assert put_json(rank0, newer.to_json()) == 202
+    assert put_json(rank0, newer.to_json()) == 409
     switched = _scrape_until(
         urls, lambda s: all(x.assignment_version == 2 for x in s.values()), "version 2 on both ranks", group
     )

@@ -39,9 +39,15 @@ class World:
         self.control: dict[str, Any] | None = None
         self.events: list[Any] = []
 
-    def step(self, now: datetime, plan: JobPlan | PlanningError | None = PLAN) -> Decision:
+    def step(
+        self,
+        now: datetime,
+        plan: JobPlan | PlanningError | None = PLAN,
+        usable: frozenset[str] | None = None,
+        acked: dict[str, int] | None = None,
+    ) -> Decision:
         spec = api.parsed(self.job["spec"])
-        new_plan = plan if needs_plan(self.job, spec, self.control) else None
+        new_plan = plan if needs_plan(self.job, spec, self.control, usable) else None
         d = decide(
             Observed(
                 job=self.job,
@@ -51,6 +57,8 @@ class World:
                 control=self.control,
                 now=now,
                 new_plan=new_plan,
+                usable_nodes=usable,
+                generations_acked=acked or {},
             )
         )
         self.events += d.events
@@ -280,3 +288,70 @@ def test_asynchronous_job_gets_parameter_servers_and_compensated_momentum() -> N
         "demo-worker-1",
         "demo-worker-2",
     ]
+
+
+def test_a_lost_node_keeps_the_other_pods_and_tells_them_their_new_generation() -> None:
+    """Elastic job (replicas 2..4): gpu-h100-0 is lost. Its two pods are deleted, two new ones are made on
+    the node the new plan picks (names no pod holds, generation 1), and the T4 pod stays: it becomes rank 0
+    and its launcher is PUT generation 1 until it acknowledges."""
+    from dataclasses import replace
+
+    world = World(job())
+    world.step(T0)
+    world.run_all()
+    world.step(T0 + timedelta(seconds=1))
+    survivor_uid = world.pods["demo-worker-2"]["metadata"].get("uid") or "uid-demo-worker-2"
+    world.pods["demo-worker-2"]["metadata"]["uid"] = survivor_uid
+    world.pods["demo-worker-2"]["status"]["podIP"] = "127.16.3.7"
+    moved = replace(
+        PLAN,
+        workers=(
+            replace(PLAN.workers[0], node="gpu-a100-1"),
+            replace(PLAN.workers[1], node="gpu-a100-1"),
+            PLAN.workers[2],
+        ),
+    )
+    usable = frozenset({"gpu-t4-0", "gpu-a100-1"})
+    d = world.step(T0 + timedelta(seconds=2), plan=moved, usable=usable)
+    assert sorted(d.delete_pods) == ["demo-worker-0", "demo-worker-1"]
+    made = {o["metadata"]["name"]: o for o in d.create if o["kind"] == "Pod"}
+    assert sorted(made) == ["demo-worker-3", "demo-worker-4"]
+    env = {e["name"]: e.get("value") for e in made["demo-worker-4"]["spec"]["containers"][0]["env"]}
+    assert env["PET_NODE_RANK"] == "2" and env["PET_NNODES"] == "3" and env["PACELINE_GENERATION"] == "1"
+    assert env["PET_MASTER_ADDR"] == "demo-worker-2.demo.ml.svc.cluster.local"
+    assert env["PET_MASTER_PORT"] == str(api.master_port("uid-1234", 1))
+    assert made["demo-worker-4"]["metadata"]["annotations"]["paceline.dev/generation"] == "1"
+    assert "demo-worker-2" not in d.delete_pods
+    (put,) = d.generation_puts
+    body = json.loads(put.body)
+    assert put.url == "http://127.16.3.7:9401/generation" and put.pod == survivor_uid
+    assert (body["generation"], body["nodeRank"], body["nnodes"]) == (1, 0, 3)
+    assert body["masterAddr"] == "127.16.3.7" and body["masterPort"] == api.master_port("uid-1234", 1)
+    assert body["assignment"]["batchSizes"] == [16, 56, 56]
+    assert any(e.reason is EventReason.RESIZED for e in world.events)
+    again = world.step(T0 + timedelta(seconds=3), usable=usable)
+    assert [p.pod for p in again.generation_puts] == [survivor_uid], "pushed until acknowledged"
+    acked = world.step(T0 + timedelta(seconds=4), usable=usable, acked={survivor_uid: 1})
+    assert acked.generation_puts == [] and acked.create == [] and acked.delete_pods == []
+
+
+def test_a_job_with_a_fixed_size_recreates_its_pods_on_a_lost_node() -> None:
+    """replicas.min = max: no launcher waits for a new generation, so every pod is new (fresh names, so
+    nothing waits for the old pods to go) and nothing is pushed."""
+    from dataclasses import replace
+
+    world = World(job(replicas={"min": 3, "max": 3}))
+    world.step(T0)
+    world.run_all()
+    world.step(T0 + timedelta(seconds=1))
+    moved = replace(
+        PLAN, workers=(*(replace(w, node="gpu-a100-1") for w in PLAN.workers[:2]), PLAN.workers[2])
+    )
+    d = world.step(T0 + timedelta(seconds=2), plan=moved, usable=frozenset({"gpu-t4-0", "gpu-a100-1"}))
+    assert sorted(d.delete_pods) == ["demo-worker-0", "demo-worker-1", "demo-worker-2"]
+    assert sorted(o["metadata"]["name"] for o in d.create if o["kind"] == "Pod") == [
+        "demo-worker-3",
+        "demo-worker-4",
+        "demo-worker-5",
+    ]
+    assert d.generation_puts == []

@@ -5,11 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from jobs import job, pod
+from jobs import PLAN, job, pod
 
 from paceline import api
 from paceline.controller.decide.children import classify
 from paceline.controller.decide.failures import Failure, Restart, backoff_until, exit_info, judge
+from paceline.controller.decide.members import first_members
+from paceline.controller.decide.plan import Planned
+from paceline_worker.wire import Assignment
 
 T0 = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
 
@@ -26,9 +29,14 @@ def failed(name: str, rank: int, code: int, at: int, message: str = "") -> dict[
     )
 
 
+def _planned(world: int) -> Planned:
+    assignment = Assignment(version=1, batch_sizes=(1,) * world)
+    return Planned(plan=PLAN, assignment=assignment, plan_hash="", members=first_members("demo", world))
+
+
 def verdict(*pods: dict[str, Any], restarts: int = 0, **spec: Any) -> Failure | Restart | None:
     return judge(
-        classify(list(pods), attempt=0, plan_hash=""),
+        classify(list(pods), attempt=0, planned=_planned(2)),
         api.parse_spec(job(**spec)["spec"]),
         world=2,
         restarts=restarts,

@@ -89,28 +89,83 @@ def test_a_stored_assignment_with_a_null_learning_rate_reads_back() -> None:
     assert assignment is not None and assignment.learning_rate is None and assignment.version == 2
 
 
-def test_a_lost_node_replans_and_moves_the_pods_off_it() -> None:
-    """A node of the stored plan is gone: re-plan on what is left (the old placement's pods become stale),
-    with a Warning `Resized` event that says from what to what and why."""
+def test_a_lost_node_replans_keeps_the_pods_it_can_and_names_the_new_ones_afresh() -> None:
+    """gpu-h100-0 is gone: re-plan on what is left; the T4 pod keeps its pod and becomes rank 0 of
+    generation 1, the two moved workers get names no pod holds; a Warning `Resized` says what and why."""
     from dataclasses import replace
 
-    from paceline.controller.decide.plan import lost_nodes, placement_hash
+    from jobs import pod
+
+    from paceline.controller.decide.plan import lost_nodes
 
     stored = control(version=4)
-    nodes = {w.node for w in PLAN.workers}
-    gone = sorted(nodes)[-1]
-    usable = frozenset(nodes - {gone} | {"gpu-spare"})
-    assert not needs_plan(job(), SPEC, stored, frozenset(nodes))
-    assert needs_plan(job(), SPEC, stored, usable) and lost_nodes(PLAN, usable) == [gone]
+    usable = frozenset({"gpu-t4-0", "gpu-spare"})
+    assert not needs_plan(job(), SPEC, stored, frozenset({"gpu-h100-0", "gpu-t4-0"}))
+    assert needs_plan(job(), SPEC, stored, usable) and lost_nodes(PLAN, usable) == ["gpu-h100-0"]
     moved = replace(
         PLAN,
-        workers=tuple(replace(w, node="gpu-spare") if w.node == gone else w for w in PLAN.workers[:-1]),
+        workers=(
+            replace(PLAN.workers[0], node="gpu-spare"),
+            replace(PLAN.workers[1], node="gpu-spare"),
+            PLAN.workers[2],
+        ),
     )
-    planned = adopt_plan(observed(control=stored, new_plan=moved, usable_nodes=usable), SPEC)
-    assert isinstance(planned, Planned) and planned.plan == moved and planned.assignment.version == 5
-    assert planned.plan_hash != placement_hash(SPEC.plan_hash(), PLAN), "pods of the old placement are stale"
+    pods = [
+        pod("demo-worker-0", rank=0, node="gpu-h100-0", phase="Running"),
+        pod("demo-worker-1", rank=1, node="gpu-h100-0", phase="Running"),
+        pod("demo-worker-2", rank=2, node="gpu-t4-0", phase="Running"),
+    ]
+    obs = Observed(
+        job=job(),
+        spec=SPEC,
+        pods=pods,
+        service=None,
+        control=stored,
+        now=T0,
+        new_plan=moved,
+        usable_nodes=usable,
+    )
+    planned = adopt_plan(obs, SPEC)
+    assert isinstance(planned, Planned) and planned.assignment.version == 5
+    assert planned.members.generation == 1
+    assert planned.members.pods == ("demo-worker-2", "demo-worker-3", "demo-worker-4")
+    assert [(w.rank, w.node) for w in planned.plan.workers] == [
+        (0, "gpu-t4-0"),
+        (1, "gpu-spare"),
+        (2, "gpu-spare"),
+    ]
+    assert planned.assignment.batch_sizes == (16, 56, 56), "shares follow the workers they belong to"
+    assert "members.json" in (planned.patch_control or {})["data"]
     (event,) = planned.events
     assert event.type == "Warning" and event.reason is EventReason.RESIZED
-    assert gone in event.message and f"from {len(PLAN.workers)} to {len(moved.workers)}" in event.message
-    kept = adopt_plan(observed(control=stored, usable_nodes=frozenset(nodes)), SPEC)
+    assert (
+        "gpu-h100-0" in event.message
+        and "from 3 to 3" in event.message
+        and "1 pod(s) restart in place" in event.message
+    )
+    kept = adopt_plan(observed(control=stored, usable_nodes=frozenset({"gpu-h100-0", "gpu-t4-0"})), SPEC)
     assert isinstance(kept, Planned) and kept.plan == PLAN and kept.events == []
+    assert kept.members.pods == ("demo-worker-0", "demo-worker-1", "demo-worker-2")
+
+
+def test_growth_is_adopted_only_when_the_gain_beats_the_pause() -> None:
+    """A candidate with more workers replaces the stored plan only when its predicted throughput over the
+    horizon, less the pause, exceeds minGainPercent."""
+    from dataclasses import replace
+
+    stored = control(version=2)
+    current = replace(PLAN, predicted_step_s=1.0)
+    stored = build_control(
+        job_ref(job()), plan=current, plan_hash=SPEC.plan_hash(), assignment=stored_assignment(stored)
+    )
+    extra = replace(PLAN.workers[2], rank=3, node="gpu-t4-1")
+    small = replace(current, workers=(*PLAN.workers, extra), predicted_step_s=0.95)  # +5 %
+    large = replace(current, workers=(*PLAN.workers, extra), predicted_step_s=0.6)  # +67 %
+    held = adopt_plan(observed(control=stored, new_plan=small), SPEC)
+    assert isinstance(held, Planned) and held.plan == current and held.patch_control is None
+    grown = adopt_plan(observed(control=stored, new_plan=large), SPEC)
+    assert isinstance(grown, Planned) and len(grown.plan.workers) == 4 and grown.members.generation == 1
+    (event,) = grown.events
+    assert event.type == "Normal" and "from 3 to 4" in event.message
+    assert SPEC.elastic.worth_resizing(old_samples_per_s=100, new_samples_per_s=130)
+    assert not SPEC.elastic.worth_resizing(old_samples_per_s=100, new_samples_per_s=105)

@@ -10,6 +10,7 @@ from jobs import PLAN, job, pod
 from paceline import api
 from paceline.conditions import Condition
 from paceline.controller.decide.children import classify
+from paceline.controller.decide.members import first_members
 from paceline.controller.decide.model import Observed, Telemetry
 from paceline.controller.decide.plan import Planned
 from paceline.controller.decide.status import (
@@ -23,7 +24,12 @@ from paceline.reasons import ConditionType, EventReason, Reason
 from paceline_worker.wire import Assignment
 
 T0 = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
-PLANNED = Planned(plan=PLAN, assignment=Assignment(version=3, batch_sizes=(50, 50, 28)), plan_hash="h")
+PLANNED = Planned(
+    plan=PLAN,
+    assignment=Assignment(version=3, batch_sizes=(50, 50, 28)),
+    plan_hash="h",
+    members=first_members("demo", 3),
+)
 
 
 def observed(status: dict[str, Any] | None = None, telemetry: Telemetry | None = None) -> Observed:
@@ -39,7 +45,7 @@ def running(rank: int) -> dict[str, Any]:
 
 
 def test_all_workers_running_is_placed_and_running_with_the_placement_described() -> None:
-    children = classify([running(r) for r in range(3)], attempt=0, plan_hash="h")
+    children = classify([running(r) for r in range(3)], attempt=0, planned=PLANNED)
     conds = progress_conditions(PLANNED, children, waiting=None, old={})
     by_type = {c.type: c for c in conds}
     assert (

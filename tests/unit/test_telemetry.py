@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import generate_latest
 
-from paceline.adapters.workers import push_assignment, scrape, scrape_all
+from paceline.adapters.workers import put_json, scrape, scrape_all
 from paceline.controller.samples import parse_worker_metrics
 from paceline_worker.assignment_store import AssignmentStore
 from paceline_worker.http_server import HttpEndpoint, assignment_routes, common_routes
@@ -105,15 +105,15 @@ def test_scrape_all_over_http_keeps_reachable_ranks(endpoints: list[_Endpoint]) 
     assert scrape(urls[2]) is None
 
 
-def test_push_assignment_to_rank_zero(endpoints: list[_Endpoint]) -> None:
+def test_put_json_to_rank_zero(endpoints: list[_Endpoint]) -> None:
     url = f"{endpoints[0].base}/assignment"
     newer = Assignment(version=5, batch_sizes=(8, 12), learning_rate=0.1, momentum=0.9)
-    assert push_assignment(url, newer.to_json()) == 202
+    assert put_json(url, newer.to_json()) == 202
     pending = endpoints[0].store.pending
     assert pending is not None and (pending.version, pending.batch_sizes) == (5, (8, 12))
-    assert push_assignment(url, newer.to_json()) == 409
+    assert put_json(url, newer.to_json()) == 409
     changed_total = Assignment(version=6, batch_sizes=(8, 13), learning_rate=0.1, momentum=0.9)
-    assert push_assignment(url, changed_total.to_json()) == 400
-    assert push_assignment(f"{endpoints[1].base}/assignment", newer.to_json()) == 421
+    assert put_json(url, changed_total.to_json()) == 400
+    assert put_json(f"{endpoints[1].base}/assignment", newer.to_json()) == 421
     with pytest.raises(OSError):
-        push_assignment(f"http://127.0.0.1:{_closed_port()}/assignment", newer.to_json())
+        put_json(f"http://127.0.0.1:{_closed_port()}/assignment", newer.to_json())

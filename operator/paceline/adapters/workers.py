@@ -77,24 +77,25 @@ def http_json(url: str, *, method: str = "GET", body: str | None = None, timeout
         return json.loads(response.read() or b"{}")
 
 
-def push_assignment(url: str, assignment_json: str, *, timeout_s: float = 1.0) -> int:
-    """PUT the assignment JSON to rank 0's /assignment URL and return the HTTP status.
+def put_json(url: str, body: str, *, timeout_s: float = 1.0) -> int:
+    """PUT a JSON document to a worker endpoint (an assignment to rank 0's /assignment, a generation to a
+    launcher's /generation) and return the HTTP status.
 
-    202: accepted (applied at the next step boundary); 409: rank 0 already has this or a newer version
-    (both fine); 400/421: rejected (the body says why, logged at warning). Raises OSError when no HTTP
-    answer came back (connection refused, timeout)."""
+    202: accepted; 409: the worker already holds this or a newer version (both fine); 400/421: rejected
+    (the body says why, logged at warning). Raises OSError when no HTTP answer came back (connection
+    refused, timeout)."""
     request = urllib.request.Request(
-        url, data=assignment_json.encode(), method="PUT", headers={"Content-Type": "application/json"}
+        url, data=body.encode(), method="PUT", headers={"Content-Type": "application/json"}
     )
     try:
         with _OPENER.open(request, timeout=timeout_s) as response:
             response.read()
             return int(response.status)
     except urllib.error.HTTPError as err:
-        body = err.read(4096).decode("utf-8", errors="replace")
+        text = err.read(4096).decode("utf-8", errors="replace")
         err.close()
         if err.code != 409:
-            log.warning("PUT %s answered %d: %s", url, err.code, body)
+            log.warning("PUT %s answered %d: %s", url, err.code, text)
         return int(err.code)
 
 

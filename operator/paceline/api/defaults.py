@@ -29,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "placement": {},
     "runPolicy": {"restartPolicy": "ExitCode", "backoffLimit": 3, "backoffSeconds": 5},
     "checkpoint": {"intervalSteps": 100},
+    "elastic": {"minGainPercent": 10, "resizePauseSeconds": 30, "horizonSeconds": 1800},
 }
 CONFIG_MAP_KEY = "graph.yaml"  # spec.model.configMapRef.key
 

@@ -20,6 +20,7 @@ LABEL_POOL = "paceline.dev/pool"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "paceline"
 ANNOTATION_PLAN_HASH = "paceline.dev/plan-hash"
+ANNOTATION_GENERATION = "paceline.dev/generation"  # the membership generation a pod was created in
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
@@ -32,6 +33,7 @@ CHECKPOINT_MOUNT = "/var/run/paceline/checkpoint"  # where spec.checkpoint's vol
 CHECKPOINT_VOLUME = "paceline-checkpoint"
 
 __all__ = [
+    "ANNOTATION_GENERATION",
     "ANNOTATION_PLAN_HASH",
     "API_VERSION",
     "CHECKPOINT_MOUNT",
@@ -78,6 +80,7 @@ def control_name(job: str) -> str:
     return f"{job}-control"
 
 
-def master_port(uid: str) -> int:
-    """A rendezvous port derived from the job's UID (distinct per job when pods share a host, as locally)."""
-    return 20000 + int(hashlib.sha256(uid.encode()).hexdigest()[:8], 16) % 10000
+def master_port(uid: str, generation: int = 0) -> int:
+    """A rendezvous port derived from the job's UID (distinct per job when pods share a host, as locally),
+    another for each membership generation (the previous one's store may still be closing)."""
+    return 20000 + (int(hashlib.sha256(uid.encode()).hexdigest()[:8], 16) + generation) % 10000

@@ -73,6 +73,24 @@ class CheckpointSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ElasticSettings:
+    """spec.elastic: when a job whose replicas.min < replicas.max resizes into capacity that appeared."""
+
+    min_gain_percent: int  # predicted throughput gain, net of the pause, that justifies a resize
+    resize_pause_seconds: int  # what one resize is expected to cost (stop, checkpoint, restart)
+    horizon_seconds: int  # the gain is weighed over this much training time
+
+    def worth_resizing(self, *, old_samples_per_s: float, new_samples_per_s: float) -> bool:
+        """True when training at the new rate for the horizon, less the pause, beats the old rate by more
+        than min_gain_percent."""
+        if old_samples_per_s <= 0:
+            return new_samples_per_s > 0
+        horizon = float(self.horizon_seconds)
+        after = max(horizon - self.resize_pause_seconds, 0.0) * new_samples_per_s
+        return after > horizon * old_samples_per_s * (1 + self.min_gain_percent / 100)
+
+
+@dataclass(frozen=True, kw_only=True)
 class JobSpec:
     """A validated TrainingJob spec with every default applied."""
 
@@ -91,6 +109,12 @@ class JobSpec:
     run_policy: RunPolicy
     template: Mapping[str, Any]
     checkpoint: CheckpointSettings
+    elastic: ElasticSettings
+
+    @property
+    def elastic_range(self) -> bool:
+        """True when the job may run with any worker count in replicas.min..max (and resize in place)."""
+        return self.replicas_min < self.replicas_max
 
     @property
     def parameter_servers(self) -> int:
@@ -237,6 +261,15 @@ def _checkpoint(raw: Mapping[str, Any]) -> CheckpointSettings:
     )
 
 
+def _elastic(raw: Mapping[str, Any]) -> ElasticSettings:
+    path = "spec.elastic"
+    return ElasticSettings(
+        min_gain_percent=_int(raw, "minGainPercent", f"{path}.minGainPercent", low=0, high=1000),
+        resize_pause_seconds=_int(raw, "resizePauseSeconds", f"{path}.resizePauseSeconds", low=0, high=3600),
+        horizon_seconds=_int(raw, "horizonSeconds", f"{path}.horizonSeconds", low=60, high=7 * 24 * 3600),
+    )
+
+
 def _replicas(spec: Mapping[str, Any]) -> tuple[int, int]:
     replicas = spec["replicas"]
     rmin = _int(replicas, "min", "spec.replicas.min", low=1, high=1024)
@@ -326,4 +359,5 @@ def parse_spec(raw: Mapping[str, Any]) -> JobSpec:
         ),
         template=_validate_template(spec.get("template")),
         checkpoint=_checkpoint(spec["checkpoint"]),
+        elastic=_elastic(spec["elastic"]),
     )

@@ -23,6 +23,7 @@ class Applied:
     control: dict[str, Any] | None = None  # after a control ConfigMap patch
     deleted: list[str] = field(default_factory=list)
     rejected: Rejection | None = None
+    generations_acked: dict[str, int] = field(default_factory=dict)  # pod uid → generation it now holds
 
 
 def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
@@ -59,6 +60,7 @@ def apply(job: Mapping[str, Any], decision: Decision) -> Applied:
         log.info("%s/%s: created %s; deleted %s", ns, name, made, ", ".join(applied.deleted) or "nothing")
     if applied.rejected is None:
         _push(ns, name, decision)
+        applied.generations_acked = _push_generations(ns, name, decision)
     return applied
 
 
@@ -78,13 +80,31 @@ def report(
     return written
 
 
+def _push_generations(ns: str, name: str, decision: Decision) -> dict[str, int]:
+    """PUT each kept pod its new generation; the pods that hold it now (accepted, or had it already)."""
+    acked = {}
+    for put in decision.generation_puts:
+        try:
+            code = workers.put_json(put.url, put.body, timeout_s=2.0)
+        except OSError as err:  # the launcher is not listening (yet): the next pass pushes again
+            log.info("%s/%s: generation %d to %s failed: %s", ns, name, put.generation, put.url, err)
+            continue
+        if code in (202, 409):
+            acked[put.pod] = put.generation
+    if acked:
+        log.info(
+            "%s/%s: %d pod(s) restart in place as generation %d", ns, name, len(acked), max(acked.values())
+        )
+    return acked
+
+
 def _push(ns: str, name: str, decision: Decision) -> None:
     """Hand the workers and shards what the decision says they should hold (level-based: repeated until
     they hold it)."""
     if decision.push is not None:
         url, assignment = decision.push
         try:
-            workers.push_assignment(url, assignment.to_json())
+            workers.put_json(url, assignment.to_json())
         except OSError as err:  # rank 0 not listening yet: the next pass pushes again
             log.info("push of assignment v%d to %s/%s rank 0 failed: %s", assignment.version, ns, name, err)
     if decision.momentum_put is not None:

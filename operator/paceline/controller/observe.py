@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from paceline import api, operator_metrics
 from paceline.adapters import workers
 from paceline.balancer import BalancingPolicy
 from paceline.controller.decide.children import initial_explicit_momentum
+from paceline.controller.decide.members import Members, stored_members
 from paceline.controller.decide.model import Event, MomentumPut, Rejection, Telemetry
 from paceline.controller.decide.plan import stored_assignment
 from paceline.controller.rebalance import JobControl, control_step
@@ -28,6 +29,8 @@ class JobMemory:
 
     balance: JobControl | None = None
     momentum: AsyncControl | None = None
+    generation: int = 0  # the membership generation `balance` measured
+    generations_acked: dict[str, int] = field(default_factory=dict)  # pod uid → generation it holds
     rejected: Rejection | None = None
     observed_at: float = 0.0  # when the workers were last scraped (monotonic seconds)
     parsed: tuple[int, api.JobSpec | api.InvalidSpec] | None = None  # (generation, spec)
@@ -40,16 +43,26 @@ class JobMemory:
         return self.parsed[1]
 
 
-def running_urls(pods: Sequence[Mapping[str, Any]], *, role: str, attempt: str) -> dict[int, str]:
-    """rank → http://podIP:port of the running pods of one role in this attempt."""
-    return {
-        int(p["metadata"]["labels"][api.LABEL_RANK]): f"http://{p['status']['podIP']}:{api.METRICS_PORT}"
-        for p in pods
-        if (p.get("status") or {}).get("phase") == "Running"
-        and p["status"].get("podIP")
-        and p["metadata"]["labels"].get(api.LABEL_ROLE) == role
-        and p["metadata"]["labels"].get(api.LABEL_ATTEMPT) == attempt
-    }
+def running_urls(
+    pods: Sequence[Mapping[str, Any]], *, role: str, attempt: str, members: Members | None = None
+) -> dict[int, str]:
+    """rank → http://podIP:port of the running pods of one role in this attempt; with `members`, only
+    their pods, ranked by the membership (a pod kept through a resize may hold another rank now)."""
+    urls = {}
+    for p in pods:
+        meta, status = p["metadata"], p.get("status") or {}
+        labels = meta["labels"]
+        if not (
+            status.get("phase") == "Running"
+            and status.get("podIP")
+            and labels.get(api.LABEL_ROLE) == role
+            and labels.get(api.LABEL_ATTEMPT) == attempt
+        ):
+            continue
+        rank = int(labels[api.LABEL_RANK]) if members is None else members.rank(meta["name"])
+        if rank is not None:
+            urls[rank] = f"http://{status['podIP']}:{api.METRICS_PORT}"
+    return urls
 
 
 def telemetry(
@@ -84,10 +97,14 @@ def _balance(
 ) -> Telemetry | None:
     """Synchronous jobs: measured speeds → the balancer → maybe a new assignment version."""
     assignment = stored_assignment(control)
-    urls = running_urls(pods, role="worker", attempt=attempt)
-    if assignment is None or len(urls) != assignment.world_size:
+    if assignment is None:
         return None
-    memory.balance = memory.balance or JobControl.create(spec.balancing)
+    members = stored_members(control, job["metadata"]["name"], assignment.world_size)
+    urls = running_urls(pods, role="worker", attempt=attempt, members=members)
+    if len(urls) != assignment.world_size:
+        return None
+    if memory.balance is None or memory.generation != members.generation:
+        memory.balance, memory.generation = JobControl.create(spec.balancing), members.generation
     samples = workers.scrape_all({rank: f"{url}{Route.METRICS}" for rank, url in urls.items()})
     outcome = control_step(
         state=memory.balance, samples=samples, assignment=assignment, settings=spec.balancing, now=time.time()

@@ -83,9 +83,11 @@ def run_pass(snap: Snapshot, memory: JobMemory, *, new_plan: JobPlan | PlanningE
             telemetry=live,
             usable_nodes=snap.usable_nodes,
             claims=snap.claims,
+            generations_acked=dict(memory.generations_acked),
         )
         decision = decide(observed)
         applied = apply(snap.job, decision)
+        memory.generations_acked.update(applied.generations_acked)
     if applied.rejected is not None:
         memory.rejected = applied.rejected
         return PassResult(decision=decision, applied=applied, requeue_after=0.0)

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from paceline import api, operator_metrics
 from paceline.controller.apply import report
 from paceline.controller.decide.model import Event
-from paceline.controller.decide.plan import needs_plan, stored_plan
+from paceline.controller.decide.plan import may_grow, needs_plan, stored_plan
 from paceline.controller.inventory import GpuNode, GpuPod, JobKey, reservation
 from paceline.controller.observe import JobMemory
 from paceline.controller.planning import PlanningError
@@ -105,6 +105,7 @@ class JobRunner:
         self.job: dict[str, Any] | None = None
         self.written = Written()
         self.memory = JobMemory()
+        self.capacity_changed = False  # a GPU node became usable since this job last considered growing
         self.decided: dict[str, Any] | None = None  # the status of the last pass, written or waiting
         self._reported: dict[str, Any] | None = None  # the status last written (or found unchanged)
         self._events: list[Event] = []
@@ -119,6 +120,13 @@ class JobRunner:
 
     def poke(self) -> None:
         self._wake.set()
+
+    def may_grow(self) -> bool:
+        """Whether this job could grow into new capacity (elastic, Running, below replicas.max)."""
+        if self.job is None:
+            return False
+        spec = self.memory.spec(self.job)
+        return may_grow(self.job, spec, self.fleet.snapshot(self, self.job).control)
 
     def stop(self) -> None:
         self._task.cancel()
@@ -157,14 +165,27 @@ class JobRunner:
             return None
         snap = self.fleet.snapshot(self, job)
         spec = self.memory.spec(job)
-        new_plan = None
-        if needs_plan(job, spec, snap.control, snap.usable_nodes) and isinstance(spec, api.JobSpec):
+        if not isinstance(spec, api.JobSpec):
+            result = await self.fleet.call(run_pass, snap, self.memory, new_plan=None)
+        elif needs_plan(job, spec, snap.control, snap.usable_nodes):
             async with self.fleet.planning:  # one plan at a time: each sees the others' reservations
                 nodes, pods, reserved = self.fleet.inventory()
                 new_plan = await self.fleet.plan(job, spec, nodes=nodes, pods=pods, reserved=reserved)
                 if isinstance(new_plan, JobPlan):
                     self.fleet.reservations[self.key] = reservation(new_plan)
-        result = await self.fleet.call(run_pass, snap, self.memory, new_plan=new_plan)
+            result = await self.fleet.call(run_pass, snap, self.memory, new_plan=new_plan)
+        elif self.capacity_changed and may_grow(job, spec, snap.control):
+            self.capacity_changed = False
+            async with self.fleet.planning:  # a candidate: the decision adopts it only if worth the pause
+                nodes, pods, reserved = self.fleet.inventory()
+                candidate = await self.fleet.plan(job, spec, nodes=nodes, pods=pods, reserved=reserved)
+                result = await self.fleet.call(run_pass, snap, self.memory, new_plan=candidate)
+                if result.applied.control is not None:
+                    adopted = stored_plan(result.applied.control, spec.plan_hash())
+                    if adopted is not None:
+                        self.fleet.reservations[self.key] = reservation(adopted[0])
+        else:
+            result = await self.fleet.call(run_pass, snap, self.memory, new_plan=None)
         self._absorb(result)
         if self.key not in self.fleet.reservations and isinstance(spec, api.JobSpec):
             stored = stored_plan(newer(self.written.control, snap.control), spec.plan_hash())
@@ -254,8 +275,12 @@ class Fleet:
             if not usable and name in held:
                 self.poke(key)
         if usable:
-            for key in self.runners.keys() - self.reservations.keys():
-                self.poke(key)
+            for key, runner in self.runners.items():
+                if key not in self.reservations:
+                    self.poke(key)  # waiting for capacity
+                elif runner.may_grow():
+                    runner.capacity_changed = True
+                    self.poke(key)
 
     def usable_nodes(self) -> frozenset[str]:
         """GPU nodes pods can run on now, by name (in the event loop)."""

@@ -14,8 +14,9 @@ from paceline import api
 from paceline.conditions import Condition
 from paceline.controller.decide.children import Children, classify, deleting, missing, service
 from paceline.controller.decide.failures import Failure, Restart, backoff_until, judge
+from paceline.controller.decide.generations import generation_puts
 from paceline.controller.decide.model import Decision, Event, MomentumPut, Observed, Rejection, Telemetry
-from paceline.controller.decide.plan import Planned, Unplanned, adopt_plan, needs_plan
+from paceline.controller.decide.plan import Planned, Unplanned, adopt_plan, in_place, may_grow, needs_plan
 from paceline.controller.decide.status import (
     SPEC_VALID,
     carry,
@@ -33,7 +34,17 @@ from paceline.reasons import ConditionType, Reason
 
 UNSCHEDULABLE_RETRY_S = 10.0
 
-__all__ = ["Decision", "Event", "MomentumPut", "Observed", "Rejection", "Telemetry", "decide", "needs_plan"]
+__all__ = [
+    "Decision",
+    "Event",
+    "MomentumPut",
+    "Observed",
+    "Rejection",
+    "Telemetry",
+    "decide",
+    "may_grow",
+    "needs_plan",
+]
 
 
 def decide(obs: Observed) -> Decision:
@@ -75,7 +86,8 @@ def _settled(obs: Observed, checked: Invalid | Refused | Finished) -> Decision:
 def _progress(obs: Observed, spec: api.JobSpec, planned: Planned) -> Decision:
     """A planned job: create what is missing, react to failures, report."""
     old = obs.job.get("status") or {}
-    children = classify(obs.pods, attempt=int(old.get("attempt") or 0), plan_hash=planned.plan_hash)
+    attempt = int(old.get("attempt") or 0)
+    children = classify(obs.pods, attempt=attempt, planned=planned, in_place=in_place(spec))
     decision = Decision(
         create=[*planned.create, *service(obs.job, obs.service)],
         patch_control=planned.patch_control,
@@ -142,6 +154,11 @@ def _advance(
             status["startTime"] = iso(obs.now)
         if blocked:
             decision.requeue_after = 1.0  # an old pod still holds the name: retry once it is gone
+        if in_place(spec):
+            puts, later = generation_puts(obs.job, planned, children, obs.generations_acked)
+            decision.generation_puts = puts
+            if later:
+                decision.requeue_after = 1.0  # a kept pod or rank 0 has no address yet
     conds = progress_conditions(planned, children, waiting=waiting, old=old)
     running = sum(1 for p in children.workers.values() if phase(p) == "Running")
     status["workers"] = worker_rows(obs, planned, children.workers)

@@ -32,20 +32,33 @@ def deleting(pod: Pod) -> bool:
     return bool((pod.get("metadata") or {}).get("deletionTimestamp"))
 
 
-def classify(pods: Sequence[Pod], *, attempt: int, plan_hash: str) -> Children:
-    """Stage 3a: which pods belong to this attempt of this plan."""
+def created_generation(pod: Pod) -> int:
+    """The membership generation a pod was created in (0 for pods made before generations existed)."""
+    value = (pod["metadata"].get("annotations") or {}).get(api.ANNOTATION_GENERATION)
+    return int(value) if value and value.isdigit() else 0
+
+
+def classify(pods: Sequence[Pod], *, attempt: int, planned: Planned, in_place: bool = False) -> Children:
+    """Stage 3a: which pods belong to this attempt, spec and membership. A worker is a member's pod (its
+    rank is its place in the membership), made in this generation, or earlier when its launcher restarts
+    in place (`in_place`); a parameter server belongs to this generation."""
     workers: dict[int, Pod] = {}
     servers: dict[int, Pod] = {}
     stale: list[str] = []
+    members = planned.members
     for pod in pods:
         annotations = pod["metadata"].get("annotations") or {}
+        born = created_generation(pod)
         current = (
             _label(pod, api.LABEL_ATTEMPT) == str(attempt)
-            and annotations.get(api.ANNOTATION_PLAN_HASH) == plan_hash
+            and annotations.get(api.ANNOTATION_PLAN_HASH) == planned.plan_hash
+            and (born == members.generation or (in_place and born < members.generation))
         )
-        role = _label(pod, api.LABEL_ROLE)
-        if current and not deleting(pod) and role in ("worker", "ps"):
-            (workers if role == "worker" else servers)[int(_label(pod, api.LABEL_RANK) or -1)] = pod
+        role, rank = _label(pod, api.LABEL_ROLE), members.rank(pod["metadata"]["name"])
+        if current and not deleting(pod) and role == "worker" and rank is not None:
+            workers[rank] = pod
+        elif current and not deleting(pod) and role == "ps" and born == members.generation:
+            servers[int(_label(pod, api.LABEL_RANK) or -1)] = pod
         elif not deleting(pod):
             stale.append(pod["metadata"]["name"])
     names = frozenset(p["metadata"]["name"] for p in pods)
@@ -64,12 +77,12 @@ def missing(
     job: Mapping[str, Any], spec: api.JobSpec, planned: Planned, children: Children, *, attempt: int
 ) -> tuple[list[dict[str, Any]], bool]:
     """Stage 3b: pods the plan still lacks, and whether an old pod still holds a name we need."""
-    ref, plan = job_ref(job), planned.plan
-    world, port = len(plan.workers), api.master_port(ref.uid)
+    ref, plan, members = job_ref(job), planned.plan, planned.members
+    world, port = len(plan.workers), api.master_port(ref.uid, members.generation)
     create: list[dict[str, Any]] = []
     blocked = False
     for w in plan.workers:
-        name = api.worker_pod_name(ref.name, w.rank)
+        name = members.pods[w.rank]
         blocked |= name in children.names and w.rank not in children.workers
         if name not in children.names:
             create.append(
@@ -83,6 +96,9 @@ def missing(
                     assignment=planned.assignment,
                     port=port,
                     sharding=sharding_json(plan),
+                    name=name,
+                    master_pod=members.pods[0],
+                    generation=members.generation,
                 )
             )
     momentum = initial_explicit_momentum(spec, workers=world) if spec.parameter_servers else 0.0
@@ -97,6 +113,7 @@ def missing(
                     attempt=attempt,
                     plan_hash=planned.plan_hash,
                     momentum=momentum,
+                    generation=members.generation,
                 )
             )
     return create, blocked

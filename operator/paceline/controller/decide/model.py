@@ -42,6 +42,16 @@ class MomentumPut:
 
 
 @dataclass(frozen=True, kw_only=True)
+class GenerationPut:
+    """A new generation for a pod a resize kept: PUT `body` to its launcher's `url`."""
+
+    pod: str  # the pod's uid
+    url: str
+    body: str
+    generation: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class Telemetry:
     """What the live control steps measured and decided this pass (balancer or momentum policy)."""
 
@@ -69,6 +79,7 @@ class Observed:
     telemetry: Telemetry | None = None
     usable_nodes: frozenset[str] | None = None  # GPU nodes pods can run on now (None: not known)
     claims: frozenset[str] | None = None  # PersistentVolumeClaims in the job's namespace (None: not known)
+    generations_acked: Mapping[str, int] = field(default_factory=dict)  # pod uid → generation it holds
 
 
 @dataclass(kw_only=True)
@@ -84,3 +95,4 @@ class Decision:
     requeue_after: float | None = None
     push: tuple[str, Assignment] | None = None
     momentum_put: MomentumPut | None = None
+    generation_puts: list[GenerationPut] = field(default_factory=list)

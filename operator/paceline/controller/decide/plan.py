@@ -1,9 +1,10 @@
-"""Stage 2 — plan: adopt the plan stored in the control ConfigMap, or a fresh one, and the assignment in
-force (a new version from the balancer replaces it)."""
+"""Stage 2 — plan: adopt the plan stored in the control ConfigMap, or a fresh one (the spec changed, a node
+of the job was lost, or capacity appeared that is worth growing into), with its membership (which pod runs
+which rank) and the assignment in force (a new version from the balancer replaces it)."""
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 from paceline import api
 from paceline.builders import JobRef, build_control, plan_from_json
 from paceline.conditions import Condition
+from paceline.controller.decide.members import Members, first_members, regroup, stored_members
 from paceline.controller.decide.model import Event, Observed
 from paceline.controller.decide.validate import generation, terminal
 from paceline.controller.planning import PlanningError
@@ -23,7 +25,8 @@ from paceline_worker.wire import Assignment, parse_assignment
 class Planned:
     plan: JobPlan
     assignment: Assignment  # the one in force after this pass
-    plan_hash: str  # the spec's plan hash and the placement: the identity of this plan's pods
+    plan_hash: str  # the spec's plan hash: pods made for another spec are stale
+    members: Members  # which pod runs which rank, this generation
     create: list[dict[str, Any]] = field(default_factory=list)  # a new control ConfigMap
     patch_control: dict[str, Any] | None = None
     events: list[Event] = field(default_factory=list)
@@ -54,13 +57,6 @@ def stored_plan(control: Mapping[str, Any] | None, plan_hash: str) -> tuple[JobP
     return plan_from_json(data["plan.json"]), assignment
 
 
-def placement_hash(spec_hash: str, plan: JobPlan) -> str:
-    """Identity of a plan's pods: the spec's plan hash plus where the workers run (a re-plan after a node was
-    lost keeps the spec hash but moves pods, and the pods of the old placement become stale)."""
-    nodes = ",".join(f"{w.rank}:{w.node}" for w in plan.workers)
-    return f"{spec_hash}.{hashlib.sha256(nodes.encode()).hexdigest()[:10]}"
-
-
 def lost_nodes(plan: JobPlan, usable: Collection[str] | None) -> list[str]:
     """Nodes of the plan that are no longer usable GPU nodes (deleted, NotReady or cordoned)."""
     if usable is None:
@@ -84,56 +80,131 @@ def needs_plan(
     return stored is None or bool(lost_nodes(stored[0], usable_nodes))
 
 
+def may_grow(
+    job: Mapping[str, Any], spec: api.JobSpec | api.InvalidSpec, control: Mapping[str, Any] | None
+) -> bool:
+    """True when a running elastic job could use more workers than its plan has (worth a candidate plan
+    when capacity appears)."""
+    if isinstance(spec, api.InvalidSpec) or not spec.elastic_range:
+        return False
+    if (job.get("status") or {}).get("phase") != "Running":
+        return False
+    stored = stored_plan(control, spec.plan_hash())
+    return stored is not None and len(stored[0].workers) < spec.replicas_max
+
+
+def in_place(spec: api.JobSpec) -> bool:
+    """Whether pods of this job survive a resize (their launcher restarts the ranks for a new generation)."""
+    return spec.mode is api.Mode.SYNCHRONOUS and spec.elastic_range
+
+
+def _samples_per_s(plan: JobPlan, spec: api.JobSpec) -> float:
+    return spec.global_batch / plan.predicted_step_s if plan.predicted_step_s else 0.0
+
+
+def worth_growing(spec: api.JobSpec, current: JobPlan, candidate: JobPlan) -> bool:
+    """A candidate plan with more workers is adopted when its predicted gain, net of the pause, is enough."""
+    if len(candidate.workers) <= len(current.workers) or not current.predicted_step_s:
+        return False
+    return spec.elastic.worth_resizing(
+        old_samples_per_s=_samples_per_s(current, spec), new_samples_per_s=_samples_per_s(candidate, spec)
+    )
+
+
 def adopt_plan(obs: Observed, spec: api.JobSpec) -> Planned | Unplanned:
     """Stage 2: the plan in force and the control ConfigMap writes it needs."""
     plan_hash = spec.plan_hash()
     stored = stored_plan(obs.control, plan_hash)
-    ref = job_ref(obs.job)
     lost = lost_nodes(stored[0], obs.usable_nodes) if stored is not None else []
-    if stored is not None and not lost:
-        plan, assignment = stored
-        pods = placement_hash(plan_hash, plan)
-        newer = obs.telemetry.assignment if obs.telemetry is not None else None
-        if newer is None or newer.version <= assignment.version:
-            return Planned(plan=plan, assignment=assignment, plan_hash=pods)
-        control = build_control(ref, plan=plan, plan_hash=plan_hash, assignment=newer)
-        return Planned(plan=plan, assignment=newer, plan_hash=pods, patch_control=control)
+    grow = (
+        stored is not None
+        and not lost
+        and isinstance(obs.new_plan, JobPlan)
+        and worth_growing(spec, stored[0], obs.new_plan)
+    )
+    if stored is not None and not lost and not grow:
+        return _kept(obs, spec, *stored)
     if not isinstance(obs.new_plan, JobPlan):
         message = str(obs.new_plan) if obs.new_plan is not None else "waiting for a plan"
         cause = obs.new_plan.reason if isinstance(obs.new_plan, PlanningError) else Reason.UNSCHEDULABLE
         return Unplanned(
             condition=Condition(type=ConditionType.PLANNED, status=False, reason=cause, message=message)
         )
-    plan, previous = obs.new_plan, stored_assignment(obs.control)
+    return _replanned(obs, spec, obs.new_plan, stored, lost)
+
+
+def _kept(obs: Observed, spec: api.JobSpec, plan: JobPlan, assignment: Assignment) -> Planned:
+    """The stored plan stays; a newer assignment from the balancer replaces the stored one."""
+    plan_hash, name = spec.plan_hash(), obs.job["metadata"]["name"]
+    members = stored_members(obs.control, name, len(plan.workers))
+    newer = obs.telemetry.assignment if obs.telemetry is not None else None
+    if newer is None or newer.version <= assignment.version:
+        return Planned(plan=plan, assignment=assignment, plan_hash=plan_hash, members=members)
+    control = build_control(
+        job_ref(obs.job), plan=plan, plan_hash=plan_hash, assignment=newer, members=members.to_json()
+    )
+    return Planned(plan=plan, assignment=newer, plan_hash=plan_hash, members=members, patch_control=control)
+
+
+def _replanned(
+    obs: Observed,
+    spec: api.JobSpec,
+    plan: JobPlan,
+    stored: tuple[JobPlan, Assignment] | None,
+    lost: list[str],
+) -> Planned:
+    """A fresh plan: its membership (pods kept where a resize can keep them), assignment and ConfigMap."""
+    ref, plan_hash = job_ref(obs.job), spec.plan_hash()
+    previous_assignment = stored_assignment(obs.control)
+    previous = first_members(ref.name, 0)
+    if obs.control is None:
+        members = first_members(ref.name, len(plan.workers))
+    else:
+        previous = stored_members(obs.control, ref.name, _stored_world(obs.control))
+        if stored is None:  # the spec changed: every pod is new, named by rank again
+            members = first_members(ref.name, len(plan.workers), previous.generation + 1)
+        else:
+            plan, members = regroup(plan, previous, obs.pods, job=ref.name, keep=in_place(spec))
     assignment = Assignment(
-        version=previous.version + 1 if previous else 1,
+        version=previous_assignment.version + 1 if previous_assignment else 1,
         batch_sizes=tuple(w.batch_share for w in plan.workers),
         learning_rate=float(spec.learning_rate),
         momentum=float(spec.momentum),
     )
-    control = build_control(ref, plan=plan, plan_hash=plan_hash, assignment=assignment)
-    pods = placement_hash(plan_hash, plan)
+    control = build_control(
+        ref, plan=plan, plan_hash=plan_hash, assignment=assignment, members=members.to_json()
+    )
+    planned = Planned(plan=plan, assignment=assignment, plan_hash=plan_hash, members=members)
     if obs.control is None:
-        return Planned(plan=plan, assignment=assignment, plan_hash=pods, create=[control])
-    return Planned(
-        plan=plan,
-        assignment=assignment,
-        plan_hash=pods,
-        patch_control=control,
-        events=[_resized(stored, lost, plan)],
-    )
+        return dataclasses.replace(planned, create=[control])
+    kept = len(set(members.pods) & set(previous.pods)) if stored is not None else 0
+    event = _resized(stored, lost, plan, members, kept=kept)
+    return dataclasses.replace(planned, patch_control=control, events=[event])
 
 
-def _resized(stored: tuple[JobPlan, Assignment] | None, lost: list[str], plan: JobPlan) -> Event:
+def _stored_world(control: Mapping[str, Any]) -> int:
+    data = control.get("data") or {}
+    return len(plan_from_json(data["plan.json"]).workers) if "plan.json" in data else 0
+
+
+def _resized(
+    stored: tuple[JobPlan, Assignment] | None, lost: list[str], plan: JobPlan, members: Members, *, kept: int
+) -> Event:
     """Why the job was re-planned, from what to what."""
-    if stored is not None and lost:
-        before = stored[0]
-        why = f"node(s) {', '.join(lost)} lost (deleted, NotReady or cordoned)"
-        message = (
-            f"{why}: re-planned from {len(before.workers)} to {len(plan.workers)} worker(s), "
-            f"{plan.summary}; workers resume from the last checkpoint"
+    if stored is None:
+        return Event(
+            type="Normal", reason=EventReason.RESIZED, message=f"spec changed: re-planned as {plan.summary}"
         )
-        return Event(type="Warning", reason=EventReason.RESIZED, message=message)
-    return Event(
-        type="Normal", reason=EventReason.RESIZED, message=f"spec changed: re-planned as {plan.summary}"
+    before = stored[0]
+    sizes = f"from {len(before.workers)} to {len(plan.workers)} worker(s)"
+    if lost:
+        why = f"node(s) {', '.join(lost)} lost (deleted, NotReady or cordoned)"
+        kind = "Warning"
+    else:
+        why = "GPUs became free and the predicted gain is worth the pause"
+        kind = "Normal"
+    message = (
+        f"{why}: re-planned {sizes}, {plan.summary}; generation {members.generation}, "
+        f"{kept} pod(s) restart in place; workers resume from the last checkpoint"
     )
+    return Event(type=kind, reason=EventReason.RESIZED, message=message)
