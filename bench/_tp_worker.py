@@ -93,6 +93,7 @@ def main() -> None:
                 "generation": int(os.environ.get("PACELINE_GENERATION") or 0),
                 "resumedFrom": resumed_from,
                 "worldSize": w.world_size,
+                "time": time.time(),  # wall clock: resize pauses are measured across pods
             }
             records.append(record)
             with (args.out / f"rank{w.rank}.steps.jsonl").open("a") as steps_log:  # survives a crash

@@ -251,6 +251,37 @@ def _pod(
     }
 
 
+def build_capacity_pod(job: JobRef, *, name: str, pool: str, gpus: int) -> dict[str, Any]:
+    """A placeholder asking Karpenter NodePool `pool` for one worker's GPUs: pending until a node of the pool
+    has room, then holding its GPUs (the pause image runs nothing) until the job grows into the node."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": job.namespace,
+            "labels": _labels(job, **{api.LABEL_ROLE: "capacity", api.LABEL_POOL: pool}),
+            "ownerReferences": [job.owner_reference()],
+        },
+        "spec": {
+            "nodeSelector": {api.NODEPOOL_LABEL: pool},
+            "tolerations": [{"key": api.GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 0,
+            "containers": [
+                {
+                    "name": "capacity",
+                    "image": api.PLACEHOLDER_IMAGE,
+                    "resources": {
+                        "requests": {api.GPU_RESOURCE: str(gpus)},
+                        "limits": {api.GPU_RESOURCE: str(gpus)},
+                    },
+                }
+            ],
+        },
+    }
+
+
 def build_ps_pod(
     job: JobRef,
     *,

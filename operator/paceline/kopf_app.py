@@ -12,7 +12,8 @@ from typing import Any
 import kopf
 
 from paceline import api
-from paceline.controller.inventory import GpuNode, JobKey, gpu_node, gpu_pod
+from paceline.capacity import Offer
+from paceline.controller.inventory import GpuNode, JobKey, gpu_node, gpu_pod, node_pool_offer
 from paceline.controller.runner import Cache, Fleet
 
 OURS: dict[str, Any] = {api.LABEL_MANAGED_BY: api.MANAGED_BY, api.LABEL_JOB: kopf.PRESENT}
@@ -71,6 +72,17 @@ async def claims(
     if fleet is not None:
         fleet.namespace_event(namespace or "")
     return {(namespace or "", name): str((body.get("status") or {}).get("phase") or "Pending")}
+
+
+@kopf.index("karpenter.sh", "v1", "nodepools")
+async def offers(name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[str, Offer] | None:
+    """What each Karpenter NodePool can add (GPU type, GPUs left, price); served only where Karpenter's CRDs
+    are installed. A change wakes the jobs that may ask for capacity."""
+    fleet = getattr(memo, "fleet", None)
+    if fleet is not None:
+        fleet.offers_changed()
+    offer = node_pool_offer(body)
+    return None if offer is None else {name: offer}
 
 
 def _poke(memo: kopf.Memo, key: JobKey) -> None:
@@ -142,9 +154,11 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indices: Any
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # not a line per handled event
     settings.watching.server_timeout = 600
     fast_watch_decoding()
-    names = ("pods", "gpu_nodes", "controls", "services", "claims")
-    all_pods, nodes, cms, svcs, pvcs = (indices[n] for n in names)
-    memo.fleet = Fleet(Cache(pods=all_pods, gpu_nodes=nodes, controls=cms, services=svcs, claims=pvcs))
+    names = ("pods", "gpu_nodes", "controls", "services", "claims", "offers")
+    all_pods, nodes, cms, svcs, pvcs, pools = (indices[n] for n in names)
+    memo.fleet = Fleet(
+        Cache(pods=all_pods, gpu_nodes=nodes, controls=cms, services=svcs, claims=pvcs, offers=pools)
+    )
 
 
 @kopf.on.cleanup()

@@ -77,6 +77,7 @@ class JobPlan:
     tensor_parallel: int = 1  # ranks per tensor-parallel group (divides the GPUs of a pod)
     splits: tuple[ModuleSplit, ...] = ()  # the modules split across each tensor-parallel group
     predicted_memory_bytes_per_gpu: float | None = None  # most loaded GPU under the executed strategy
+    peak_flops: float | None = None  # summed peak FLOP/s of the plan's GPUs (compute-bound throughput scale)
     search_space: str = "executable"  # "executable" (what the runtime runs) or "pase" (PaSE's full space)
 
 

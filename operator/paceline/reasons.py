@@ -12,6 +12,7 @@ class ConditionType(StrEnum):
     RESTARTING = "Restarting"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
+    SCALING_OUT = "ScalingOut"  # asking the node autoscaler for GPUs (spec.elastic.provision)
 
 
 class Reason(StrEnum):
@@ -41,6 +42,13 @@ class Reason(StrEnum):
     PERMANENT_FAILURE = "PermanentFailure"
     NOT_FINISHED = "NotFinished"
     SPEC_VALID = "SpecValid"
+    # ScalingOut
+    CAPACITY_REQUESTED = "CapacityRequested"
+    AT_MAXIMUM = "AtMaximum"
+    NOT_WORTH_IT = "NotWorthIt"
+    BUDGET_TOO_SMALL = "BudgetTooSmall"
+    NO_NODE_POOL = "NoNodePool"
+    NO_CAPACITY_LEFT = "NoCapacityLeft"
 
 
 class EventReason(StrEnum):
@@ -58,3 +66,4 @@ class EventReason(StrEnum):
     STRAGGLER_DETECTED = "StragglerDetected"
     MOMENTUM_RETUNED = "MomentumRetuned"
     RESIZED = "Resized"
+    SCALE_OUT = "ScaleOut"

@@ -61,8 +61,10 @@ def test_two_gpu_pods_run_two_ranks_each_and_execute_the_hybrid_plan(
         ["python", "-m", "paceline_worker.launch", "--"]
     ] * 2
     for pod in pods:
-        status = wait_for(
-            "worker endpoint", lambda ip=pod["status"]["podIP"]: _worker_status(ip), timeout_s=120
+        status = wait_for(  # the endpoint answers before the model is wrapped: wait for its placements
+            "worker endpoint with the model split",
+            lambda ip=pod["status"]["podIP"]: (s := _worker_status(ip)).get("placements") and s,
+            timeout_s=120,
         )
         assert status["localWorldSize"] == 2 and status["tensorParallel"] == 2, status
         assert set(status["placements"]) == split and all("shard" in v for v in status["placements"].values())

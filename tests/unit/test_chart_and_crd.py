@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from paceline import api
-from paceline.api.defaults import CONFIG_MAP_KEY
+from paceline.api.defaults import CONFIG_MAP_KEY, PROVISION_PENDING_TIMEOUT_S
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -79,5 +79,8 @@ def _flatten(doc: dict[str, Any], path: str = "") -> dict[str, Any]:
 def test_the_crds_defaults_are_the_operators_defaults() -> None:
     crd = yaml.safe_load((REPO / "crds" / "paceline.dev_trainingjobs.yaml").read_text())
     spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-    ours = _flatten(api.DEFAULTS) | {"model.configMapRef.key": CONFIG_MAP_KEY}
+    ours = _flatten(api.DEFAULTS) | {
+        "model.configMapRef.key": CONFIG_MAP_KEY,
+        "elastic.provision.pendingTimeoutSeconds": PROVISION_PENDING_TIMEOUT_S,
+    }
     assert _leaf_defaults(spec) == ours

@@ -16,7 +16,7 @@ from paceline_dev.localcluster.config import (
     node_manifests,
     parse_config,
 )
-from paceline_dev.localcluster.runtime import random_delays, resolve_env, straggler_factor
+from paceline_dev.localcluster.runtime import idle, random_delays, resolve_env, straggler_factor
 
 
 def test_default_pools_are_heterogeneous_and_loopback() -> None:
@@ -195,3 +195,13 @@ def test_local_volumes_bind_claims_and_map_mount_paths(tmp_path: Path) -> None:
         "PACELINE_CHECKPOINT_DIR": "/state/volumes/ml/ckpt/job",
         "OTHER": "/var/run/paceline/checkpointer",
     }
+
+
+def test_placeholders_and_load_test_pods_run_no_process() -> None:
+    def pod(image: str, annotations: dict[str, str] | None = None) -> dict:
+        return {"metadata": {"annotations": annotations or {}}, "spec": {"containers": [{"image": image}]}}
+
+    assert idle(pod("registry.k8s.io/pause:3.10"))
+    assert idle(pod("mirror.example/k8s/pause@sha256:abc"))
+    assert idle(pod("python:3.11", {"paceline.dev/no-process": "true"}))
+    assert not idle(pod("python:3.11")) and not idle(pod("ghcr.io/example/pauseless:1"))

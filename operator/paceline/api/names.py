@@ -20,10 +20,15 @@ LABEL_POOL = "paceline.dev/pool"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "paceline"
 ANNOTATION_PLAN_HASH = "paceline.dev/plan-hash"
+PLACEHOLDER_IMAGE = "registry.k8s.io/pause:3.10"  # placeholder pods hold GPUs and run nothing
 ANNOTATION_GENERATION = "paceline.dev/generation"  # the membership generation a pod was created in
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
+NODEPOOL_LABEL = "karpenter.sh/nodepool"  # on nodes Karpenter launched: their NodePool
+PRICE_ANNOTATION = (
+    "paceline.dev/price-per-gpu-hour"  # on a NodePool: USD per GPU-hour (overrides the catalog)
+)
 
 PS_ENTRYPOINT = ("python", "-m", "paceline_worker.asynchronous.ps")
 LAUNCHER = "paceline_worker.launch"
@@ -54,15 +59,24 @@ __all__ = [
     "LAUNCHER_ENTRYPOINT",
     "MANAGED_BY",
     "METRICS_PORT",
+    "NODEPOOL_LABEL",
+    "PLACEHOLDER_IMAGE",
     "PLURAL",
+    "PRICE_ANNOTATION",
     "PS_ENTRYPOINT",
     "PS_PORT",
     "VERSION",
+    "capacity_pod_name",
     "control_name",
     "master_port",
     "ps_pod_name",
     "worker_pod_name",
 ]
+
+
+def capacity_pod_name(job: str, pool: str, index: int) -> str:
+    """A placeholder pod asking NodePool `pool` for one more worker's GPUs."""
+    return f"{job}-capacity-{pool}-{index}"
 
 
 def worker_pod_name(job: str, rank: int) -> str:

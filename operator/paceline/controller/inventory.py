@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from paceline import api
+from paceline.capacity import Offer, price_per_gpu_hour
 from paceline.plan_types import JobPlan, NodeCapacity
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
@@ -60,6 +61,33 @@ def gpu_node(node: Mapping[str, Any]) -> GpuNode | None:
         pool=labels.get(api.LABEL_POOL) or labels.get("node.kubernetes.io/instance-type") or "default",
         gpu_product=labels.get(api.GPU_PRODUCT_LABEL, "unknown"),
         gpus=gpus,
+    )
+
+
+def node_pool_offer(pool: Mapping[str, Any]) -> Offer | None:
+    """What a Karpenter NodePool offers: its GPU type (from a `nvidia.com/gpu.product In [one value]`
+    requirement or template label), GPUs left under its limit, price per GPU-hour; None without a GPU type."""
+    meta, spec = pool.get("metadata") or {}, pool.get("spec") or {}
+    template = spec.get("template") or {}
+    product = ((template.get("metadata") or {}).get("labels") or {}).get(api.GPU_PRODUCT_LABEL)
+    for req in (template.get("spec") or {}).get("requirements") or []:
+        values = req.get("values") or []
+        if req.get("key") == api.GPU_PRODUCT_LABEL and req.get("operator") == "In" and len(values) == 1:
+            product = values[0]
+    if not product:
+        return None
+    limit = (spec.get("limits") or {}).get(api.GPU_RESOURCE)
+    used = _quantity(((pool.get("status") or {}).get("resources") or {}).get(api.GPU_RESOURCE, 0))
+    override = (meta.get("annotations") or {}).get(api.PRICE_ANNOTATION)
+    try:
+        price = float(override) if override else price_per_gpu_hour(product)
+    except ValueError:
+        price = price_per_gpu_hour(product)
+    return Offer(
+        pool=meta["name"],
+        gpu_product=product,
+        gpus_left=None if limit is None else max(_quantity(limit) - used, 0),
+        price_per_gpu_hour=price if price and price > 0 else None,
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from paceline import api, operator_metrics
 from paceline.adapters import kube
 from paceline.balancer import BalancingPolicy
+from paceline.capacity import Offer
 from paceline.controller.apply import Applied, apply
 from paceline.controller.decide import Decision, Observed, decide
 from paceline.controller.inventory import GpuNode, GpuPod, JobKey, node_inventory
@@ -34,6 +35,7 @@ class Snapshot:
     control: Mapping[str, Any] | None
     usable_nodes: frozenset[str] | None = None  # GPU nodes pods can run on now
     claims: frozenset[str] | None = None  # PersistentVolumeClaims in the job's namespace
+    offers: tuple[Offer, ...] | None = None  # Karpenter NodePools' offers (None: no NodePool seen)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,6 +86,7 @@ def run_pass(snap: Snapshot, memory: JobMemory, *, new_plan: JobPlan | PlanningE
             usable_nodes=snap.usable_nodes,
             claims=snap.claims,
             generations_acked=dict(memory.generations_acked),
+            offers=snap.offers,
         )
         decision = decide(observed)
         applied = apply(snap.job, decision)

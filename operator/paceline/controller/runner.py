@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from paceline import api, operator_metrics
+from paceline.capacity import Offer
 from paceline.controller.apply import report
 from paceline.controller.decide.model import Event
 from paceline.controller.decide.plan import may_grow, needs_plan, stored_plan
@@ -43,6 +44,7 @@ class Cache:
     controls: Mapping[JobKey, Iterable[dict[str, Any]]]
     services: Mapping[JobKey, Iterable[dict[str, Any]]]
     claims: Mapping[JobKey, Iterable[str]] = field(default_factory=dict)  # (namespace, name) → phase
+    offers: Mapping[str, Iterable[Offer]] = field(default_factory=dict)  # NodePool → what it can add
 
 
 def _version(obj: Mapping[str, Any] | None) -> int:
@@ -120,6 +122,11 @@ class JobRunner:
 
     def poke(self) -> None:
         self._wake.set()
+
+    def provisions(self) -> bool:
+        """Whether this job asks the node autoscaler for capacity (spec.elastic.provision)."""
+        spec = self.memory.spec(self.job) if self.job is not None else None
+        return isinstance(spec, api.JobSpec) and spec.elastic.provision is not None
 
     def may_grow(self) -> bool:
         """Whether this job could grow into new capacity (elastic, Running, below replicas.max)."""
@@ -286,6 +293,12 @@ class Fleet:
         """GPU nodes pods can run on now, by name (in the event loop)."""
         return frozenset(self.cache.gpu_nodes.keys())
 
+    def offers_changed(self) -> None:
+        """A NodePool changed (its limit, its use): jobs that provision re-decide what to ask for."""
+        for key, runner in self.runners.items():
+            if runner.provisions():
+                self.poke(key)
+
     def namespace_event(self, namespace: str) -> None:
         """Something a job may wait for changed in `namespace` (a claim): wake that namespace's jobs."""
         for key in [k for k in self.runners if k[0] == namespace]:
@@ -304,6 +317,9 @@ class Fleet:
             service=service or written.service,
             control=newer(written.control, control),
             usable_nodes=self.usable_nodes(),
+            offers=tuple(o for values in self.cache.offers.values() for o in values)
+            if self.cache.offers
+            else None,
             claims=frozenset(name for ns, name in self.cache.claims if ns == key[0]),
         )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from paceline.plan_types import Executed, JobPlan, ModuleSplit, NodeCapacity, WorkerPlacement
@@ -114,6 +114,7 @@ def plan_job(
             summary=_fit(f"DP x{workers} {mix}"),
             workers=placements,
             executed=Executed.DATA_PARALLEL,
+            peak_flops=sum(r.speed for r in ranks),
             reason=(
                 f"No model graph, so plain data parallel on {p} GPUs ({mix}) with batch shares "
                 f"proportional to GPU speed (fastest rank {fastest / slowest:.1f}x the slowest; "
@@ -128,7 +129,7 @@ def plan_job(
     best = min(candidates, key=lambda c: c.strategy.total_seconds)  # ties: the smallest degree
     baseline = _baseline(sized, devices, catalog)
     others = [c for c in candidates if c is not best]
-    return _executed_plan(
+    plan = _executed_plan(
         best,
         baseline=baseline,
         placements=placements,
@@ -137,6 +138,7 @@ def plan_job(
         alternatives=[f"TP{c.tensor_parallel} {c.strategy.total_seconds * 1e3:.3g} ms/step" for c in others]
         + notes,
     )
+    return replace(plan, peak_flops=sum(r.speed for r in ranks))
 
 
 def executable_candidates(

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from paceline import api
 from paceline_dev.localcluster.config import (
     KWOK_ANNOTATION,
     NODE_RESOURCES,
@@ -94,7 +95,14 @@ def node_pools(config: ClusterConfig) -> list[dict[str, Any]]:
             {
                 "apiVersion": "karpenter.sh/v1",
                 "kind": "NodePool",
-                "metadata": {"name": pool.name, "labels": {**MANAGED_BY, POOL_LABEL: pool.name}},
+                "metadata": {
+                    "name": pool.name,
+                    "labels": {**MANAGED_BY, POOL_LABEL: pool.name},
+                    # what Paceline's scale-out reads as this pool's price (the catalog's, if absent)
+                    "annotations": {
+                        api.PRICE_ANNOTATION: f"{(pool.price_per_hour or 0) / pool.gpus_per_node:.4f}"
+                    },
+                },
                 "spec": {
                     "template": {
                         "metadata": {

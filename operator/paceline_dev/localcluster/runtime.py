@@ -146,6 +146,18 @@ def resolve_env(
     return env
 
 
+PAUSE_IMAGE = re.compile(r"(^|/)pause(:|@|$)")  # registry.k8s.io/pause:3.10 and mirrors of it
+
+
+def idle(pod: Mapping[str, Any]) -> bool:
+    """Pods that run Running without a process: annotated `paceline.dev/no-process: "true"` (load tests),
+    or whose only container is the pause image (placeholders that hold resources)."""
+    meta, containers = pod["metadata"], (pod.get("spec") or {}).get("containers") or []
+    if (meta.get("annotations") or {}).get(NO_PROCESS_ANNOTATION) == "true":
+        return True
+    return len(containers) == 1 and bool(PAUSE_IMAGE.search(str(containers[0].get("image") or "")))
+
+
 class ProcessRuntime:
     """Polls pods on fake nodes and runs them as processes."""
 
@@ -501,7 +513,7 @@ class ProcessRuntime:
                 else:
                     self._finish_delete(pod)
                 continue
-            process = (meta.get("annotations") or {}).get(NO_PROCESS_ANNOTATION) != "true"
+            process = not idle(pod)
             if (
                 process
                 and run is None

@@ -17,6 +17,7 @@ from paceline.controller.decide.failures import Failure, Restart, backoff_until,
 from paceline.controller.decide.generations import generation_puts
 from paceline.controller.decide.model import Decision, Event, MomentumPut, Observed, Rejection, Telemetry
 from paceline.controller.decide.plan import Planned, Unplanned, adopt_plan, in_place, may_grow, needs_plan
+from paceline.controller.decide.scale_out import placeholders, scale_out
 from paceline.controller.decide.status import (
     SPEC_VALID,
     carry,
@@ -72,7 +73,7 @@ def _settled(obs: Observed, checked: Invalid | Refused | Finished) -> Decision:
     old = dict(obs.job.get("status") or {})
     if isinstance(checked, Finished):
         live = [p for p in obs.pods if phase(p) not in ("Succeeded", "Failed") and not deleting(p)]
-        stop = [p["metadata"]["name"] for p in live] if checked.failed else []
+        stop = [p["metadata"]["name"] for p in live] if checked.failed else sorted(placeholders(obs.pods))
         return Decision(
             status={**old, "observedGeneration": obs.job["metadata"].get("generation") or 0}, delete_pods=stop
         )
@@ -133,6 +134,24 @@ def _stop(
     return stopped_conditions(planned, verdict, old)
 
 
+def _scale_out(
+    obs: Observed, spec: api.JobSpec, planned: Planned, decision: Decision, status: dict[str, Any]
+) -> Condition | None:
+    """Placeholders for the GPUs the job wants from the node autoscaler (spec.elastic.provision); the
+    ScalingOut condition."""
+    asked = scale_out(obs, spec, planned)
+    decision.create += asked.create
+    decision.delete_pods = sorted({*decision.delete_pods, *asked.delete})
+    decision.events += asked.events
+    if asked.status is not None:
+        status["scaleOut"] = asked.status
+    else:
+        status.pop("scaleOut", None)
+    if asked.status and asked.status.get("requested"):
+        decision.requeue_after = min(decision.requeue_after or 30.0, 30.0)  # pending timeouts are timed
+    return asked.condition
+
+
 def _advance(
     obs: Observed,
     spec: api.JobSpec,
@@ -143,7 +162,7 @@ def _advance(
 ) -> list[Condition]:
     """No failure: after any backoff, create the missing pods; report progress and live telemetry."""
     old = obs.job.get("status") or {}
-    waiting = backoff_until(old, obs.now)
+    waiting, scaling = backoff_until(old, obs.now), None
     if waiting is not None:
         decision.requeue_after = max(0.5, (waiting - obs.now).total_seconds())
     else:
@@ -159,7 +178,9 @@ def _advance(
             decision.generation_puts = puts
             if later:
                 decision.requeue_after = 1.0  # a kept pod or rank 0 has no address yet
+        scaling = _scale_out(obs, spec, planned, decision, status)
     conds = progress_conditions(planned, children, waiting=waiting, old=old)
+    conds += [scaling] if scaling is not None else []
     running = sum(1 for p in children.workers.values() if phase(p) == "Running")
     status["workers"] = worker_rows(obs, planned, children.workers)
     status["workersReady"] = f"{running}/{len(planned.plan.workers)}"

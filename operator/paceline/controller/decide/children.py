@@ -59,6 +59,8 @@ def classify(pods: Sequence[Pod], *, attempt: int, planned: Planned, in_place: b
             workers[rank] = pod
         elif current and not deleting(pod) and role == "ps" and born == members.generation:
             servers[int(_label(pod, api.LABEL_RANK) or -1)] = pod
+        elif role == "capacity":
+            continue  # placeholders: the scale-out stage keeps them level
         elif not deleting(pod):
             stale.append(pod["metadata"]["name"])
     names = frozenset(p["metadata"]["name"] for p in pods)

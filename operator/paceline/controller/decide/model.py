@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from paceline.api import InvalidSpec, JobSpec
+from paceline.capacity import Offer
 from paceline.controller.planning import PlanningError
 from paceline.plan_types import JobPlan
 from paceline.reasons import EventReason
@@ -80,6 +81,7 @@ class Observed:
     usable_nodes: frozenset[str] | None = None  # GPU nodes pods can run on now (None: not known)
     claims: frozenset[str] | None = None  # PersistentVolumeClaims in the job's namespace (None: not known)
     generations_acked: Mapping[str, int] = field(default_factory=dict)  # pod uid → generation it holds
+    offers: tuple[Offer, ...] | None = None  # what the autoscaler's NodePools offer (None: no autoscaler)
 
 
 @dataclass(kw_only=True)

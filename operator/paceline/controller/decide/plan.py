@@ -98,17 +98,22 @@ def in_place(spec: api.JobSpec) -> bool:
     return spec.mode is api.Mode.SYNCHRONOUS and spec.elastic_range
 
 
-def _samples_per_s(plan: JobPlan, spec: api.JobSpec) -> float:
-    return spec.global_batch / plan.predicted_step_s if plan.predicted_step_s else 0.0
+def _rates(spec: api.JobSpec, current: JobPlan, candidate: JobPlan) -> tuple[float, float] | None:
+    """Predicted throughput of both plans: samples/s from the cost model when both have a step time, else
+    the plans' summed peak FLOP/s (plain data parallel with speed-proportional shares); None: unknown."""
+    if current.predicted_step_s and candidate.predicted_step_s:
+        return spec.global_batch / current.predicted_step_s, spec.global_batch / candidate.predicted_step_s
+    if current.peak_flops and candidate.peak_flops:
+        return current.peak_flops, candidate.peak_flops
+    return None
 
 
 def worth_growing(spec: api.JobSpec, current: JobPlan, candidate: JobPlan) -> bool:
     """A candidate plan with more workers is adopted when its predicted gain, net of the pause, is enough."""
-    if len(candidate.workers) <= len(current.workers) or not current.predicted_step_s:
+    rates = _rates(spec, current, candidate)
+    if len(candidate.workers) <= len(current.workers) or rates is None:
         return False
-    return spec.elastic.worth_resizing(
-        old_samples_per_s=_samples_per_s(current, spec), new_samples_per_s=_samples_per_s(candidate, spec)
-    )
+    return spec.elastic.worth_resizing(old_samples_per_s=rates[0], new_samples_per_s=rates[1])
 
 
 def adopt_plan(obs: Observed, spec: api.JobSpec) -> Planned | Unplanned:

@@ -7,7 +7,6 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from paceline import api
 from paceline.conditions import Condition, find, merge_conditions
 from paceline.controller.decide.children import Children
 from paceline.controller.decide.failures import Failure, Restart
@@ -84,6 +83,10 @@ def _event_for(cond: Condition) -> tuple[str, EventReason] | None:
             return ("Normal", EventReason.PLANNED)
         bad_model = cond.reason is Reason.INVALID_MODEL
         return ("Warning", EventReason.INVALID_SPEC if bad_model else EventReason.UNSCHEDULABLE)
+    if cond.type is ConditionType.SCALING_OUT:
+        if cond.reason in (Reason.BUDGET_TOO_SMALL, Reason.NO_NODE_POOL):
+            return ("Warning", EventReason.SCALE_OUT)
+        return ("Normal", EventReason.SCALE_OUT) if cond.status else None
     if not cond.status:
         return None
     if cond.type is ConditionType.FAILED:
@@ -170,14 +173,14 @@ def worker_rows(
     worker runs (or after it finished)."""
     old = {row.get("rank"): row for row in (obs.job.get("status") or {}).get("workers") or ()}
     stats = obs.telemetry.worker_stats if obs.telemetry is not None else {}
-    shares, job = planned.assignment.batch_sizes, obs.job["metadata"]["name"]
+    shares, members = planned.assignment.batch_sizes, planned.members
     rows = []
     for w in planned.plan.workers:
         pod = workers.get(w.rank)
         state = phase(pod) if pod is not None else "Missing"
         row: dict[str, Any] = {
             "rank": w.rank,
-            "pod": api.worker_pod_name(job, w.rank),
+            "pod": members.pods[w.rank] if w.rank < len(members.pods) else "",
             "node": ((pod or {}).get("spec") or {}).get("nodeName") or w.node,
             "pool": w.pool,
             "gpuProduct": w.gpu_product,

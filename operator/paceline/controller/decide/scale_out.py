@@ -1,0 +1,181 @@
+"""Stage 3d — scale out: placeholder pods that make the node autoscaler add the GPUs a running elastic job
+wants (spec.elastic.provision).
+
+Level-based: the wanted placeholders are recomputed every pass from the plan in force, the NodePools'
+offers and the budget; missing ones are created, unwanted ones deleted. When a placeholder's node is Ready
+the job grows into it (the node event brings a candidate plan; its own placeholders count as free GPUs)
+and the placeholder, no longer wanted, goes. A NodePool that leaves a placeholder Pending past the
+timeout is not asked again (status.scaleOut.unavailable) and an event says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from paceline import api
+from paceline.builders import build_capacity_pod
+from paceline.capacity import ScaleOut, choose
+from paceline.conditions import Condition
+from paceline.controller.decide.model import Event, Observed
+from paceline.controller.decide.plan import Planned, job_ref
+from paceline.planner.devices import DeviceCatalog
+from paceline.reasons import ConditionType, EventReason, Reason
+
+Pod = Mapping[str, Any]
+ROLE = "capacity"
+_CATALOG = DeviceCatalog()
+
+
+@dataclass(kw_only=True)
+class Placeholders:
+    create: list[dict[str, Any]] = field(default_factory=list)
+    delete: list[str] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    status: dict[str, Any] | None = None  # status.scaleOut (None: not provisioning)
+    condition: Condition | None = None  # ScalingOut (None: not provisioning)
+
+
+def placeholders(pods: Sequence[Pod]) -> dict[str, Pod]:
+    """The job's live placeholder pods, by name."""
+    return {
+        p["metadata"]["name"]: p
+        for p in pods
+        if (p["metadata"].get("labels") or {}).get(api.LABEL_ROLE) == ROLE
+        and not p["metadata"].get("deletionTimestamp")
+    }
+
+
+def _flops(product: str) -> float:
+    return _CATALOG.lookup(product).peak_flops
+
+
+def _timed_out(pod: Pod, now: datetime, timeout_s: int) -> bool:
+    created = pod["metadata"].get("creationTimestamp")
+    if not created or (pod.get("status") or {}).get("phase") != "Pending":
+        return False
+    return (now - datetime.fromisoformat(str(created).replace("Z", "+00:00"))).total_seconds() > timeout_s
+
+
+def refused(obs: Observed, spec: api.JobSpec) -> Condition | None:
+    """Bad input the NodePools reveal: an allowed GPU type no NodePool offers, or a budget below what
+    replicas.min workers of the cheapest allowed type cost. The job keeps running; nothing is requested."""
+    provision = spec.elastic.provision
+    if provision is None or obs.offers is None:
+        return None
+    offered = {o.gpu_product for o in obs.offers}
+    missing = [p for p in provision.gpu_products if p not in offered]
+    if missing:
+        message = (
+            f"spec.elastic.provision.gpuProducts: no NodePool offers {', '.join(missing)}; "
+            f"NodePools offer {', '.join(sorted(offered)) or 'nothing'}"
+        )
+        return Condition(
+            type=ConditionType.SCALING_OUT, status=False, reason=Reason.NO_NODE_POOL, message=message
+        )
+    prices = [
+        o.price_per_gpu_hour
+        for o in obs.offers
+        if o.price_per_gpu_hour and (not provision.gpu_products or o.gpu_product in provision.gpu_products)
+    ]
+    if provision.budget_per_hour is not None and prices:
+        least = min(prices) * spec.gpus_per_worker * spec.replicas_min
+        if least > float(provision.budget_per_hour):
+            message = (
+                f"spec.elastic.provision.budgetPerHour {provision.budget_per_hour} is below what "
+                f"replicas.min ({spec.replicas_min}) workers of the cheapest allowed GPU type cost: "
+                f"${least:.2f}/h; raise the budget or lower replicas.min"
+            )
+            return Condition(
+                type=ConditionType.SCALING_OUT, status=False, reason=Reason.BUDGET_TOO_SMALL, message=message
+            )
+    return None
+
+
+OUTCOME_REASON = {
+    "requested": Reason.CAPACITY_REQUESTED,
+    "at-maximum": Reason.AT_MAXIMUM,
+    "not-worth-it": Reason.NOT_WORTH_IT,
+    "no-offer": Reason.NO_NODE_POOL,
+    "no-room": Reason.NO_CAPACITY_LEFT,
+}
+
+
+def wanted(obs: Observed, spec: api.JobSpec, planned: Planned, unavailable: Sequence[str]) -> ScaleOut:
+    """Extra workers per NodePool for this plan (nothing unless the job runs and may provision)."""
+    provision = spec.elastic.provision
+    running = (obs.job.get("status") or {}).get("phase") == "Running"
+    if provision is None or obs.offers is None or not running:
+        return ScaleOut(workers={}, cost_per_hour=0.0, outcome="", note="")
+    budget = float(provision.budget_per_hour) if provision.budget_per_hour is not None else None
+    return choose(
+        current=[w.gpu_product for w in planned.plan.workers],
+        offers=[o for o in obs.offers if o.pool not in unavailable],
+        slots=spec.replicas_max - len(planned.plan.workers),
+        gpus_per_worker=spec.gpus_per_worker,
+        flops=_flops,
+        budget_per_hour=budget,
+        allowed=provision.gpu_products,
+        worth=lambda old, new: spec.elastic.worth_resizing(old_samples_per_s=old, new_samples_per_s=new),
+    )
+
+
+def scale_out(obs: Observed, spec: api.JobSpec, planned: Planned) -> Placeholders:
+    """The placeholders this pass wants, what to create and delete to get there, and the condition."""
+    out = Placeholders()
+    have = placeholders(obs.pods)
+    provision = spec.elastic.provision
+    old = dict((obs.job.get("status") or {}).get("scaleOut") or {})
+    unavailable = sorted(set(old.get("unavailable") or ()))
+    if provision is not None:
+        out.events, unavailable = _timeouts(obs, have, provision.pending_timeout_seconds, unavailable)
+    bad = refused(obs, spec)
+    plan = ScaleOut(workers={}, cost_per_hour=0.0, outcome="", note="")
+    if bad is None:
+        plan = wanted(obs, spec, planned, unavailable)
+    names = {
+        api.capacity_pod_name(obs.job["metadata"]["name"], pool, i): pool
+        for pool, n in plan.workers.items()
+        for i in range(n)
+    }
+    held = {p["metadata"]["name"] for p in obs.pods}
+    ref = job_ref(obs.job)
+    for name, pool in sorted(names.items()):
+        if name not in held:
+            out.create.append(build_capacity_pod(ref, name=name, pool=pool, gpus=spec.gpus_per_worker))
+    out.delete = sorted(n for n in have if n not in names)
+    if provision is None:
+        return out
+    out.status = {
+        "requested": dict(sorted(plan.workers.items())),
+        "costPerHourUSD": f"{plan.cost_per_hour:.2f}",
+    }
+    if unavailable:
+        out.status["unavailable"] = sorted(unavailable)
+    if bad is not None or plan.outcome:
+        out.condition = bad or Condition(
+            type=ConditionType.SCALING_OUT,
+            status=plan.outcome == "requested",
+            reason=OUTCOME_REASON[plan.outcome],
+            message=plan.note,
+        )
+    return out
+
+
+def _timeouts(
+    obs: Observed, have: Mapping[str, Pod], timeout_s: int, unavailable: list[str]
+) -> tuple[list[Event], list[str]]:
+    """NodePools whose placeholder stayed Pending past the timeout join `unavailable`, with an event."""
+    events = []
+    for name, pod in sorted(have.items()):
+        pool = (pod["metadata"].get("labels") or {}).get(api.LABEL_POOL, "")
+        if pool not in unavailable and _timed_out(pod, obs.now, timeout_s):
+            unavailable = [*unavailable, pool]
+            message = (
+                f"NodePool {pool} gave no node for {name} within {timeout_s}s; "
+                "the job trains on what it has and does not ask this NodePool again"
+            )
+            events.append(Event(type="Warning", reason=EventReason.SCALE_OUT, message=message))
+    return events, unavailable
