@@ -82,3 +82,19 @@ def training_job(
     }
     doc["spec"].update(spec)
     return doc
+
+
+def busy_static_pods(kube: Kube, pool: str) -> list[str]:
+    """Live pods on the pool's static nodes (not those Karpenter added): e.g. of earlier tests whose
+    namespaces are still being deleted."""
+    nodes = {
+        n["metadata"]["name"]
+        for n in kube.items("nodes", "default", f"paceline.dev/pool={pool}")
+        if "karpenter.sh/nodepool" not in n["metadata"]["labels"]
+    }
+    pods = json.loads(kube.run("get", "pods", "-A", "-o", "json").stdout)["items"]
+    return [
+        p["metadata"]["name"]
+        for p in pods
+        if p["spec"].get("nodeName") in nodes and p["status"].get("phase") not in ("Succeeded", "Failed")
+    ]

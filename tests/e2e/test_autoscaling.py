@@ -5,13 +5,12 @@ them once they are empty; Karpenter itself only ever talks to loopback."""
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_support import Kube, wait_for
+from e2e_support import Kube, busy_static_pods, wait_for
 
 from paceline_dev.localcluster import processes
 from paceline_dev.localcluster.config import POOL_LABEL
@@ -54,29 +53,13 @@ def _ready(node: dict[str, Any]) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
-def _pool_pods_on_static_nodes(kube: Kube) -> list[str]:
-    nodes = {
-        n["metadata"]["name"]
-        for n in kube.items("nodes", "default", f"{POOL_LABEL}={POOL}")
-        if NODEPOOL_LABEL not in n["metadata"]["labels"]
-    }
-    pods = json.loads(kube.run("get", "pods", "-A", "-o", "json").stdout)["items"]
-    return [
-        p["metadata"]["name"]
-        for p in pods
-        if p["spec"].get("nodeName") in nodes and p["status"].get("phase") not in ("Succeeded", "Failed")
-    ]
-
-
 def test_karpenter_adds_pool_nodes_for_pending_pods_and_removes_them_when_empty(
     kube: Kube, namespace: str
 ) -> None:
     pool = next(p for p in kube.cluster.config().pools if p.name == POOL)
     assert pool.autoscale is not None and pool.autoscale.max_nodes >= 2
     # pods of other tests (namespaces deleted without waiting) must be gone from the pool's static nodes
-    wait_for(
-        "the pool's static nodes to be free", lambda: not _pool_pods_on_static_nodes(kube), DEADLINE_S, 2
-    )
+    wait_for("the pool's static nodes to be free", lambda: not busy_static_pods(kube, POOL), DEADLINE_S, 2)
     added = 2
     names = [f"gpu-hungry-{i}" for i in range(pool.nodes + added)]  # one whole node each
     for name in names:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from e2e_support import Kube, training_job, wait_for
+from e2e_support import Kube, busy_static_pods, training_job, wait_for
 
 from paceline_dev.localcluster.cluster import LocalCluster
 from paceline_dev.localcluster.config import load_config, node_manifests
@@ -25,10 +25,11 @@ from _tp_pods import global_batches  # noqa: E402
 
 SAMPLES, BATCH, STEPS = 240, 24, 90  # 10 steps per epoch
 LOST = "gpu-a100-1"
+NODEPOOL = "karpenter.sh/nodepool"
 
 
-def _records(cluster: LocalCluster, namespace: str) -> list[dict[str, Any]]:
-    root = cluster.paths.state / "volumes" / namespace / "follow-checkpoint" / "follow" / "records"
+def _records(cluster: LocalCluster, namespace: str, job: str = "follow") -> list[dict[str, Any]]:
+    root = cluster.paths.state / "volumes" / namespace / f"{job}-checkpoint" / job / "records"
     return [
         {"records": [json.loads(line) for line in p.read_text().splitlines() if line.strip()]}
         for p in sorted(root.glob("rank*.steps.jsonl"))
@@ -163,3 +164,92 @@ def _restore_node(kube: Kube) -> None:
 def _ready(node: dict[str, Any] | None) -> bool:
     conditions = ((node or {}).get("status") or {}).get("conditions") or []
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def test_a_job_asks_karpenter_for_gpus_grows_into_them_and_lets_them_go(
+    cluster: LocalCluster, kube: Kube, namespace: str
+) -> None:
+    """replicas 1..4 A100 workers, 2 static A100 nodes: the job starts on them, asks NodePool a100 for two
+    more workers' GPUs (placeholder pods), Karpenter adds the nodes, the job grows to 4 keeping its pods,
+    trains every sample exactly once, succeeds, and Karpenter removes the nodes once empty."""
+    wait_for("the static A100 nodes free", lambda: not busy_static_pods(kube, "a100"), 300, 2)
+    steps = 120
+    command = ["python", "bench/_tp_worker.py", "--out", "$(PACELINE_CHECKPOINT_DIR)/records"]
+    command += ["--sizes", "6,16,12,4", "--samples", str(SAMPLES), "--max-steps", str(steps)]
+    command += ["--step-sleep", "0.4"]
+    doc = training_job(
+        "grow",
+        command=command,
+        replicas=(1, 4),
+        gpusPerWorker=4,
+        globalBatchSize=BATCH,
+        placement={"pools": ["a100"]},
+        balancing={"policy": "Static"},
+        checkpoint={
+            "volumeClaimTemplate": {"resources": {"requests": {"storage": "1Gi"}}},
+            "intervalSteps": 4,
+        },
+        elastic={"provision": {"gpuProducts": ["NVIDIA-A100-SXM4-40GB"], "budgetPerHour": "80"}},
+    )
+    assert kube.apply(doc, namespace).returncode == 0
+    job = wait_for(
+        "ScalingOut with two placeholders",
+        lambda: (
+            (j := kube.get("tj", "grow", namespace))
+            and (j.get("status", {}).get("scaleOut") or {}).get("requested") == {"a100": 2}
+            and j
+        ),
+        timeout_s=300,
+        interval_s=1,
+    )
+    assert job["status"]["workersReady"] == "2/2"
+    scaling = next(c for c in job["status"]["conditions"] if c["type"] == "ScalingOut")
+    assert scaling["status"] == "True" and scaling["reason"] == "CapacityRequested", scaling
+    first = {p["metadata"]["name"]: p["metadata"]["uid"] for p in _workers(kube, namespace, "grow")}
+    grown = wait_for(
+        "grown to 4 workers on Karpenter's nodes",
+        lambda: (
+            (s := (kube.get("tj", "grow", namespace) or {}).get("status") or {}).get("workersReady") == "4/4"
+            and s
+        ),
+        timeout_s=400,
+        interval_s=2,
+    )
+    added = {w["node"] for w in grown["workers"]} - {"gpu-a100-0", "gpu-a100-1"}
+    assert len(added) == 2 and all(
+        kube.get("node", n)["metadata"]["labels"].get(NODEPOOL) == "a100" for n in added
+    )
+    now = {p["metadata"]["name"]: p["metadata"]["uid"] for p in _workers(kube, namespace, "grow")}
+    assert all(now.get(name) == uid for name, uid in first.items()), "the first two workers kept their pods"
+    assert not [
+        p
+        for p in kube.items("pods", namespace, "paceline.dev/role=capacity")
+        if not p["metadata"].get("deletionTimestamp")
+    ], "placeholders are gone once used"
+    wait_for(
+        "Succeeded",
+        lambda: ((kube.get("tj", "grow", namespace) or {}).get("status") or {}).get("phase") == "Succeeded",
+        timeout_s=600,
+        interval_s=2,
+    )
+    records = _records(cluster, namespace, "grow")
+    batches = global_batches(records)
+    assert len(batches) == steps
+    for epoch in range(steps * BATCH // SAMPLES):
+        seen = sorted(i for step in batches[epoch * 10 : (epoch + 1) * 10] for i in step)
+        assert seen == list(range(SAMPLES)), f"epoch {epoch}: a sample skipped or seen twice"
+    assert max(r["worldSize"] for rank in records for r in rank["records"]) == 16
+    wait_for(
+        "Karpenter to remove the empty nodes",
+        lambda: not kube.items("nodes", "default", f"{NODEPOOL}=a100"),
+        timeout_s=300,
+        interval_s=2,
+    )
+
+
+def _workers(kube: Kube, namespace: str, job: str) -> list[dict[str, Any]]:
+    return [
+        p
+        for p in kube.items("pods", namespace, f"paceline.dev/job={job},paceline.dev/role=worker")
+        if not p["metadata"].get("deletionTimestamp")
+    ]

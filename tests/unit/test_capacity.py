@@ -205,3 +205,17 @@ def test_a_job_that_does_not_provision_or_is_not_running_asks_nothing() -> None:
     assert out.create == [] and out.condition is None and out.status is None
     none, spec = observed([], offers=())
     assert scale_out(none, spec, PLANNED).create == []
+
+
+def test_a_placeholder_on_a_node_the_workers_now_use_makes_way() -> None:
+    """The job grew onto the node a placeholder held: that placeholder goes (its GPUs are the worker's);
+    one still pending elsewhere stays, and one more is made under a free name."""
+    on_plan = pod("demo-capacity-a100-0", role="capacity", phase="Running", node="gpu-t4-0")
+    waiting = pod("demo-capacity-a100-1", role="capacity", phase="Pending")
+    for p in (on_plan, waiting):
+        p["metadata"]["labels"]["paceline.dev/pool"] = "a100"
+        p["metadata"]["creationTimestamp"] = T0.isoformat()
+    obs, spec = observed([on_plan, waiting])
+    out = scale_out(obs, spec, PLANNED)
+    assert out.delete == ["demo-capacity-a100-0"]
+    assert [p["metadata"]["name"] for p in out.create] == ["demo-capacity-a100-2"]

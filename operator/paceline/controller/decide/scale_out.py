@@ -135,17 +135,10 @@ def scale_out(obs: Observed, spec: api.JobSpec, planned: Planned) -> Placeholder
     plan = ScaleOut(workers={}, cost_per_hour=0.0, outcome="", note="")
     if bad is None:
         plan = wanted(obs, spec, planned, unavailable)
-    names = {
-        api.capacity_pod_name(obs.job["metadata"]["name"], pool, i): pool
-        for pool, n in plan.workers.items()
-        for i in range(n)
-    }
-    held = {p["metadata"]["name"] for p in obs.pods}
+    keep, make = _assign(obs, plan.workers, have, {w.node for w in planned.plan.workers})
     ref = job_ref(obs.job)
-    for name, pool in sorted(names.items()):
-        if name not in held:
-            out.create.append(build_capacity_pod(ref, name=name, pool=pool, gpus=spec.gpus_per_worker))
-    out.delete = sorted(n for n in have if n not in names)
+    out.create = [build_capacity_pod(ref, name=n, pool=p, gpus=spec.gpus_per_worker) for n, p in make]
+    out.delete = sorted(n for n in have if n not in keep)
     if provision is None:
         return out
     out.status = {
@@ -162,6 +155,31 @@ def scale_out(obs: Observed, spec: api.JobSpec, planned: Planned) -> Placeholder
             message=plan.note,
         )
     return out
+
+
+def _assign(
+    obs: Observed, wanted: Mapping[str, int], have: Mapping[str, Pod], used: set[str]
+) -> tuple[set[str], list[tuple[str, str]]]:
+    """Which placeholders stay and which are made: per NodePool, existing ones first — never one on a node
+    the plan's workers use (its GPUs are theirs now) — then new names no pod holds."""
+    job, held = obs.job["metadata"]["name"], {p["metadata"]["name"] for p in obs.pods}
+    keep: set[str] = set()
+    make: list[tuple[str, str]] = []
+    for pool, n in sorted(wanted.items()):
+        mine = [
+            name
+            for name, pod in sorted(have.items())
+            if (pod["metadata"].get("labels") or {}).get(api.LABEL_POOL) == pool
+            and (pod.get("spec") or {}).get("nodeName") not in used
+        ]
+        keep.update(mine[:n])
+        index = 0
+        for _ in range(n - len(mine[:n])):
+            while api.capacity_pod_name(job, pool, index) in held:
+                index += 1
+            make.append((api.capacity_pod_name(job, pool, index), pool))
+            index += 1
+    return keep, make
 
 
 def _timeouts(
