@@ -61,7 +61,7 @@ def parse_random_delays(raw: Any) -> tuple[RandomDelay, ...]:
 
 
 class SlowdownSchedule:
-    """Reads {"factor": x, "randomDelays": [...]} from a file, re-reading only when its mtime or size changes."""
+    """Reads {"factor": x, "randomDelays": [...]} from a file, re-read only when its mtime or size changes."""
 
     def __init__(self, path: Path | None) -> None:
         self._path = path
