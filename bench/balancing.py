@@ -50,6 +50,8 @@ from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Any, Protocol
 
+import numpy as np
+
 from paceline.adapters.workers import put_json, scrape_all
 from paceline.api import parse_balancing
 from paceline.balancer import (
@@ -59,7 +61,9 @@ from paceline.balancer import (
     StragglerState,
     equal_split,
 )
+from paceline.balancer.optimizer import round_largest_remainder, water_fill
 from paceline.controller.rebalance import JobControl, control_step
+from paceline.reasons import EventReason
 from paceline_worker.wire import Assignment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,6 +101,14 @@ class Config:
     slowdown: float = 3.0
     scrape_s: float = 1.0
     time_scale: float = 1.0  # balancer time constants are multiplied by this (quick: compressed)
+    scenarios_s: tuple[float, ...] = (5.0, 15.0, 60.0)  # slowdown lengths, each its own run
+    scenario_warm_s: float = 8.0
+    scenario_after_s: float = 15.0
+    noisy_rank: int = 0
+    noisy_delay_s: float = 0.1  # exponential extra delay of every step of the noisy worker (mean)
+    noisy_window_s: float = 60.0
+    stationary_delay_s: float = 0.11  # gamma (shape 2) extra delay of every worker: step-time cv ≈ 0.3
+    stationary_window_s: float = 90.0
 
     @property
     def world(self) -> int:
@@ -116,11 +128,8 @@ class Config:
         )
 
     def straggler_config(self) -> StragglerConfig:
-        base = StragglerConfig()
-        return StragglerConfig(
-            min_persistence_s=base.min_persistence_s * self.time_scale,
-            rebaseline_after_s=base.rebaseline_after_s * self.time_scale,
-        )
+        """The operator's change-point detector, at this bench's scrape period (no time compression)."""
+        return self.balancing().straggler_config(observation_interval_s=self.scrape_s)
 
 
 FULL = Config(
@@ -145,6 +154,8 @@ QUICK = Config(  # the transient timeline and the balancer's time constants comp
     slow_s=12.0,
     after_s=9.0,
     time_scale=0.2,
+    noisy_window_s=40.0,
+    stationary_window_s=60.0,
 )
 
 
@@ -292,11 +303,12 @@ class Controller:
     next_at: float = 0.0
     states: dict[int, StragglerState] = field(default_factory=dict)
     last_reason: str = ""  # the latest decision's reason (why shares were kept or changed)
+    changes: list[dict[str, Any]] = field(default_factory=list)  # StragglerDetected events (change points)
 
     def __post_init__(self) -> None:
         estimator = self.settings.estimator_config()
         tracker = FleetTracker(estimator_config=estimator, straggler_config=self.straggler)
-        self.state = JobControl(tracker=tracker)
+        self.state = JobControl(tracker=tracker, observation_interval_s=self.interval_s)
 
     def tick(self, now: float) -> None:
         if now < self.next_at:
@@ -321,6 +333,10 @@ class Controller:
             self.states[rank] = status.state
         if outcome.decision is not None:
             self.last_reason = outcome.decision.reason
+        for event in outcome.events:
+            if event.reason == EventReason.STRAGGLER_DETECTED:
+                self.changes.append({"at": now, "slower": event.type == "Warning", "message": event.message})
+                log(f"  {self.name}: {event.message}")
         if outcome.new_assignment is not None:
             self.assignment = outcome.new_assignment
             log(f"  {self.name}: Rebalanced to {list(self.assignment.batch_sizes)}: {self.last_reason}")
@@ -526,6 +542,10 @@ class Bench:
             f"static: Paceline {steady_sps:.1f} samples/s after rebalancing ({run_sps:.1f} over the run), "
             f"shares {final}, loss {pace[0]['loss']:.4f}"
         )
+        proportional = proportional_shares(caps, [0.0] * cfg.world, cfg.global_batch)
+        prop = self.fleet.run(self.phase("static-proportional", "ddp", max_steps=steps, shares=proportional))
+        prop_sps = steady_rate(prop[0]["times"], cfg.global_batch)
+        log(f"static: plain DDP with fixed shares ∝ measured speeds {proportional}: {prop_sps:.1f} samples/s")
         out = {
             "ideal_sps": rounded(ideal, 2),
             "paceline_sps": rounded(steady_sps, 2),
@@ -537,6 +557,9 @@ class Bench:
             "run_efficiency": rounded(run_sps / ideal),
             "first_rebalance_s": rounded(rebalanced_after, 2),
             "final_shares": final,
+            "proportional_sps": rounded(prop_sps, 2),
+            "vs_proportional": rounded(steady_sps / prop_sps),
+            "proportional_shares": proportional,
         }
         losses = {"equal": float(equal[0]["loss"]), "paceline": float(pace[0]["loss"])}
         return out, final, losses
@@ -654,6 +677,151 @@ class Bench:
         }
 
 
+def proportional_shares(caps: Sequence[float], delays_s: Sequence[float], total: int) -> list[int]:
+    """Fixed shares a user would set by hand knowing each worker's mean speed (and mean extra delay):
+    equal mean step times, T_m(b) = b / capacity_m + delay_m (water-filling, integers summing to B)."""
+    a = np.asarray(delays_s, dtype=np.float64)
+    c = 1.0 / np.asarray(caps, dtype=np.float64)
+    lo = np.ones(len(caps), dtype=np.int64)
+    hi = np.full(len(caps), total, dtype=np.int64)
+    x = water_fill(a=a, c=c, lo=lo, hi=hi, total=total)
+    return [int(v) for v in round_largest_remainder(x=x, lo=lo, hi=hi, total=total)]
+
+
+@dataclass(kw_only=True)
+class Ender:
+    """End a time-limited phase `window_s` after it started (records the start)."""
+
+    fleet: Fleet
+    phase: Phase
+    window_s: float
+    t0: float | None = None
+    ended: bool = False
+
+    def tick(self, now: float) -> None:
+        if self.t0 is None:
+            if self.fleet.started(self.phase["name"]):
+                self.t0 = now
+            return
+        if not self.ended and now >= self.t0 + self.window_s:
+            self.ended = True
+            self.fleet.end_phase(self.phase)
+
+
+def _scenarios(bench: Bench, caps: Sequence[float], slow_cap: float, shares: Sequence[int]) -> dict[str, Any]:
+    """Slowdowns of several lengths, Paceline only (efficiency vs the ideal of the same timeline)."""
+    cfg = bench.cfg
+    out: dict[str, Any] = {}
+    for slow_s in cfg.scenarios_s:
+        name = f"scenario-{slow_s:g}s"
+        schedule = bench.run_dir / f"{name}.schedule.json"
+        write_json(schedule, {"factor": 1.0})
+        schedules = [str(schedule) if r == cfg.straggler else None for r in range(cfg.world)]
+        phase = bench.phase(name, "paceline", shares=list(shares), schedules=schedules)
+        window = cfg.scenario_warm_s + slow_s + cfg.scenario_after_s
+        timeline = Timeline(
+            fleet=bench.fleet,
+            phase=phase,
+            schedule=schedule,
+            factor=cfg.slowdown,
+            warm_s=cfg.scenario_warm_s,
+            slow_s=slow_s,
+            window_s=window,
+        )
+        controller = bench.controller(name, shares)
+        results = bench.fleet.run(phase, [timeline, controller], timeout_s=window + 120)
+        assert timeline.t0 is not None and timeline.onset is not None and timeline.recovered is not None
+        rate = window_rate(results[0]["times"], cfg.global_batch, timeline.t0, window)
+        slow_overlap = min(timeline.recovered, timeline.t0 + window) - timeline.onset
+        ideal = sum(caps) - (caps[cfg.straggler] - slow_cap) * slow_overlap / window
+        changes = controller.changes
+        onset_alarm = [c for c in changes if c["at"] >= timeline.onset and c["slower"]]
+        back_alarm = [c for c in changes if c["at"] >= timeline.recovered and not c["slower"]]
+        switched = switches(results)
+        out[f"{slow_s:g}s"] = {
+            "efficiency": rounded(rate / ideal),
+            "paceline_sps": rounded(rate, 2),
+            "ideal_sps": rounded(ideal, 2),
+            "detect_s": rounded(onset_alarm[0]["at"] - timeline.onset, 2) if onset_alarm else None,
+            "recovery_detect_s": rounded(back_alarm[0]["at"] - timeline.recovered, 2) if back_alarm else None,
+            "rebalances": len([v for v, t in switched.items() if t >= timeline.t0]),
+            "change_points": len(changes),
+            "decisions": [c["message"][:400] for c in changes],
+        }
+        log(f"scenario {slow_s:g}s: {out[f'{slow_s:g}s']}")
+    return out
+
+
+def _noisy(bench: Bench, caps: Sequence[float]) -> dict[str, Any]:
+    """A persistently noisy worker (exponential extra delay every step): fixed shares set from the mean
+    (plain DDP) vs Paceline starting from the same shares, same wall-clock window."""
+    cfg = bench.cfg
+    delays = [cfg.noisy_delay_s if r == cfg.noisy_rank else 0.0 for r in range(cfg.world)]
+    shares = proportional_shares(caps, delays, cfg.global_batch)
+    rates: dict[str, float] = {}
+    rebalances = 0
+    final: list[int] = list(shares)
+    for kind in ("ddp", "paceline"):
+        name = f"noisy-{kind}"
+        schedule = bench.run_dir / f"{name}.schedule.json"
+        write_json(
+            schedule,
+            {
+                "factor": 1.0,
+                "randomDelays": [{"distribution": "exponential", "meanSeconds": cfg.noisy_delay_s}],
+            },
+        )
+        schedules = [str(schedule) if r == cfg.noisy_rank else None for r in range(cfg.world)]
+        phase = bench.phase(name, kind, shares=list(shares), schedules=schedules)
+        ender = Ender(fleet=bench.fleet, phase=phase, window_s=cfg.noisy_window_s)
+        hooks: list[Hook] = [ender]
+        if kind == "paceline":
+            hooks.append(bench.controller(name, shares))
+        results = bench.fleet.run(phase, hooks, timeout_s=cfg.noisy_window_s + 120)
+        assert ender.t0 is not None
+        rates[kind] = window_rate(results[0]["times"], cfg.global_batch, ender.t0, cfg.noisy_window_s)
+        if kind == "paceline":
+            rebalances = len(switches(results))
+            final = results[0]["final_shares"]
+        log(f"noisy: {kind}: {rates[kind]:.1f} samples/s")
+    return {
+        "vs_proportional": rounded(rates["paceline"] / rates["ddp"]),
+        "paceline_sps": rounded(rates["paceline"], 2),
+        "proportional_sps": rounded(rates["ddp"], 2),
+        "proportional_shares": shares,
+        "final_shares": final,
+        "rebalances": rebalances,
+        "rank": cfg.noisy_rank,
+        "delay": {"distribution": "exponential", "mean_s": cfg.noisy_delay_s},
+    }
+
+
+def _stationary(bench: Bench, shares: Sequence[int]) -> dict[str, Any]:
+    """Every worker's step carries a gamma (shape 2) extra delay, step-time cv ≈ 0.3; nothing changes."""
+    cfg = bench.cfg
+    name = "stationary-noisy"
+    schedules = []
+    for r in range(cfg.world):
+        path = bench.run_dir / f"{name}.{r}.schedule.json"
+        delay = {"distribution": "gamma", "meanSeconds": cfg.stationary_delay_s, "shape": 2.0}
+        write_json(path, {"factor": 1.0, "randomDelays": [delay]})
+        schedules.append(str(path))
+    phase = bench.phase(name, "paceline", shares=list(shares), schedules=schedules)
+    ender = Ender(fleet=bench.fleet, phase=phase, window_s=cfg.stationary_window_s)
+    controller = bench.controller(name, shares)
+    results = bench.fleet.run(phase, [ender, controller], timeout_s=cfg.stationary_window_s + 120)
+    times = results[0]["times"]
+    steps = np.diff(np.asarray(times[2:]))
+    out = {
+        "rebalances": len(switches(results)),
+        "change_points": len(controller.changes),
+        "window_s": cfg.stationary_window_s,
+        "step_cv": rounded(float(np.std(steps) / np.mean(steps))) if len(steps) > 2 else None,
+    }
+    log(f"stationary noisy run: {out}")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -687,6 +855,9 @@ def main() -> None:
             static["ddp_same_shares_efficiency"] = rounded(overhead["ddp_sps"] / sum(caps))
             bench.probe(shares)
             transient = bench.transient(caps, slow_cap, shares)
+            scenarios = _scenarios(bench, caps, slow_cap, shares)
+            noisy = _noisy(bench, caps)
+            stationary = _stationary(bench, shares)
         done = True
     finally:
         if done and not args.keep:
@@ -697,6 +868,13 @@ def main() -> None:
     result = {
         "static": static,
         "transient": transient,
+        "static.proportional_sps": static["proportional_sps"],
+        "static.vs_proportional": static["vs_proportional"],
+        "scenarios": scenarios,
+        "noisy": noisy,
+        "noisy.vs_proportional": noisy["vs_proportional"],
+        "false_rebalances": stationary["rebalances"],
+        "stationary_noisy": stationary,
         "loss_gap": rounded((losses["paceline"] - losses["equal"]) / losses["equal"], 6),
         "loss_noise": rounded(noise, 6),
         "losses": {k: rounded(v, 6) for k, v in losses.items()},
@@ -713,7 +891,8 @@ def main() -> None:
         "balancer": {
             "cooldown_s": cfg.balancing().cooldown_seconds,
             "half_life_s": cfg.balancing().half_life_seconds,
-            "straggler_persistence_s": round(cfg.straggler_config().min_persistence_s, 2),
+            "min_shift": cfg.straggler_config().min_shift,
+            "cusum_threshold": round(cfg.straggler_config().threshold, 2),
             "scrape_s": cfg.scrape_s,
         },
         "elapsed_s": round(time.monotonic() - started, 1),

@@ -61,14 +61,11 @@ def test_gain_below_threshold_keeps_shares() -> None:
 
 def test_cooldown_blocks_until_it_has_passed() -> None:
     models = {"w0": FAST, "w1": SLOW}
-    blocked = decide_rebalance(
-        settings=parse_balancing({}), current=CURRENT, models=models, now=105, last_change_at=100
-    )
+    settings = parse_balancing({"cooldownSeconds": 20})
+    blocked = decide_rebalance(settings=settings, current=CURRENT, models=models, now=105, last_change_at=100)
     assert not blocked.apply and blocked.shares == CURRENT
     assert "cooldown 15s left of 20s" in blocked.reason
-    allowed = decide_rebalance(
-        settings=parse_balancing({}), current=CURRENT, models=models, now=121, last_change_at=100
-    )
+    allowed = decide_rebalance(settings=settings, current=CURRENT, models=models, now=121, last_change_at=100)
     assert allowed.apply
 
 
@@ -121,7 +118,7 @@ def _scrape(
 
 def test_transient_straggler_is_not_chased_but_a_persistent_one_is() -> None:
     rng = np.random.default_rng(0)
-    fleet = FleetTracker(straggler_config=StragglerConfig(min_persistence_s=30.0))
+    fleet = FleetTracker(straggler_config=StragglerConfig(observation_interval_s=5.0))
     settings = parse_balancing({})
     for i in range(20):
         _scrape(fleet, CURRENT, i, 1.0, rng)

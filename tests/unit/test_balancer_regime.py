@@ -52,7 +52,7 @@ class Job:
         self.fleet = FleetTracker(
             estimator_config=self.settings.estimator_config(),
             straggler_config=StragglerConfig(
-                min_persistence_s=PERSISTENCE_S * self.scale, rebaseline_after_s=900.0 * self.scale
+                observation_interval_s=self.period, rebaseline_after_s=900.0 * self.scale
             ),
         )
         self.rng = np.random.default_rng(11)
@@ -84,6 +84,7 @@ class Job:
                 self.fleet.observe(name, obs)
             if min(t.estimator.count for t in self.fleet.workers.values()) < 3:
                 continue
+            recent = self.fleet.changes_since(self.last_change)
             decision = decide_rebalance(
                 settings=self.settings,
                 current=self.shares,
@@ -91,6 +92,9 @@ class Job:
                 now=self.now,
                 last_change_at=self.last_change,
                 stragglers=self.fleet.stragglers(),
+                regime_started_at=self.fleet.regime_started_at(),
+                previous_models=self.fleet.previous_models(self.last_change) if recent else None,
+                detection_delay_s=max((c.detected_at - c.onset for c in recent.values()), default=None),
             )
             if decision.apply:
                 self.shares = dict(decision.shares)
@@ -142,18 +146,26 @@ def test_shares_move_back_after_a_persistent_straggler_recovers(scale: float, pe
     assert model.noise_cv < 0.05, "no slow observations left in the recovered worker's fit"
 
 
-def test_a_short_recovery_is_transient_and_keeps_the_slow_model() -> None:
+def test_a_slowdown_is_acted_on_within_seconds() -> None:
+    job = Job(scale=1.0, period=2.0, onset=60.0, recovery=10_000.0)
+    job.run_until(70.0)
+    moves = job.changes_between(60.0, 70.0)
+    assert moves and _close(moves[0], SLOWED), "detected in two windows, rebalanced at once"
+    status = job.fleet.stragglers()["w3"]
+    assert status.detection_delay_s is not None and status.detection_delay_s <= 4.0
+
+
+def test_a_short_recovery_is_detected_and_so_is_the_slowdown_after_it() -> None:
     job = Job(scale=1.0, period=2.0, onset=60.0, recovery=10_000.0)
     job.run_until(150.0)
     slow_mean = job.fleet.models()["w3"].mean(32)
-    job.factor = 1.0  # w3 runs at full speed for 10 s (< persistence), then is slow again
+    job.factor = 1.0  # w3 runs at full speed for 10 s, then is slow again
     job.run_until(160.0)
-    assert job.fleet.stragglers()["w3"].state is StragglerState.PERSISTENT
-    assert job.fleet.workers["w3"].held, "the fast windows are held while the recovery is unconfirmed"
+    assert job.fleet.stragglers()["w3"].state is StragglerState.HEALTHY, "the recovery is a change point"
     job.factor = 3.0
     job.run_until(200.0)
-    assert not job.fleet.workers["w3"].held
     assert job.fleet.stragglers()["w3"].state is StragglerState.PERSISTENT
+    assert job.fleet.stragglers()["w3"].changes == 3
     assert job.fleet.models()["w3"].mean(32) == pytest.approx(slow_mean, rel=0.03)
     assert _close(job.shares_tuple(), SLOWED)
 

@@ -206,18 +206,20 @@ def test_a_persistent_slowdown_is_reported_then_rebalanced() -> None:
     assert len(detected) == 1, "announced once, not every resync"
     t_detected, kind, message = detected[0]
     assert kind == "Warning"
-    assert 40 + 30 <= t_detected <= 40 + 40, "persistent after 30 s, not before"
-    assert "rank 3 (w3) is a persistent straggler: 2.0" in message and "since 2023-11-14T22:14:" in message
+    assert 40 < t_detected <= 40 + 3 * RESYNC_S, "a change point within a few scrapes"
+    assert "rank 3 (w3) step time changed: 2.0" in message and "x slower since 2023-11-14T22:1" in message
+    assert "a straggler, 2.0" in message
+    # the event says what the balancer made of it: a switch now, or why not yet (cost vs benefit)
+    assert "rebalancing" in message or ("not worth a switch" in message and "expected remaining" in message)
     rebalanced = run.events(EventReason.REBALANCED)
-    assert rebalanced and t_detected <= rebalanced[0][0] <= t_detected + 10
+    assert rebalanced and t_detected <= rebalanced[0][0] <= t_detected + 3 * RESYNC_S
     assert "w3 32→" in rebalanced[0][2] and "persistent straggler w3" in rebalanced[0][2]
+    assert "worth it" in rebalanced[0][2] and "expected remaining" in rebalanced[0][2]
     first = next(o.new_assignment for _, o in run.outcomes if o.new_assignment is not None)
     assert first is not None and first.batch_sizes[3] <= 24 and min(first.batch_sizes[:3]) > 8
     # ideal with w3 at half speed: 64·(1, 1, 2, 2)/6 ≈ (10.7, 10.7, 21.3, 21.3)
     assert _close(run.assignment.batch_sizes, [64 / 6, 64 / 6, 128 / 6, 128 / 6], tolerance=2.5)
-    slowed = next(o for t, o in run.outcomes if t == t_detected - 2).samples_per_second
-    assert slowed is not None and run.last.samples_per_second is not None
-    assert run.last.samples_per_second > 1.1 * slowed
+    assert run.last.efficiency is not None and run.last.efficiency > 0.85
     assert run.last.worker_stats[3]["straggler"] == "Persistent"
     assert run.last.stragglers[3].is_straggler and run.last.stragglers[3].slowdown == pytest.approx(
         2, rel=0.1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from paceline_dev.localcluster.config import (
     parse_config,
 )
 from paceline_dev.localcluster.runtime import idle, random_delays, resolve_env, straggler_factor
+from paceline_worker.simulation import RandomDelay, parse_random_delays
 
 
 def test_default_pools_are_heterogeneous_and_loopback() -> None:
@@ -116,6 +118,8 @@ def test_straggler_schedule_window_and_scope() -> None:
     assert straggler_factor(config.stragglers, node="gpu-a-0", pool="a", elapsed_s=15) == 1.0
     delays = random_delays(config.stragglers, node="gpu-a-0", pool="a")
     assert delays == [{"distribution": "gamma", "meanSeconds": 0.02, "shape": 2.0}]
+    # the worker's simulation reads what the runtime writes into PACELINE_SIM_SCHEDULE
+    assert parse_random_delays(json.loads(json.dumps(delays))) == (RandomDelay(mean_s=0.02, shape=2.0),)
 
 
 def test_env_resolution_like_a_kubelet_with_dns_mapped_to_pod_ips() -> None:

@@ -19,9 +19,12 @@ DEFAULTS: dict[str, Any] = {
     "balancing": {
         "policy": "Dynamic",
         "minGainPercent": 5,
-        "cooldownSeconds": 20,
+        "cooldownSeconds": 4,
         "halfLifeSeconds": 30,
         "minBatchPerWorker": 1,
+        "minShiftPercent": 20,
+        "falseAlarmDays": 30,
+        "switchCostSteps": 1,
     },
     "momentumTuning": {"policy": "Auto", "floor": "-0.3", "minChange": "0.02", "halfLifeUpdates": 200},
     "asynchronous": {"parameterServers": 1, "maxStaleness": 0},

@@ -232,6 +232,9 @@ def parse_balancing(raw: Mapping[str, Any]) -> BalancingSettings:
         min_batch_per_worker=_int(
             block, "minBatchPerWorker", f"{path}.minBatchPerWorker", low=1, high=65_536
         ),
+        min_shift_percent=_int(block, "minShiftPercent", f"{path}.minShiftPercent", low=1, high=500),
+        false_alarm_days=_int(block, "falseAlarmDays", f"{path}.falseAlarmDays", low=1, high=36_500),
+        switch_cost_steps=_int(block, "switchCostSteps", f"{path}.switchCostSteps", low=0, high=1_000),
     )
 
 

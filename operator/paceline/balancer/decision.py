@@ -1,11 +1,19 @@
-"""Rebalance decision with hysteresis: apply new shares only for a real gain and after a cooldown.
+"""Rebalance decision: apply new shares when the expected gain over the regime outweighs the switch.
 
-Transient stragglers are not chased: the models come from `FleetTracker`, which keeps observations of a
-slow episode out of the estimator until the episode has persisted (`StragglerConfig.min_persistence_s`).
+The models come from `FleetTracker`, whose change-point detector keeps unproven slow evidence out of them.
+The gain of new shares is worth `gain × R` seconds of wall time, where R is the expected remaining duration
+of the current regime. R is not known; the decision takes R = the regime's age (the time since the latest
+confirmed change point, or since the first observation): under a heavy-tailed (Pareto, α = 2) prior on
+regime durations, E[remaining | lasted A] = A — a regime that has just begun is expected to end soon, one
+that has lasted an hour to last a while. The cost: `switchCostSteps` steps per switch, and — when the
+regime is the consequence of a recent change point — the switch back plus the time spent at the new shares
+in the old regime while its return is being detected (the detection delay measured at the onset), priced
+with the pre-change models.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -36,6 +44,8 @@ class RebalanceDecision:
     changes: tuple[ShareChange, ...] = ()  # workers whose share differs in the proposal
     reason: str = ""  # one line with the numbers, for the event message / status
     event_reason: str = ""  # "Rebalanced" when applied
+    benefit_s: float = 0.0  # expected wall seconds saved over the expected remaining regime
+    cost_s: float = 0.0  # expected wall seconds the switch (and a switch back) costs
 
 
 def _format_changes(changes: tuple[ShareChange, ...]) -> str:
@@ -53,7 +63,7 @@ def _format_stragglers(stragglers: Mapping[str, StragglerStatus]) -> str:
                 f"persistent straggler {name}: {status.slowdown:.2f}x slower since t={status.since:.0f}s"
             )
         elif status.state is StragglerState.TRANSIENT:
-            parts.append(f"ignoring transient slowdown of {name} ({status.slowdown:.2f}x)")
+            parts.append(f"unconfirmed slowdown of {name} ({status.slowdown:.2f}x)")
     return "; ".join(parts)
 
 
@@ -66,8 +76,16 @@ def decide_rebalance(
     last_change_at: float | None,
     max_batch: Mapping[str, int] | None = None,
     stragglers: Mapping[str, StragglerStatus] | None = None,
+    regime_started_at: float | None = None,
+    previous_models: Mapping[str, StepTimeModel] | None = None,
+    detection_delay_s: float | None = None,
 ) -> RebalanceDecision:
-    """Decide whether to move to new shares (same total), given the current shares and estimates."""
+    """Decide whether to move to new shares (same total), given the current shares and estimates.
+
+    `regime_started_at`: onset of the current regime (None: now, no history); `previous_models`: the
+    workers' models before the change points that made this regime (None or equal to `models`: none);
+    `detection_delay_s`: how long the return of the old regime would take to notice.
+    """
     keep = dict(current)
     if not current:
         return RebalanceDecision(apply=False, shares=keep, reason="no workers")
@@ -119,5 +137,86 @@ def decide_rebalance(
     if last_change_at is not None and now - last_change_at < settings.cooldown_seconds:
         left = settings.cooldown_seconds - (now - last_change_at)
         return hold(f"{numbers}, cooldown {left:.0f}s left of {settings.cooldown_seconds}s")
-    reason = f"{numbers}, ≥ {settings.min_gain_percent}%: {_format_changes(changes)}{suffix}"
+    value = switch_value(
+        gain=gain,
+        step_s=before,
+        age_s=None if regime_started_at is None else max(0.0, now - regime_started_at),
+        switch_cost_steps=settings.switch_cost_steps,
+        revert_loss=_revert_loss(previous_models, models, names, current, proposed),
+        detection_delay_s=detection_delay_s or 0.0,
+    )
+    base = replace(base, benefit_s=value.benefit_s, cost_s=value.cost_s)
+    if value.benefit_s <= value.cost_s:
+        return hold(f"{numbers}, not worth a switch: {value.describe()}")
+    reason = (
+        f"{numbers}, ≥ {settings.min_gain_percent}% and worth it ({value.describe()}): "
+        f"{_format_changes(changes)}{suffix}"
+    )
     return replace(base, apply=True, shares=proposed, reason=reason, event_reason=EVENT_REASON)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SwitchValue:
+    """Expected seconds saved by switching now vs what the switch costs (see the module docstring)."""
+
+    remaining_s: float  # expected remaining duration of the regime (inf: no history, taken as lasting)
+    benefit_s: float  # gain × remaining
+    switches: int  # 1, or 2 when the regime may end and the shares must move back
+    switch_s: float  # one switch, in seconds
+    revert_s: float  # expected loss at the new shares after the regime ended, until that is detected
+
+    @property
+    def cost_s(self) -> float:
+        return self.switches * self.switch_s + self.revert_s
+
+    def describe(self) -> str:
+        if math.isinf(self.remaining_s):
+            return f"no regime history, the gain is taken as lasting; a switch costs {self.switch_s:.2f}s"
+        text = (
+            f"saves {self.benefit_s:.2f}s over the expected remaining {self.remaining_s:.1f}s of this regime "
+            f"(its age so far) vs costs {self.cost_s:.2f}s: "
+            f"{self.switches} switch(es) of {self.switch_s:.2f}s"
+        )
+        if self.revert_s > 0:
+            text += f" + {self.revert_s:.2f}s at these shares after the regime ends, until that is detected"
+        return text
+
+
+def switch_value(
+    *,
+    gain: float,
+    step_s: float,
+    age_s: float | None,
+    switch_cost_steps: float,
+    revert_loss: float | None,
+    detection_delay_s: float,
+) -> SwitchValue:
+    """Pure cost-benefit of one switch. `revert_loss`: the fraction of time lost running the new shares in
+    the previous regime (None: the regime has no known predecessor, it is not expected to end soon).
+    `age_s` None: no history at all, the regime is taken as lasting (the benefit is unbounded)."""
+    remaining = math.inf if age_s is None else max(0.0, age_s)
+    switches = 1 if revert_loss is None else 2
+    revert = 0.0 if revert_loss is None else max(0.0, revert_loss) * max(0.0, detection_delay_s)
+    return SwitchValue(
+        remaining_s=remaining,
+        benefit_s=math.inf if math.isinf(remaining) else max(0.0, gain) * remaining,
+        switches=switches,
+        switch_s=switch_cost_steps * step_s,
+        revert_s=revert,
+    )
+
+
+def _revert_loss(
+    previous: Mapping[str, StepTimeModel] | None,
+    models: Mapping[str, StepTimeModel],
+    names: list[str],
+    current: Mapping[str, int],
+    proposed: Mapping[str, int],
+) -> float | None:
+    """Fraction of time lost at `proposed` instead of `current` if the workers went back to `previous`."""
+    if previous is None or all(previous.get(n, models[n]) == models[n] for n in names):
+        return None
+    old = [previous.get(n, models[n]) for n in names]
+    at_new = expected_max_step_time(models=old, shares=[proposed[n] for n in names])
+    at_current = expected_max_step_time(models=old, shares=[current[n] for n in names])
+    return max(0.0, (at_new - at_current) / at_new) if at_new > 0 else 0.0

@@ -74,6 +74,7 @@ class EstimatorConfig:
     prior_overhead_sd_fraction: float = 0.2  # prior s.d. of the overhead a, as a fraction of step time
     default_noise_cv: float = 0.05  # prior coefficient of variation, worth one observation
     min_relative_spread: float = 0.05  # weighted std(b)/mean(b) needed to call a fit identified
+    noise_half_life_factor: float = 10.0  # the noise (relative, slow to change) forgets this much slower
 
     def __post_init__(self) -> None:
         if (self.half_life_s is None) == (self.half_life_observations is None):
@@ -112,6 +113,8 @@ class StepTimeEstimator:
     last_batch: int | None = None
     last_seconds: float | None = None  # the previous window mean (None: no difference with the next one)
     last_steps: int | None = None
+    noise_previous: tuple[int, float, int] | None = None  # (batch, seconds, steps) for `observe_noise`
+    noise_timestamp: float | None = None
 
     def _decay_factor(self, timestamp: float) -> float:
         cfg = self.config
@@ -126,13 +129,41 @@ class StepTimeEstimator:
         """True when the scrape shows no new step since the last ingested one."""
         return self.last_step is not None and obs.step == self.last_step
 
-    def update(self, obs: Observation) -> bool:
-        """Ingest one observation; returns False when it was a duplicate scrape and was skipped."""
+    def observe_noise(self, obs: Observation) -> None:
+        """Feed the noise estimate alone, as observations arrive (the tracker calls this for every window,
+        including those it holds back from the mean fit, and then `update(obs, noise=False)`)."""
+        if self.noise_timestamp is not None:
+            self._decay_noise(self.noise_timestamp, obs.timestamp)
+        prev = self.noise_previous
+        if prev is not None and prev[0] == obs.batch:
+            self._add_difference(prev[1], prev[2], obs.seconds, obs.steps)
+        self.noise_previous = (obs.batch, obs.seconds, obs.steps)
+        if self.noise_timestamp is None or obs.timestamp > self.noise_timestamp:
+            self.noise_timestamp = obs.timestamp
+
+    def _decay_noise(self, last: float | None, timestamp: float) -> None:
+        cfg = self.config
+        factor = cfg.noise_half_life_factor
+        if cfg.half_life_observations is not None:
+            k = 0.5 ** (1.0 / (cfg.half_life_observations * factor))
+        elif last is None or cfg.half_life_s is None:
+            k = 1.0
+        else:
+            k = 0.5 ** (max(0.0, timestamp - last) / (cfg.half_life_s * factor))
+        for name in _NOISE_NAMES:
+            setattr(self, name, getattr(self, name) * k)
+
+    def update(self, obs: Observation, *, noise: bool = True) -> bool:
+        """Ingest one observation; returns False when it was a duplicate scrape and was skipped.
+
+        `noise=False`: the mean fit only (the noise was fed by `observe_noise`)."""
         if self.is_duplicate(obs):
             return False
         k = self._decay_factor(obs.timestamp)
-        for name in (*_STAT_NAMES, *_NOISE_NAMES):
+        for name in _STAT_NAMES:
             setattr(self, name, getattr(self, name) * k)
+        if noise:
+            self._decay_noise(self.last_timestamp, obs.timestamp)
         n, b, t = float(obs.steps), float(obs.batch), obs.seconds
         self.w += n
         self.sb += n * b
@@ -140,7 +171,12 @@ class StepTimeEstimator:
         self.sbb += n * b * b
         self.sbt += n * b * t
         self.d += 1.0
-        if self.last_seconds is not None and self.last_steps is not None and obs.batch == self.last_batch:
+        if (
+            noise
+            and self.last_seconds is not None
+            and self.last_steps is not None
+            and obs.batch == self.last_batch
+        ):
             self._add_difference(self.last_seconds, self.last_steps, t, obs.steps)
         self.count += 1
         self.last_step = obs.step
@@ -169,6 +205,11 @@ class StepTimeEstimator:
     def noise_cv2(self) -> float:
         """Squared noise cv: the clipped successive differences, blended with the prior cv (weight 1)."""
         return (self.config.default_noise_cv**2 + self.sv) / (1.0 + self.dv)
+
+    def noise_cv2_upper(self) -> float:
+        """A cautious cv² for tests of change: the estimate × (1 + 2·√(2/k)) with k terms behind it
+        (about a two-sigma upper bound of a chi-square estimate; 1.2x with 200 terms, 2.3x with 5)."""
+        return self.noise_cv2() * (1.0 + 2.0 * math.sqrt(2.0 / (1.0 + self.dv)))
 
     def restart(self) -> None:
         """Change point: forget the mean fit (a, c) but keep the noise statistics and the counters.

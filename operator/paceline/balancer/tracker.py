@@ -1,60 +1,144 @@
-"""Per-worker and fleet-wide tracking: estimator + straggler detector + quarantine of slow observations.
+"""Per-worker and fleet-wide tracking: estimator + change-point detector + the evidence it holds.
 
-Observations taken during a slow episode are held back from the estimator. If the episode turns out
-transient they are dropped, so a one-off spike never moves the model (and the balancer does not chase it).
-If it becomes persistent, the onset is a change point: the worker's estimator restarts from the held
-observations alone (the pre-episode data describe another regime; mixing them would fit a line through
-contradictory points and inflate the noise), with the pooled overhead prior. The end of a persistent
-episode is handled the same way: observations back near the pre-episode reference are held until the
-recovery has lasted the persistence time, then the estimator restarts from them (dropped if the worker
-slows down again before that).
+An observation that moves a worker's CUSUM away from zero is held back from the estimator (the model stays
+the pre-change reference while the evidence accumulates). When the sums return to zero the evidence was
+noise: the held observations are ingested, each winsorised at ±3 s.d. of its residual (a Huber-type robust
+mean: a one-off spike moves the model by at most a 3-sigma observation, while a persistently noisy worker's
+slow windows are kept, so its mean and noise are not underestimated). When a sum crosses the threshold a
+change point is confirmed: the observations before the estimated onset are ingested (winsorised), the
+estimator restarts (`StepTimeEstimator.restart`: the fit is forgotten, the noise statistics kept) and the
+observations from the onset on form the new regime's fit.
 """
 
 from __future__ import annotations
 
+import enum
+import math
 from dataclasses import dataclass, field
 
 from paceline.balancer.estimator import EstimatorConfig, Observation, StepTimeEstimator, StepTimeModel
-from paceline.balancer.straggler import StragglerConfig, StragglerDetector, StragglerStatus, Verdict
+from paceline.balancer.straggler import (
+    ChangePoint,
+    StragglerConfig,
+    StragglerDetector,
+    StragglerStatus,
+    residual_sd,
+    shift_in_sd,
+)
 
-STATE_VERSION = 2
+STATE_VERSION = 3
+_WINSOR_Z = 3.0
+
+
+class Verdict(enum.StrEnum):
+    """What happened to the observation just seen."""
+
+    ACCEPT = "accept"  # ingested (with any evidence held before it)
+    HOLD = "hold"  # held as evidence of a possible change
+    CHANGE = "change"  # a change point was confirmed: the estimator restarted at the onset
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Held:
+    obs: Observation
+    reference_s: float  # the model's prediction when the observation was tested
+    sd: float  # log-space s.d. of its residual
+
+    def winsorised(self) -> Observation:
+        low = self.reference_s * math.exp(-_WINSOR_Z * self.sd)
+        high = self.reference_s * math.exp(_WINSOR_Z * self.sd)
+        seconds = min(max(self.obs.seconds, low), high)
+        if seconds == self.obs.seconds:
+            return self.obs
+        return Observation(
+            batch=self.obs.batch,
+            seconds=seconds,
+            steps=self.obs.steps,
+            step=self.obs.step,
+            timestamp=self.obs.timestamp,
+        )
 
 
 @dataclass(kw_only=True)
 class WorkerTracker:
     estimator: StepTimeEstimator
     detector: StragglerDetector
-    held: list[Observation] = field(default_factory=list)
+    held: list[_Held] = field(default_factory=list)
     last_seen_step: int | None = None
     last_seen_batch: int | None = None
+    last_change: ChangePoint | None = None
+    previous_model: StepTimeModel | None = None  # the fit just before the latest change point
+    fit_count: int = 0  # observations in the fit since the last restart
+
+    def _ingest(self, obs: Observation) -> None:
+        if self.estimator.update(obs, noise=False):
+            self.fit_count += 1
+
+    def ready(self, *, steps: int) -> bool:
+        """Whether the fit is good enough to test against: its standard error at most a quarter of the
+        tuned shift, n ≥ (4/δ)² with δ in noise units (quiet workers: a few windows; cv 0.3: about ten)."""
+        cfg = self.detector.config
+        if self.fit_count < cfg.min_baseline_observations or self.estimator.dv < cfg.min_noise_terms:
+            return False
+        cv = math.sqrt(self.estimator.noise_cv2_upper())
+        delta = shift_in_sd(
+            min_shift=cfg.min_shift, sd=residual_sd(noise_cv=cv, steps=steps, fit_observations=1e9)
+        )
+        return self.fit_count >= (4.0 / delta) ** 2
 
     def model(self, *, overhead_fraction: float) -> StepTimeModel | None:
         return self.estimator.model(prior_overhead_s=overhead_fraction * self.estimator.mean_seconds)
 
+    def _flush(self) -> None:
+        for held in self.held:
+            self._ingest(held.winsorised())
+        self.held.clear()
+        self.detector.flush()
+
     def observe(self, obs: Observation, *, overhead_fraction: float) -> Verdict | None:
-        """Classify and ingest (or hold) one observation; None for a repeated scrape."""
+        """Test and ingest (or hold) one observation; None for a repeated scrape."""
         if self.last_seen_step is not None and obs.step == self.last_seen_step:
             return None
         batch_changed = self.last_seen_batch is not None and obs.batch != self.last_seen_batch
         self.last_seen_step, self.last_seen_batch = obs.step, obs.batch
-        verdict = self.detector.classify(
-            batch=obs.batch,
+        model = self.model(overhead_fraction=overhead_fraction)
+        self.estimator.observe_noise(obs)  # the noise follows every window, held or not
+        cfg = self.detector.config
+        if batch_changed or model is None or not self.ready(steps=obs.steps):
+            # the a/c split may be off at a new batch: the first window there is not tested
+            self._flush()
+            self._ingest(obs)
+            return Verdict.ACCEPT
+        cv = math.sqrt(self.estimator.noise_cv2_upper())
+        change = self.detector.test(
             seconds=obs.seconds,
+            steps=obs.steps,
+            batch=obs.batch,
             timestamp=obs.timestamp,
-            live=self.model(overhead_fraction=overhead_fraction),
-            live_count=self.estimator.count,
-            batch_changed=batch_changed,
+            model=model,
+            noise_cv=cv,
         )
-        if verdict is Verdict.HOLD:
-            self.held.append(obs)
-            return verdict
-        if verdict is Verdict.RELEASE:  # change point: refit from the new regime's observations only
+        sd = residual_sd(noise_cv=cv, steps=obs.steps, fit_observations=model.observations)
+        self.held.append(_Held(obs=obs, reference_s=model.mean(obs.batch), sd=sd))
+        if change is not None:
+            before, after = self.held[: change.onset_index], self.held[change.onset_index :]
+            for held in before:
+                self._ingest(held.winsorised())
+            self.previous_model = self.model(overhead_fraction=overhead_fraction)
             self.estimator.restart()
-            for held in self.held:
-                self.estimator.update(held)
-        self.held.clear()
-        self.estimator.update(obs)
-        return verdict
+            self.fit_count = 0
+            for held in after:
+                self._ingest(held.obs)
+            self.held.clear()
+            self.last_change = change
+            return Verdict.CHANGE
+        if self.detector.quiet:
+            self._flush()
+            return Verdict.ACCEPT
+        if len(self.held) > cfg.max_pending:
+            self._ingest(self.held.pop(0).winsorised())
+            self.detector.drop_oldest()
+        return Verdict.HOLD
 
 
 @dataclass(kw_only=True)
@@ -70,8 +154,11 @@ class FleetTracker:
     straggler_config: StragglerConfig = field(default_factory=StragglerConfig)
     default_overhead_fraction: float = 0.0
     workers: dict[str, WorkerTracker] = field(default_factory=dict)
+    started_at: float | None = None  # timestamp of the first observation
 
     def observe(self, worker: str, obs: Observation) -> Verdict | None:
+        if self.started_at is None or obs.timestamp < self.started_at:
+            self.started_at = obs.timestamp
         tracker = self.workers.get(worker)
         if tracker is None:
             tracker = WorkerTracker(
@@ -105,6 +192,33 @@ class FleetTracker:
             model = tracker.model(overhead_fraction=fraction)
             if model is not None:
                 out[name] = model
+        return out
+
+    def set_straggler_config(self, config: StragglerConfig) -> None:
+        self.straggler_config = config
+        for tracker in self.workers.values():
+            tracker.detector.config = config
+
+    def regime_started_at(self) -> float | None:
+        """When the fleet's current regime began: the latest confirmed onset, else the first observation."""
+        onsets = [t.last_change.onset for t in self.workers.values() if t.last_change is not None]
+        return max(onsets, default=self.started_at)
+
+    def changes_since(self, since: float | None) -> dict[str, ChangePoint]:
+        """Workers whose latest change point was detected after `since` (None: any)."""
+        return {
+            name: t.last_change
+            for name, t in self.workers.items()
+            if t.last_change is not None and (since is None or t.last_change.detected_at > since)
+        }
+
+    def previous_models(self, since: float | None) -> dict[str, StepTimeModel]:
+        """Each worker's model of the regime before its change points detected after `since`."""
+        out = self.models()
+        for name in self.changes_since(since):
+            previous = self.workers[name].previous_model
+            if previous is not None:
+                out[name] = previous
         return out
 
     def stragglers(self) -> dict[str, StragglerStatus]:

@@ -9,6 +9,7 @@ docs/balancing.md ("Control loop").
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 
 from paceline.balancer import (
     BalancingSettings,
+    ChangePoint,
     FleetTracker,
     Observation,
     RebalanceDecision,
@@ -29,6 +31,7 @@ from paceline.controller.samples import WorkerSample
 from paceline.reasons import EventReason
 from paceline_worker.wire import Assignment
 
+OBSERVATION_INTERVAL_S = 2.0  # the operator observes a running job every 2 s (controller/reconcile.py)
 RATE_WINDOW_S = 10.0  # measured rates (status, metrics) span the samples of about the last 10 s
 MIN_OBSERVATIONS = 3  # windows per worker before its estimate may move shares
 
@@ -53,10 +56,19 @@ class JobControl:
     skipped_windows: int = 0  # windows dropped because the batch size or version changed within them
     rebalances: int = 0
     stragglers_detected: int = 0
+    change_points: int = 0
+    observation_interval_s: float = OBSERVATION_INTERVAL_S
+    reported_changes: dict[str, float] = field(default_factory=dict)  # worker → detected_at already announced
 
     @classmethod
-    def create(cls, settings: BalancingSettings) -> JobControl:
-        return cls(tracker=FleetTracker(estimator_config=settings.estimator_config()))
+    def create(
+        cls, settings: BalancingSettings, *, observation_interval_s: float = OBSERVATION_INTERVAL_S
+    ) -> JobControl:
+        tracker = FleetTracker(
+            estimator_config=settings.estimator_config(),
+            straggler_config=settings.straggler_config(observation_interval_s=observation_interval_s),
+        )
+        return cls(tracker=tracker, observation_interval_s=observation_interval_s)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -151,13 +163,28 @@ def _rates(recent: Sequence[WorkerSample]) -> _Rates | None:
     )
 
 
-def _straggler_event(rank: int, status: StragglerStatus, now: float) -> Event:
-    since = status.since if status.since is not None else now
+def _change_event(
+    rank: int, change: ChangePoint, status: StragglerStatus | None, decision: RebalanceDecision | None
+) -> Event:
+    """A confirmed change point, with what the balancer decided about it (cost-benefit in the reason)."""
+    factor = math.exp(change.log_shift)
+    what = f"{factor:.2f}x slower" if factor >= 1 else f"{1 / factor:.2f}x faster"
     message = (
-        f"rank {rank} ({worker_name(rank)}) is a persistent straggler: {status.slowdown:.2f}x slower than "
-        f"its usual step time since {_iso(since)} ({now - since:.0f}s); its share will be rebalanced"
+        f"rank {rank} ({worker_name(rank)}) step time changed: {what} since {_iso(change.onset)} "
+        f"(change point detected {change.detected_at - change.onset:.1f}s after its onset)"
     )
-    return Event(type="Warning", reason=EventReason.STRAGGLER_DETECTED, message=message)
+    if status is not None and status.is_straggler:
+        message += f"; a straggler, {status.slowdown:.2f}x its healthy step time"
+    elif change.log_shift < 0:
+        message += "; back to its healthy speed" if status is not None else ""
+    if decision is None:
+        message += "; shares decided once every rank has reported the current version"
+    elif decision.apply:
+        message += "; rebalancing (see the Rebalanced event)"
+    else:
+        message += f"; {decision.reason}"
+    kind = "Warning" if change.log_shift > 0 else "Normal"
+    return Event(type=kind, reason=EventReason.STRAGGLER_DETECTED, message=message)
 
 
 def control_step(
@@ -182,6 +209,9 @@ def control_step(
         state.tracker.estimator_config = config
         for tracker in state.tracker.workers.values():
             tracker.estimator.config = config
+    detector_config = settings.straggler_config(observation_interval_s=state.observation_interval_s)
+    if state.tracker.straggler_config != detector_config:  # spec.balancing detector settings changed
+        state.tracker.set_straggler_config(detector_config)
     for rank in [r for r in {*state.previous, *state.recent} if not 0 <= r < world]:  # the job shrank
         state.previous.pop(rank, None)
         state.recent.pop(rank, None)
@@ -195,10 +225,16 @@ def control_step(
     stragglers = {r: statuses[worker_name(r)] for r in range(world) if worker_name(r) in statuses}
     events: list[Event] = []
     persistent = {r for r, status in stragglers.items() if status.is_straggler}
-    for rank in sorted(persistent - state.reported_stragglers):
-        events.append(_straggler_event(rank, stragglers[rank], now))
-        state.stragglers_detected += 1
+    state.stragglers_detected += len(persistent - state.reported_stragglers)
     state.reported_stragglers = persistent
+    fresh: dict[int, ChangePoint] = {}
+    for rank in range(world):
+        worker = state.tracker.workers.get(worker_name(rank))
+        change = worker.last_change if worker is not None else None
+        if change is not None and state.reported_changes.get(worker_name(rank)) != change.detected_at:
+            fresh[rank] = change
+            state.reported_changes[worker_name(rank)] = change.detected_at
+            state.change_points += 1
 
     reported_versions = [s.assignment_version for s in in_world.values()]
     rank0 = in_world.get(0)
@@ -215,6 +251,8 @@ def control_step(
     new_assignment: Assignment | None = None
     if world > 0 and warmed_up and not lagging:
         limits = None if max_batch is None else {worker_name(r): int(b) for r, b in enumerate(max_batch)}
+        recent = state.tracker.changes_since(state.last_change_at)
+        delays = [c.detected_at - c.onset for c in recent.values()]
         decision = decide_rebalance(
             settings=settings,
             current=current,
@@ -223,6 +261,9 @@ def control_step(
             last_change_at=state.last_change_at,
             max_batch=limits,
             stragglers={worker_name(r): s for r, s in stragglers.items()},
+            regime_started_at=state.tracker.regime_started_at(),
+            previous_models=state.tracker.previous_models(state.last_change_at) if recent else None,
+            detection_delay_s=max(delays, default=None),
         )
         if decision.apply:
             version = max([assignment.version, *reported_versions]) + 1
@@ -238,6 +279,9 @@ def control_step(
                     message=f"assignment version {version}: {decision.reason}",
                 )
             )
+
+    for rank, change in sorted(fresh.items()):
+        events.insert(0, _change_event(rank, change, stragglers.get(rank), decision))
 
     rates = {rank: r for rank in range(world) if (r := _rates(state.recent.get(rank, ()))) is not None}
     speeds = {r: v.compute_samples_per_second for r, v in rates.items()}
