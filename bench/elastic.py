@@ -108,7 +108,10 @@ def job_doc() -> dict[str, Any]:
             "globalBatchSize": BATCH,
             "balancing": {"policy": "Static"},
             "checkpoint": {
-                "volumeClaimTemplate": {"resources": {"requests": {"storage": "1Gi"}}},
+                "volumeClaimTemplate": {
+                    "accessModes": ["ReadWriteMany"],
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
                 "intervalSteps": 4,
             },
             "elastic": {"provision": {"gpuProducts": [A100, T4], "budgetPerHour": f"{BUDGET:g}"}},

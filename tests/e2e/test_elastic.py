@@ -186,7 +186,10 @@ def test_a_job_asks_karpenter_for_gpus_grows_into_them_and_lets_them_go(
         placement={"pools": ["a100"]},
         balancing={"policy": "Static"},
         checkpoint={
-            "volumeClaimTemplate": {"resources": {"requests": {"storage": "1Gi"}}},
+            "volumeClaimTemplate": {
+                "accessModes": ["ReadWriteMany"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
             "intervalSteps": 4,
         },
         elastic={"provision": {"gpuProducts": ["NVIDIA-A100-SXM4-40GB"], "budgetPerHour": "80"}},

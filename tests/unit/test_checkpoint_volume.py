@@ -105,3 +105,12 @@ def test_a_claim_template_becomes_a_claim_the_job_owns() -> None:
     assert claim["metadata"]["ownerReferences"][0]["uid"] == "uid-1234"
     again = decide(_observe(tj, frozenset({"demo-checkpoint"})))
     assert not [o for o in again.create if o["kind"] == "PersistentVolumeClaim"]
+
+
+def test_a_claim_template_without_access_modes_or_size_says_what_to_add() -> None:
+    with pytest.raises(api.InvalidSpec, match="needs accessModes"):
+        api.parse_spec(
+            job(checkpoint={"volumeClaimTemplate": {"resources": {"requests": {"storage": "1Gi"}}}})["spec"]
+        )
+    with pytest.raises(api.InvalidSpec, match="resources.requests.storage"):
+        api.parse_spec(job(checkpoint={"volumeClaimTemplate": {"accessModes": ["ReadWriteMany"]}})["spec"])

@@ -267,6 +267,13 @@ def _checkpoint(raw: Mapping[str, Any]) -> CheckpointSettings:
     template = raw.get("volumeClaimTemplate")
     if template is not None and not isinstance(template, Mapping):
         raise InvalidSpec(f"{path}.volumeClaimTemplate must be a PersistentVolumeClaim spec (an object)")
+    if template is not None and not template.get("accessModes"):
+        raise InvalidSpec(
+            f"{path}.volumeClaimTemplate needs accessModes, e.g. [ReadWriteMany] (every worker mounts it; "
+            "ReadWriteOnce only when all workers share one node)"
+        )
+    if template is not None and not ((template.get("resources") or {}).get("requests") or {}).get("storage"):
+        raise InvalidSpec(f"{path}.volumeClaimTemplate needs resources.requests.storage, e.g. 10Gi")
     return CheckpointSettings(
         claim_name=str(raw["claimName"]) if raw.get("claimName") else None,
         claim_template=template,
