@@ -387,10 +387,12 @@ def build_worker_pod(
     required = node_affinity.setdefault(
         "requiredDuringSchedulingIgnoredDuringExecution", {"nodeSelectorTerms": []}
     )
-    pin = {"key": api.HOSTNAME_LABEL, "operator": "In", "values": [placement.node]}
-    terms = required.get("nodeSelectorTerms") or [{"matchExpressions": []}]
+    # by the node's name, as the DaemonSet controller pins: a hostname label is a kubelet's to set, and a
+    # node an autoscaler just added may not carry it yet
+    pin = {"key": "metadata.name", "operator": "In", "values": [placement.node]}
+    terms = required.get("nodeSelectorTerms") or [{"matchFields": []}]
     for term in terms:  # every term must also pin the node: terms are ORed
-        term.setdefault("matchExpressions", []).append(pin)
+        term.setdefault("matchFields", []).append(pin)
     required["nodeSelectorTerms"] = terms
     containers = pod_spec["containers"]
     first = containers[0]

@@ -69,8 +69,10 @@ def choose(
     """Up to `slots` extra workers that add the most peak FLOP/s within the budget and the NodePools' limits:
     filled one at a time from the offer with the best FLOP/s per dollar, or all of the one type that adds
     more on its own (a greedy fill can strand budget a single type uses). Nothing when the gain is not
-    `worth` it (old, new FLOP/s). `current`: the GPU types of the job's workers now."""
-    now = hourly_cost(current, gpus_per_worker, price_per_gpu_hour)
+    `worth` it (old, new FLOP/s). `current`: the GPU types of the job's workers now, priced like the
+    NodePools price that type (else the catalog)."""
+    listed = {o.gpu_product: o.price_per_gpu_hour for o in offers if o.price_per_gpu_hour}
+    now = hourly_cost(current, gpus_per_worker, lambda p: listed.get(p) or price_per_gpu_hour(p))
     usable = [o for o in offers if o.price_per_gpu_hour and (not allowed or o.gpu_product in allowed)]
     usable.sort(key=lambda o: (-flops(o.gpu_product) / float(o.price_per_gpu_hour or 1), o.pool))
     room = None if budget_per_hour is None else budget_per_hour - now

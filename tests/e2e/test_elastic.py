@@ -131,7 +131,7 @@ def test_a_lost_node_replans_resumes_from_the_volume_and_keeps_every_sample(
 
 def _pinned_nodes(pod: dict[str, Any]) -> set[str]:
     terms = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-    return {v for t in terms["nodeSelectorTerms"] for e in t["matchExpressions"] for v in e.get("values", [])}
+    return {v for t in terms["nodeSelectorTerms"] for e in t["matchFields"] for v in e.get("values", [])}
 
 
 def _resized(kube: Kube, namespace: str) -> list[str]:
@@ -192,7 +192,7 @@ def test_a_job_asks_karpenter_for_gpus_grows_into_them_and_lets_them_go(
             },
             "intervalSteps": 4,
         },
-        elastic={"provision": {"gpuProducts": ["NVIDIA-A100-SXM4-40GB"], "budgetPerHour": "80"}},
+        elastic={"provision": {"gpuProducts": ["NVIDIA-A100-SXM4-40GB"], "budgetPerHour": "140"}},
     )
     assert kube.apply(doc, namespace).returncode == 0
     job = wait_for(

@@ -82,7 +82,7 @@ class World:
             pinned = pod["spec"].get("affinity", {}).get("nodeAffinity")  # workers are pinned by the plan
             pod["spec"]["nodeName"] = (
                 pinned["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0][
-                    "matchExpressions"
+                    "matchFields"
                 ][-1]["values"][0]
                 if pinned
                 else "gpu-a100-0"  # parameter servers go wherever the scheduler puts them
@@ -126,7 +126,11 @@ def test_new_job_gets_control_service_and_one_pinned_pod_per_rank() -> None:
     assert env["EPOCHS"] == "3"  # the user's env survives
     assert '"batchSizes":[56,56,16]' in env["PACELINE_ASSIGNMENT"]
     terms = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-    assert terms["nodeSelectorTerms"][0]["matchExpressions"][-1]["values"] == ["gpu-t4-0"]
+    assert terms["nodeSelectorTerms"][0]["matchFields"][-1] == {
+        "key": "metadata.name",
+        "operator": "In",
+        "values": ["gpu-t4-0"],
+    }
     assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert pod["metadata"]["ownerReferences"][0]["uid"] == "uid-1234"
     assert pod["spec"]["restartPolicy"] == "Never"

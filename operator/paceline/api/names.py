@@ -24,7 +24,6 @@ PLACEHOLDER_IMAGE = "registry.k8s.io/pause:3.10"  # placeholder pods hold GPUs a
 ANNOTATION_GENERATION = "paceline.dev/generation"  # the membership generation a pod was created in
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
-HOSTNAME_LABEL = "kubernetes.io/hostname"
 NODEPOOL_LABEL = "karpenter.sh/nodepool"  # on nodes Karpenter launched: their NodePool
 PRICE_ANNOTATION = (
     "paceline.dev/price-per-gpu-hour"  # on a NodePool: USD per GPU-hour (overrides the catalog)
@@ -47,7 +46,6 @@ __all__ = [
     "GPU_PRODUCT_LABEL",
     "GPU_RESOURCE",
     "GROUP",
-    "HOSTNAME_LABEL",
     "KIND",
     "LABEL_ATTEMPT",
     "LABEL_JOB",
