@@ -15,7 +15,8 @@ Progress goes to stderr; the last stdout line is one JSON object:
   samples_skipped / samples_duplicated   per epoch, over every step in the final model
   throughput_per_price_vs_best_single_type   predicted throughput (the planner's peak-FLOP/s scale for
                             data parallel) per dollar of the mix the operator grew to, ÷ the same for the
-                            single GPU type that buys the most throughput with the same budget
+                            single GPU type that buys the most throughput with the same budget (prices:
+                            the NodePools', i.e. the cluster's pricePerHour per GPU)
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ CLUSTER = {
             "nodes": 2,
             "gpusPerNode": 4,
             "relativeSpeed": 2,
+            "pricePerHour": 32.77,
             "autoscale": {"maxNodes": 2, "consolidateAfter": "5s"},
         },
         {
@@ -74,6 +76,7 @@ CLUSTER = {
             "nodes": 0,
             "gpusPerNode": 4,
             "relativeSpeed": 1,
+            "pricePerHour": 3.91,
             "autoscale": {"maxNodes": 4, "consolidateAfter": "5s"},
         },
     ]
@@ -181,9 +184,16 @@ def sample_accounting(ranks: list[dict[str, Any]]) -> tuple[int, int]:
     return skipped, duplicated
 
 
-def per_price_vs_single(products: list[str]) -> float:
-    """Predicted throughput per dollar of the workers' GPU types vs the best single type for the budget."""
-    catalog = DeviceCatalog()
+def price_per_gpu_hour() -> dict[str, float]:
+    """What the NodePools charge per GPU-hour (the cluster's pricePerHour per node ÷ its GPUs)."""
+    return {p["gpuProduct"]: p["pricePerHour"] / p["gpusPerNode"] for p in CLUSTER["pools"]}
+
+
+def per_price_vs_single(products: list[str]) -> tuple[float, str]:
+    """Throughput per dollar of the workers' GPU types ÷ the same for the single GPU type that buys the most
+    throughput within the budget (up to replicas.max workers, within what the cluster can hold). Throughput
+    is the planner's data-parallel scale: the summed catalog peak FLOP/s."""
+    catalog, prices = DeviceCatalog(), price_per_gpu_hour()
 
     def flops(product: str) -> float:
         return catalog.lookup(product).peak_flops
@@ -193,16 +203,16 @@ def per_price_vs_single(products: list[str]) -> float:
             pool=p["name"],
             gpu_product=p["gpuProduct"],
             gpus_left=(p["nodes"] + p["autoscale"]["maxNodes"]) * p["gpusPerNode"],
-            price_per_gpu_hour={A100: 4.10, T4: 0.98}[p["gpuProduct"]],
+            price_per_gpu_hour=prices[p["gpuProduct"]],
         )
         for p in CLUSTER["pools"]
     ]
-    mix = sum(flops(p) for p in products) * 4 / hourly_cost(products, 4, {A100: 4.10, T4: 0.98}.get)
+    mix = sum(flops(p) for p in products) * 4 / hourly_cost(products, 4, prices.get)
     single = best_single_type(
         offers=offers, workers=4, gpus_per_worker=4, flops=flops, budget_per_hour=BUDGET
     )
     assert single is not None
-    return mix / (single[1] / single[2])
+    return mix / (single[1] / single[2]), single[0]
 
 
 def main() -> int:
@@ -260,6 +270,7 @@ def main() -> int:
     assert pods.first_placeholder is not None and on_added
     skipped, duplicated = sample_accounting(ranks)
     gaps = pauses(ranks)
+    ratio, single_type = per_price_vs_single(products)
     log(f"done in {time.monotonic() - started:.0f} s; {len(gaps)} resizes")
     result = {
         "provision_to_training_s": round(min(on_added) - pods.first_placeholder, 1),
@@ -268,7 +279,9 @@ def main() -> int:
         "survivor_pods_recreated": recreated,
         "samples_skipped": skipped,
         "samples_duplicated": duplicated,
-        "throughput_per_price_vs_best_single_type": round(per_price_vs_single(products), 3),
+        "throughput_per_price_vs_best_single_type": round(ratio, 3),
+        "mix": sorted(products),
+        "best_single_type": single_type,
     }
     print(json.dumps(result, separators=(",", ":")))
     return 0

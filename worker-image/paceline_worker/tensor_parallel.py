@@ -93,6 +93,11 @@ def apply_plan(
     after = dict(model.named_parameters())
     for group in optimizer.param_groups:
         group["params"] = [after[before[id(p)]] for p in group["params"]]
+        kinds = {isinstance(p, DTensor) for p in group["params"]}
+        if len(kinds) > 1 and "foreach" in group:
+            # one multi-tensor kernel cannot take DTensors and plain tensors together (the default on
+            # CUDA): step this group parameter by parameter
+            group["foreach"] = False
     moved: dict[Any, Any] = {}
     for old, state in optimizer.state.items():
         name = before.get(id(old))
@@ -126,7 +131,25 @@ def _distribute_local(value: torch.Tensor, like: DTensor) -> DTensor:
 
 def full_tensors(values: Mapping[str, Any]) -> dict[str, Any]:
     """Replace DTensors by their full tensors (a collective over their mesh: call on every rank)."""
-    return {k: (v.full_tensor() if isinstance(v, DTensor) else v) for k, v in values.items()}
+    return {k: (full_tensor(v) if isinstance(v, DTensor) else v) for k, v in values.items()}
+
+
+def full_tensor(value: DTensor) -> torch.Tensor:
+    """The whole tensor on every rank. Even shards are gathered with c10d's all_gather over the mesh
+    dimension's group: DTensor's own redistribution waits on functional collectives, which crash (SIGSEGV,
+    seen with torch 2.11 on an H200) under gloo with CUDA tensors — ranks that share one GPU."""
+    local = value.to_local()
+    mesh = value.device_mesh
+    for mesh_dim, placement in reversed(list(enumerate(value.placements))):  # innermost shard first
+        if isinstance(placement, Replicate):
+            continue
+        size = mesh.size(mesh_dim)
+        if not isinstance(placement, Shard) or value.shape[placement.dim] % size:
+            return value.full_tensor()  # partial or uneven: DTensor's own path
+        parts = [torch.empty_like(local) for _ in range(size)]
+        dist.all_gather(parts, local.contiguous(), group=mesh.get_group(mesh_dim))
+        local = torch.cat(parts, dim=placement.dim)
+    return local
 
 
 def full_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
