@@ -43,6 +43,7 @@ def test_hybrid_equals_single_process_sgd_and_splits_parameters(tmp_path: Path) 
         assert r["placements"] == {"0": "shard(0)/2", "2": "shard(1)/2", "4": "shard(0)/2"}
         bias_of_row_layer = 12 * 4  # a rowwise Linear's bias stays whole
         assert r["splitBytes"]["held"] <= r["splitBytes"]["full"] / TP + bias_of_row_layer, r["splitBytes"]
+
     # tensor-parallel peers train on the same samples; the two data-parallel groups on 5 and 9 of them
     def steps(rank: dict) -> list[dict]:  # what each step trained on (wall-clock times differ per rank)
         return [{k: v for k, v in r.items() if k != "time"} for r in rank["records"]]

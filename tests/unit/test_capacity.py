@@ -123,7 +123,7 @@ def test_a_nodepool_offers_its_gpu_type_what_is_left_of_its_limit_and_a_price() 
 
 SPEC_DOC = {
     "replicas": {"min": 1, "max": 5},
-    "elastic": {"provision": {"gpuProducts": [A100], "pendingTimeoutSeconds": 60}},
+    "elastic": {"pendingTimeoutSeconds": 60, "provision": {"gpuProducts": [A100]}},
 }
 
 

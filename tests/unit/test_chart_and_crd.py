@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from paceline import api
-from paceline.api.defaults import CONFIG_MAP_KEY, PROVISION_PENDING_TIMEOUT_S
+from paceline.api.defaults import CONFIG_MAP_KEY
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -81,6 +81,5 @@ def test_the_crds_defaults_are_the_operators_defaults() -> None:
     spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     ours = _flatten(api.DEFAULTS) | {
         "model.configMapRef.key": CONFIG_MAP_KEY,
-        "elastic.provision.pendingTimeoutSeconds": PROVISION_PENDING_TIMEOUT_S,
     }
     assert _leaf_defaults(spec) == ours

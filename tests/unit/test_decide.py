@@ -66,7 +66,9 @@ class World:
             self.job["status"] = copy.deepcopy(d.status)
         for obj in d.create:
             if obj["kind"] == "Pod":
-                self.pods.setdefault(obj["metadata"]["name"], copy.deepcopy(obj))
+                made = copy.deepcopy(obj)
+                made["metadata"].setdefault("uid", f"uid-{obj['metadata']['name']}")  # as the API server
+                self.pods.setdefault(obj["metadata"]["name"], made)
             elif obj["kind"] == "Service":
                 self.service = obj
             else:
@@ -359,3 +361,27 @@ def test_a_job_with_a_fixed_size_recreates_its_pods_on_a_lost_node() -> None:
         "demo-worker-5",
     ]
     assert d.generation_puts == []
+
+
+def test_a_worker_no_node_takes_is_planned_without_after_the_timeout() -> None:
+    """Gang rule: an elastic job whose rank-2 pod stays unscheduled past elastic.pendingTimeoutSeconds
+    re-plans without that node (Warning event, status.unschedulableNodes); the running pods stay."""
+    from dataclasses import replace
+
+    world = World(job(elastic={"pendingTimeoutSeconds": 60}))
+    world.step(T0)
+    world.run_all()
+    stuck = world.pods["demo-worker-2"]
+    stuck["spec"]["nodeName"], stuck["status"] = None, {"phase": "Pending"}
+    stuck["metadata"]["creationTimestamp"] = T0.isoformat()
+    world.step(T0 + timedelta(seconds=30))
+    assert "unschedulableNodes" not in world.job["status"]
+    d = world.step(T0 + timedelta(seconds=61))
+    assert world.job["status"]["unschedulableNodes"] == ["gpu-t4-0"]
+    assert any(e.reason is EventReason.UNSCHEDULABLE and "gpu-t4-0" in e.message for e in d.events)
+    spec = api.parse_spec(world.job["spec"])
+    assert needs_plan(world.job, spec, world.control, frozenset({"gpu-h100-0", "gpu-t4-0"}))
+    smaller = replace(PLAN, workers=PLAN.workers[:2])
+    d = world.step(T0 + timedelta(seconds=62), plan=smaller)
+    assert d.delete_pods == ["demo-worker-2"] and d.create == []
+    assert world.job["status"]["workersReady"] == "2/2"

@@ -32,10 +32,14 @@ DEFAULTS: dict[str, Any] = {
     "placement": {},
     "runPolicy": {"restartPolicy": "ExitCode", "backoffLimit": 3, "backoffSeconds": 5},
     "checkpoint": {"intervalSteps": 100},
-    "elastic": {"minGainPercent": 10, "resizePauseSeconds": 30, "horizonSeconds": 1800},
+    "elastic": {
+        "minGainPercent": 10,
+        "resizePauseSeconds": 30,
+        "horizonSeconds": 1800,
+        "pendingTimeoutSeconds": 300,
+    },
 }
 CONFIG_MAP_KEY = "graph.yaml"  # spec.model.configMapRef.key
-PROVISION_PENDING_TIMEOUT_S = 300  # spec.elastic.provision.pendingTimeoutSeconds (the block is optional)
 
 
 def with_defaults(spec: Mapping[str, Any], defaults: Mapping[str, Any] = DEFAULTS) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from paceline.api.defaults import CONFIG_MAP_KEY, DEFAULTS, PROVISION_PENDING_TIMEOUT_S, with_defaults
+from paceline.api.defaults import CONFIG_MAP_KEY, DEFAULTS, with_defaults
 from paceline.api.names import GPU_RESOURCE
 from paceline.balancer import BalancingPolicy, BalancingSettings
 from paceline.momentum import MomentumPolicy, MomentumSettings
@@ -78,7 +78,6 @@ class ProvisionSettings:
 
     gpu_products: tuple[str, ...]  # allowed GPU types (empty: whatever a NodePool offers)
     budget_per_hour: Decimal | None  # the job's cost ceiling, USD per hour at catalog/NodePool prices
-    pending_timeout_seconds: int  # a NodePool that adds no node in this time is not asked again
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,6 +87,9 @@ class ElasticSettings:
     min_gain_percent: int  # predicted throughput gain, net of the pause, that justifies a resize
     resize_pause_seconds: int  # what one resize is expected to cost (stop, checkpoint, restart)
     horizon_seconds: int  # the gain is weighed over this much training time
+    pending_timeout_seconds: (
+        int  # unschedulable this long: a worker's node is planned without, a NodePool not asked
+    )
     provision: ProvisionSettings | None = None  # None: grow only into nodes that exist
 
     def worth_resizing(self, *, old_samples_per_s: float, new_samples_per_s: float) -> bool:
@@ -287,6 +289,9 @@ def _elastic(raw: Mapping[str, Any]) -> ElasticSettings:
         min_gain_percent=_int(raw, "minGainPercent", f"{path}.minGainPercent", low=0, high=1000),
         resize_pause_seconds=_int(raw, "resizePauseSeconds", f"{path}.resizePauseSeconds", low=0, high=3600),
         horizon_seconds=_int(raw, "horizonSeconds", f"{path}.horizonSeconds", low=60, high=7 * 24 * 3600),
+        pending_timeout_seconds=_int(
+            raw, "pendingTimeoutSeconds", f"{path}.pendingTimeoutSeconds", low=10, high=86400
+        ),
         provision=_provision(raw.get("provision")),
     )
 
@@ -306,14 +311,7 @@ def _provision(raw: Any) -> ProvisionSettings | None:
         price = _decimal(
             budget, f"{path}.budgetPerHour", low=Decimal("0.01"), high=Decimal(10**7), example="40"
         )
-    timeouts = {"pendingTimeoutSeconds": PROVISION_PENDING_TIMEOUT_S, **raw}
-    return ProvisionSettings(
-        gpu_products=tuple(products),
-        budget_per_hour=price,
-        pending_timeout_seconds=_int(
-            timeouts, "pendingTimeoutSeconds", f"{path}.pendingTimeoutSeconds", low=10, high=86400
-        ),
-    )
+    return ProvisionSettings(gpu_products=tuple(products), budget_per_hour=price)
 
 
 def _replicas(spec: Mapping[str, Any]) -> tuple[int, int]:

@@ -20,7 +20,7 @@ from paceline import api, operator_metrics
 from paceline.capacity import Offer
 from paceline.controller.apply import report
 from paceline.controller.decide.model import Event
-from paceline.controller.decide.plan import may_grow, needs_plan, stored_plan
+from paceline.controller.decide.plan import avoided, may_grow, needs_plan, stored_plan
 from paceline.controller.inventory import GpuNode, GpuPod, JobKey, reservation
 from paceline.controller.observe import JobMemory
 from paceline.controller.planning import PlanningError
@@ -176,7 +176,7 @@ class JobRunner:
             result = await self.fleet.call(run_pass, snap, self.memory, new_plan=None)
         elif needs_plan(job, spec, snap.control, snap.usable_nodes):
             async with self.fleet.planning:  # one plan at a time: each sees the others' reservations
-                nodes, pods, reserved = self.fleet.inventory()
+                nodes, pods, reserved = self.fleet.inventory(avoid=avoided(job))
                 new_plan = await self.fleet.plan(job, spec, nodes=nodes, pods=pods, reserved=reserved)
                 if isinstance(new_plan, JobPlan):
                     self.fleet.reservations[self.key] = reservation(new_plan)
@@ -184,7 +184,7 @@ class JobRunner:
         elif self.capacity_changed and may_grow(job, spec, snap.control):
             self.capacity_changed = False
             async with self.fleet.planning:  # a candidate: the decision adopts it only if worth the pause
-                nodes, pods, reserved = self.fleet.inventory()
+                nodes, pods, reserved = self.fleet.inventory(avoid=avoided(job))
                 candidate = await self.fleet.plan(job, spec, nodes=nodes, pods=pods, reserved=reserved)
                 result = await self.fleet.call(run_pass, snap, self.memory, new_plan=candidate)
                 if result.applied.control is not None:
@@ -323,9 +323,11 @@ class Fleet:
             claims=frozenset(name for ns, name in self.cache.claims if ns == key[0]),
         )
 
-    def inventory(self) -> tuple[list[GpuNode], list[GpuPod], dict[JobKey, dict[str, int]]]:
-        """Copies of the GPU nodes, GPU pods and reservations (in the event loop)."""
-        nodes = [n for values in self.cache.gpu_nodes.values() for n in values]
+    def inventory(
+        self, avoid: frozenset[str] = frozenset()
+    ) -> tuple[list[GpuNode], list[GpuPod], dict[JobKey, dict[str, int]]]:
+        """Copies of the GPU nodes (less those `avoid`), GPU pods and reservations (in the event loop)."""
+        nodes = [n for values in self.cache.gpu_nodes.values() for n in values if n.name not in avoid]
         pods = [p for key, values in self.cache.pods.items() if key[0] == "node" for p in values]
         return nodes, pods, dict(self.reservations)
 

@@ -12,7 +12,14 @@ from typing import Any
 
 from paceline import api
 from paceline.conditions import Condition
-from paceline.controller.decide.children import Children, classify, deleting, missing, service
+from paceline.controller.decide.children import (
+    Children,
+    classify,
+    deleting,
+    missing,
+    service,
+    unschedulable,
+)
 from paceline.controller.decide.failures import Failure, Restart, backoff_until, judge
 from paceline.controller.decide.generations import generation_puts
 from paceline.controller.decide.model import Decision, Event, MomentumPut, Observed, Rejection, Telemetry
@@ -31,7 +38,7 @@ from paceline.controller.decide.status import (
 )
 from paceline.controller.decide.validate import Finished, Invalid, Refused, Valid, phase, validate
 from paceline.controller.decide.volumes import checkpoint_volume
-from paceline.reasons import ConditionType, Reason
+from paceline.reasons import ConditionType, EventReason, Reason
 
 UNSCHEDULABLE_RETRY_S = 10.0
 
@@ -152,6 +159,29 @@ def _scale_out(
     return asked.condition
 
 
+def _unschedulable(
+    obs: Observed,
+    spec: api.JobSpec,
+    planned: Planned,
+    children: Children,
+    decision: Decision,
+    status: dict[str, Any],
+) -> None:
+    """Gang rule of an elastic job: a worker that no node takes for elastic.pendingTimeoutSeconds is planned
+    without — its node joins status.unschedulableNodes, which the next plan avoids."""
+    timeout = spec.elastic.pending_timeout_seconds
+    stuck = unschedulable(children.workers, planned, obs.now, timeout)
+    known = set(status.get("unschedulableNodes") or ())
+    fresh = [(pod, node) for pod, node in stuck if node not in known]
+    if not fresh:
+        return
+    status["unschedulableNodes"] = sorted(known | {node for _, node in fresh})
+    for pod, node in fresh:
+        message = f"{pod} found no room on {node} for {timeout}s; re-planning without {node}"
+        decision.events.append(Event(type="Warning", reason=EventReason.UNSCHEDULABLE, message=message))
+    decision.requeue_after = 0.5  # the next pass re-plans
+
+
 def _advance(
     obs: Observed,
     spec: api.JobSpec,
@@ -179,6 +209,8 @@ def _advance(
             if later:
                 decision.requeue_after = 1.0  # a kept pod or rank 0 has no address yet
         scaling = _scale_out(obs, spec, planned, decision, status)
+        if spec.elastic_range:
+            _unschedulable(obs, spec, planned, children, decision, status)
     conds = progress_conditions(planned, children, waiting=waiting, old=old)
     conds += [scaling] if scaling is not None else []
     running = sum(1 for p in children.workers.values() if phase(p) == "Running")

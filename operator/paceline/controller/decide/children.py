@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from paceline import api
@@ -125,3 +126,23 @@ def service(job: Mapping[str, Any], observed: Mapping[str, Any] | None) -> list[
     """The headless Service giving every pod a DNS name, when it does not exist yet."""
     ref = job_ref(job)
     return [] if observed is not None else [build_service(ref, port=api.master_port(ref.uid))]
+
+
+def unschedulable(
+    pods: Mapping[int, Pod], planned: Planned, now: datetime, timeout_s: int
+) -> list[tuple[str, str]]:
+    """(pod, planned node) of workers that no node has taken for `timeout_s` (Pending, not bound)."""
+    stuck = []
+    for rank, pod in sorted(pods.items()):
+        status, meta = pod.get("status") or {}, pod["metadata"]
+        created = meta.get("creationTimestamp")
+        if (
+            (pod.get("spec") or {}).get("nodeName")
+            or status.get("phase") not in (None, "Pending")
+            or not created
+        ):
+            continue
+        age = (now - datetime.fromisoformat(str(created).replace("Z", "+00:00"))).total_seconds()
+        if age > timeout_s and rank < len(planned.plan.workers):
+            stuck.append((meta["name"], planned.plan.workers[rank].node))
+    return stuck

@@ -57,11 +57,16 @@ def stored_plan(control: Mapping[str, Any] | None, plan_hash: str) -> tuple[JobP
     return plan_from_json(data["plan.json"]), assignment
 
 
-def lost_nodes(plan: JobPlan, usable: Collection[str] | None) -> list[str]:
-    """Nodes of the plan that are no longer usable GPU nodes (deleted, NotReady or cordoned)."""
-    if usable is None:
-        return []
-    return sorted({w.node for w in plan.workers if w.node not in usable})
+def avoided(job: Mapping[str, Any]) -> frozenset[str]:
+    """Nodes this job plans without: where a worker found no room for elastic.pendingTimeoutSeconds."""
+    return frozenset((job.get("status") or {}).get("unschedulableNodes") or ())
+
+
+def lost_nodes(plan: JobPlan, usable: Collection[str] | None, avoid: Collection[str] = ()) -> list[str]:
+    """Nodes of the plan that are no longer usable GPU nodes (deleted, NotReady or cordoned) or avoided."""
+    return sorted(
+        {w.node for w in plan.workers if (usable is not None and w.node not in usable) or w.node in avoid}
+    )
 
 
 def needs_plan(
@@ -77,7 +82,7 @@ def needs_plan(
     if terminal(job.get("status") or {}, generation(job)):
         return False
     stored = stored_plan(control, spec.plan_hash())
-    return stored is None or bool(lost_nodes(stored[0], usable_nodes))
+    return stored is None or bool(lost_nodes(stored[0], usable_nodes, avoided(job)))
 
 
 def may_grow(
@@ -120,7 +125,7 @@ def adopt_plan(obs: Observed, spec: api.JobSpec) -> Planned | Unplanned:
     """Stage 2: the plan in force and the control ConfigMap writes it needs."""
     plan_hash = spec.plan_hash()
     stored = stored_plan(obs.control, plan_hash)
-    lost = lost_nodes(stored[0], obs.usable_nodes) if stored is not None else []
+    lost = lost_nodes(stored[0], obs.usable_nodes, avoided(obs.job)) if stored is not None else []
     grow = (
         stored is not None
         and not lost
@@ -203,7 +208,7 @@ def _resized(
     before = stored[0]
     sizes = f"from {len(before.workers)} to {len(plan.workers)} worker(s)"
     if lost:
-        why = f"node(s) {', '.join(lost)} lost (deleted, NotReady or cordoned)"
+        why = f"node(s) {', '.join(lost)} lost (deleted, NotReady or cordoned) or without room for a worker"
         kind = "Warning"
     else:
         why = "GPUs became free and the predicted gain is worth the pause"

@@ -130,7 +130,7 @@ def scale_out(obs: Observed, spec: api.JobSpec, planned: Planned) -> Placeholder
     old = dict((obs.job.get("status") or {}).get("scaleOut") or {})
     unavailable = sorted(set(old.get("unavailable") or ()))
     if provision is not None:
-        out.events, unavailable = _timeouts(obs, have, provision.pending_timeout_seconds, unavailable)
+        out.events, unavailable = _timeouts(obs, have, spec.elastic.pending_timeout_seconds, unavailable)
     bad = refused(obs, spec)
     plan = ScaleOut(workers={}, cost_per_hour=0.0, outcome="", note="")
     if bad is None:
