@@ -1,6 +1,8 @@
 """Scale benchmark: one local cluster with 500 fake GPU nodes; 100 TrainingJobs x 16 workers applied at once
 through the operator, then the same 1600 pods (same names, same nodes, built by the same code) created
-directly in groups of 16 without the operator — the baseline. Then everything is deleted.
+directly in groups of 16 without the operator — the baseline. Then everything is deleted. Before both, one
+unmeasured round of 1600 plain pods grows the API server's watch cache (see `Bench.warm_up`), so neither
+run pays for a cold cluster alone.
 
 Run (takes the local-cluster lock other cluster users take too):
     flock /tmp/paceline-e2e.lock .venv/bin/python bench/scale.py
@@ -16,6 +18,9 @@ operator_cpu_s_per_job_hour_idle, api_requests_per_s_idle: over 60 s with every 
   changing (requests from the apiserver's audit log of the operator's ServiceAccount).
 operator_rss_mb: the operator's peak resident memory. duplicate_pods: pod names created more than once.
 orphans_after_delete: pods, Services and ConfigMaps of the jobs left once the jobs are gone.
+Breakdown: per run the stage percentiles of the pods, the CPU seconds of every component and of the rest
+of the machine ("other": a shared machine's other users), and cluster_cpu_ratio, the cluster's CPU with the
+operator ÷ without (what a CPU-bound machine of its own would show as the ratio).
 Pods carry paceline.dev/no-process: kwok marks them Running and the process runtime starts nothing;
 jobs use balancing policy Static, so no worker is scraped.
 """
