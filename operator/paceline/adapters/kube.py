@@ -37,7 +37,7 @@ def api_client() -> client.ApiClient:
                 path = os.environ.get("KUBECONFIG")  # read now, not when the kubernetes package was imported
                 config.load_kube_config(config_file=path if path and os.pathsep not in path else None)
             configuration = client.Configuration.get_default_copy()
-            configuration.connection_pool_maxsize = 16  # the operator's worker threads share one pool
+            configuration.connection_pool_maxsize = 32  # pass and create threads share one pool
             _api_client = client.ApiClient(configuration)
         return _api_client
 

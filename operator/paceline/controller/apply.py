@@ -5,14 +5,22 @@ pod the API server refuses is reported back (`Applied.rejected`) for the next pa
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from paceline.adapters import kube, workers
 from paceline.controller.decide.model import Decision, Event, Rejection
 
 log = logging.getLogger("paceline.apply")
+T = TypeVar("T")
+
+# A pass creates its pods side by side, the way Kubernetes' own ReplicaSet and Job controllers do: one
+# after another, each create waits out a full round trip, and 16 of them make a job wait 16 round trips.
+# The pool is the whole operator's: at most this many pod creates are in flight at once.
+POD_CREATES_IN_FLIGHT = 16
+_creates = ThreadPoolExecutor(max_workers=POD_CREATES_IN_FLIGHT, thread_name_prefix="paceline-create")
 
 
 @dataclass(kw_only=True)
@@ -41,17 +49,14 @@ def apply(job: Mapping[str, Any], decision: Decision) -> Applied:
     meta = job["metadata"]
     ns, name = meta["namespace"], meta["name"]
     applied = Applied()
-    for obj in decision.create:
-        try:
-            created = kube.create(obj)
-        except kube.Rejected as err:
-            generation = int(meta.get("generation") or 0)
-            applied.rejected = Rejection(generation=generation, pod=obj["metadata"]["name"], message=str(err))
-            break
-        if created:
-            applied.created.append(dict(obj))
-    if decision.patch_control is not None:
+    if decision.patch_control is not None:  # the plan and membership first: pods made below belong to it
         applied.control = kube.patch_configmap(decision.patch_control)
+    for obj in decision.create:  # what pods refer to (control ConfigMap, Service, claim) first, in order
+        if obj["kind"] != "Pod" and not _create(obj, meta, applied):
+            break
+    pods = [obj for obj in decision.create if obj["kind"] == "Pod"]
+    if applied.rejected is None:
+        side_by_side(lambda pod: _create(pod, meta, applied), pods)
     for pod in decision.delete_pods:
         kube.delete_pod(ns, pod)
         applied.deleted.append(pod)
@@ -62,6 +67,28 @@ def apply(job: Mapping[str, Any], decision: Decision) -> Applied:
         _push(ns, name, decision)
         applied.generations_acked = _push_generations(ns, name, decision)
     return applied
+
+
+def side_by_side(create: Callable[[Mapping[str, Any]], T], objs: Sequence[Mapping[str, Any]]) -> list[T]:
+    """`create` for every object, at once in the operator's create pool; the answers in order (the first
+    error is raised once every create has finished)."""
+    futures = [_creates.submit(create, obj) for obj in objs]
+    wait(futures)
+    return [f.result() for f in futures]
+
+
+def _create(obj: Mapping[str, Any], job_meta: Mapping[str, Any], applied: Applied) -> bool:
+    """Create one object and note it in `applied`; False (and `applied.rejected` set) when the API server
+    refuses it as invalid. Safe from several threads at once (list appends, one assignment)."""
+    try:
+        created = kube.create(obj)
+    except kube.Rejected as err:
+        generation = int(job_meta.get("generation") or 0)
+        applied.rejected = Rejection(generation=generation, pod=obj["metadata"]["name"], message=str(err))
+        return False
+    if created:
+        applied.created.append(dict(obj))
+    return True
 
 
 def report(
