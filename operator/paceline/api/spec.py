@@ -323,6 +323,13 @@ def _replicas(spec: Mapping[str, Any]) -> tuple[int, int]:
     return rmin, rmax
 
 
+def _pools(placement: Mapping[str, Any]) -> tuple[str, ...]:
+    pools = placement.get("pools") or []
+    if not isinstance(pools, list) or not all(isinstance(p, str) and p for p in pools):
+        raise InvalidSpec(f"spec.placement.pools must be a list of pool names, got {pools!r}")
+    return tuple(pools)
+
+
 def _model(spec: Mapping[str, Any]) -> dict[str, Any]:
     model = dict(spec.get("model") or {})
     if sum(key in model for key in ("preset", "graph", "configMapRef")) > 1:
@@ -343,6 +350,10 @@ def parse_spec(raw: Mapping[str, Any]) -> JobSpec:
     if not isinstance(raw, Mapping):
         raise InvalidSpec("spec is required")
     spec = with_defaults(raw)
+    blocks = [k for k, v in DEFAULTS.items() if isinstance(v, Mapping)]
+    for key in [*blocks, *(k for k in ("model", "template") if spec.get(k) is not None)]:
+        if not isinstance(spec.get(key), Mapping):
+            raise InvalidSpec(f"spec.{key} must be an object, got {spec.get(key)!r}")
     mode = _choice(Mode, spec["mode"], "spec.mode")
     if mode is Mode.REINFORCEMENT:
         raise InvalidSpec(
@@ -395,7 +406,7 @@ def parse_spec(raw: Mapping[str, Any]) -> JobSpec:
                 servers, "maxStaleness", "spec.asynchronous.maxStaleness", low=0, high=100_000
             ),
         ),
-        pools=tuple(spec["placement"].get("pools") or ()),
+        pools=_pools(spec["placement"]),
         run_policy=RunPolicy(
             restart_policy=_choice(RestartPolicy, run["restartPolicy"], "spec.runPolicy.restartPolicy"),
             backoff_limit=_int(run, "backoffLimit", "spec.runPolicy.backoffLimit", low=0, high=100),
