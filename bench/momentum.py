@@ -446,6 +446,10 @@ def main() -> None:
         "evaluation_seeds": evaluation,
         "runs": len(every_run) + len(auto_every_run),
         "runs_at_cap": sum(r.updates is None and not r.diverged for r in every_run + auto_every_run),
+        # at the cap with the loss still ≥ 1 (it starts at 2.3): blew up and saturated, not "still training"
+        "runs_at_cap_not_training": sum(
+            r.updates is None and not r.diverged and r.final_loss >= 1.0 for r in every_run + auto_every_run
+        ),
         "runs_diverged": sum(r.diverged for r in every_run),
         "auto_runs_diverged": sum(r.diverged for r in auto_every_run),
         "auto_runs_at_cap": sum(r.updates is None and not r.diverged for r in auto_every_run),
