@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import itertools
 import json
 import math
 import os
@@ -40,12 +41,20 @@ ROOT = Path(__file__).resolve().parents[1]
 try:
     from paceline.api import parse_momentum_tuning
     from paceline.momentum import MomentumController, StalenessEstimator
+    from paceline_worker.curvature import top_hessian_eigenvalue
 except ImportError:  # not pip-installed: use the source tree
     sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "worker-image")]
     from paceline.api import parse_momentum_tuning
     from paceline.momentum import MomentumController, StalenessEstimator
+    from paceline_worker.curvature import top_hessian_eigenvalue
 
 WORKER_COUNTS = (1, 2, 4, 8)
+# scenario name → relative speed of each worker (mean step time 1/speed, exponentially distributed)
+SCENARIOS: dict[str, tuple[float, ...]] = {
+    **{str(m): (1.0,) * m for m in WORKER_COUNTS},
+    "hetero": (1.0, 1.0, 2.0, 4.0),
+}
+CURVATURE_EVERY = 50  # updates between two curvature estimates (the workers' PACELINE_CURVATURE_EVERY)
 
 
 def log(message: str) -> None:
@@ -86,19 +95,23 @@ class RunResult:
     seconds: float
     staleness: list[int]
     explicit_trace: list[tuple[int, float]]
+    diverged: bool = False
 
 
 class AutoMomentum:
     """Plays the operator: measured τ → MomentumController → new explicit momentum, every `period` updates."""
 
-    def __init__(self, *, workers: int, target: float, period: int, half_life: int) -> None:
+    def __init__(
+        self, *, speeds: tuple[float, ...], target: float, learning_rate: float, period: int, half_life: int
+    ) -> None:
         settings = parse_momentum_tuning(
             {"policy": "Auto", "floor": "-0.3", "minChange": "0.02", "halfLifeUpdates": half_life},
             target=Decimal(f"{target}"),
+            learning_rate=Decimal(f"{learning_rate}"),
         )
-        estimator = StalenessEstimator(half_life_updates=float(half_life), workers=workers)
+        estimator = StalenessEstimator(half_life_updates=float(half_life), workers=len(speeds))
         self.controller = MomentumController(settings=settings, estimator=estimator)
-        self.speeds = {f"w{m}": 1.0 for m in range(workers)}
+        self.speeds = {f"w{m}": speed for m, speed in enumerate(speeds)}
         self.period = period
         self.pending: list[int] = []
         self.explicit = self.controller.decide(worker_speeds=self.speeds).explicit
@@ -111,11 +124,17 @@ class AutoMomentum:
             self.explicit = self.controller.decide(worker_speeds=self.speeds).explicit
         return self.explicit
 
+    def refresh(self) -> None:
+        self.explicit = self.controller.decide(worker_speeds=self.speeds).explicit
+
+    def observe_curvature(self, value: float) -> None:
+        self.controller.observe_curvature([value])
+
 
 def simulate(
     problem: Problem,
     *,
-    workers: int,
+    speeds: tuple[float, ...],
     momentum: float | None,
     target_loss: float,
     seed: int,
@@ -133,12 +152,27 @@ def simulate(
     batch_gen = torch.Generator().manual_seed(seed)
     n = len(problem.labels)
 
+    workers = len(speeds)
+    last_batch: list[torch.Tensor] = []
+    direction: list[torch.Tensor] | None = None
+
     def gradient_at(vector: torch.Tensor) -> torch.Tensor:
         torch.nn.utils.vector_to_parameters(vector, params)
         index = torch.randint(0, n, (problem.batch_size,), generator=batch_gen)
+        last_batch[:] = [index]
         model.zero_grad(set_to_none=True)
         loss_fn(model(problem.inputs[index]), problem.labels[index]).backward()
         return torch.cat([p.grad.reshape(-1) for p in params if p.grad is not None])
+
+    def curvature_at(vector: torch.Tensor) -> float:
+        """What a worker does every CURVATURE_EVERY steps: power iteration on the batch it just used."""
+        nonlocal direction
+        torch.nn.utils.vector_to_parameters(vector, params)
+        index = last_batch[0]
+        value, direction = top_hessian_eigenvalue(
+            lambda: loss_fn(model(problem.inputs[index]), problem.labels[index]), params, start=direction
+        )
+        return value
 
     def full_loss() -> float:
         torch.nn.utils.vector_to_parameters(weights, params)
@@ -150,12 +184,15 @@ def simulate(
     pending: dict[int, tuple[int, torch.Tensor]] = {}
     for worker in range(workers):
         pending[worker] = (version, gradient_at(weights))
-        heapq.heappush(events, (rng.expovariate(1.0), worker))
+        heapq.heappush(events, (rng.expovariate(speeds[worker]), worker))
     staleness: list[int] = []
     trace: list[tuple[int, float]] = []
+    if auto is not None:
+        auto.refresh()
     mu = momentum if momentum is not None else (auto.explicit if auto else 0.0)
     loss = full_loss()
     reached: int | None = None
+    diverged = False
     now = 0.0
     while version < problem.max_updates:
         now, worker = heapq.heappop(events)
@@ -170,15 +207,18 @@ def simulate(
             if new_mu != mu:
                 trace.append((version, new_mu))
                 mu = new_mu
+        if auto is not None and version % CURVATURE_EVERY == 0:
+            auto.observe_curvature(curvature_at(weights))
         if version % problem.eval_every == 0:
             loss = full_loss()
             if not math.isfinite(loss) or loss > 1e3:
+                diverged = True
                 break
             if loss <= target_loss:
                 reached = version
                 break
         pending[worker] = (version, gradient_at(weights))
-        heapq.heappush(events, (now + rng.expovariate(1.0), worker))
+        heapq.heappush(events, (now + rng.expovariate(speeds[worker]), worker))
     return RunResult(
         updates=reached,
         clock=now,
@@ -186,23 +226,32 @@ def simulate(
         seconds=time.perf_counter() - started,
         staleness=staleness,
         explicit_trace=trace,
+        diverged=diverged,
     )
 
 
 @dataclass(frozen=True, kw_only=True)
 class Mode:
-    seeds: int
+    selection_seeds: int  # the grid's best momentum is chosen on these seeds (1000, 1001, ...)
+    seeds: int  # ... and compared with the automatic policy on these (0, 1, ...)
     grid: tuple[float, ...]
     max_updates: int
     real_steps: int
 
 
 SETTINGS = {
-    "quick": Mode(seeds=2, grid=(-0.3, 0.0, 0.3, 0.6, 0.8, 0.9), max_updates=2000, real_steps=60),
+    "quick": Mode(
+        selection_seeds=2, seeds=3, grid=(0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9), max_updates=6000, real_steps=60
+    ),
     "full": Mode(
-        seeds=3, grid=(-0.3, -0.1, 0.0, 0.2, 0.4, 0.6, 0.7, 0.8, 0.9), max_updates=2500, real_steps=120
+        selection_seeds=3,
+        seeds=6,
+        grid=(-0.3, 0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9),
+        max_updates=8000,
+        real_steps=120,
     ),
 }
+SELECTION_SEED = 1000
 TARGET_MOMENTUM = 0.9
 LEARNING_RATE = 0.1  # with μ = 0.9 this is the best (μ, lr) pair of the M = 1 grid: "tuned synchronously"
 TARGET_LOSS = 0.05
@@ -305,11 +354,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="fewer seeds, coarser grid (≤ 3 min)")
+    parser.add_argument("--quick", action="store_true", help="fewer seeds, coarser grid (≈ 3 min)")
     parser.add_argument("--no-real", action="store_true", help="skip the real multi-process validation run")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated subset")
     args = parser.parse_args()
     mode = SETTINGS["quick" if args.quick else "full"]
-    seeds, grid, cap, real_steps = mode.seeds, mode.grid, mode.max_updates, mode.real_steps
+    cap = mode.max_updates
+    scenarios = [name for name in args.scenarios.split(",") if name]
     torch.set_num_threads(1)
     started = time.perf_counter()
     inputs, labels = load_data()
@@ -322,71 +373,109 @@ def main() -> None:
         eval_every=10,
     )
     log(
-        f"{'quick' if args.quick else 'full'}: lr {LEARNING_RATE}, target loss {TARGET_LOSS}, grid {grid}, "
-        f"{seeds} seeds, at most {cap} updates per run"
+        f"{'quick' if args.quick else 'full'}: lr {LEARNING_RATE}, target loss {TARGET_LOSS}, "
+        f"grid {mode.grid}, "
+        f"best chosen on {mode.selection_seeds} seeds, compared on {mode.seeds} others, at most {cap} updates"
     )
-    table: dict[int, dict[str, float]] = {}
-    best: dict[str, float] = {}
-    auto_runs: dict[int, list[RunResult]] = {}
-    fixed_runs: dict[int, list[RunResult]] = {}
-    sim_staleness: dict[int, list[int]] = {}
-    for workers in WORKER_COUNTS:
-        table[workers] = {}
-        for mu in grid:
-            runs = [
-                simulate(problem, workers=workers, momentum=mu, target_loss=TARGET_LOSS, seed=s)
-                for s in range(seeds)
-            ]
-            table[workers][f"{mu:g}"] = median_updates(runs, cap)
-            sim_staleness.setdefault(workers, []).extend(t for r in runs for t in r.staleness)
-            if mu == TARGET_MOMENTUM:
-                fixed_runs[workers] = runs
-            log(f"M={workers} μ={mu:+.1f}: updates {[r.updates for r in runs]}")
-        auto_runs[workers] = [
-            simulate(
-                problem,
-                workers=workers,
-                momentum=None,
-                target_loss=TARGET_LOSS,
-                seed=s,
-                auto=AutoMomentum(workers=workers, target=TARGET_MOMENTUM, period=20, half_life=200),
+    selection = [SELECTION_SEED + s for s in range(mode.selection_seeds)]
+    evaluation = list(range(mode.seeds))
+    every_run: list[RunResult] = []
+    auto_every_run: list[RunResult] = []
+
+    def runs(speeds: tuple[float, ...], seeds: list[int], *, momentum: float | None) -> list[RunResult]:
+        out = []
+        for seed in seeds:
+            auto = None
+            if momentum is None:
+                auto = AutoMomentum(
+                    speeds=speeds,
+                    target=TARGET_MOMENTUM,
+                    learning_rate=LEARNING_RATE,
+                    period=50,
+                    half_life=200,
+                )
+            out.append(
+                simulate(
+                    problem, speeds=speeds, momentum=momentum, target_loss=TARGET_LOSS, seed=seed, auto=auto
+                )
             )
-            for s in range(seeds)
-        ]
-        finals = [r.explicit_trace[-1][1] if r.explicit_trace else None for r in auto_runs[workers]]
-        log(f"M={workers} auto: updates {[r.updates for r in auto_runs[workers]]}, final explicit {finals}")
-        mu_best = min(table[workers], key=lambda k: (table[workers][k], float(k)))
-        best[str(workers)] = float(mu_best)
-    auto_updates = {m: median_updates(auto_runs[m], cap) for m in WORKER_COUNTS}
-    best_updates = {m: min(table[m].values()) for m in WORKER_COUNTS}
-    fixed8 = median_updates(fixed_runs[8], cap)
-    auto_time8 = statistics.median(r.clock for r in auto_runs[8])
-    fixed_time8 = statistics.median(r.clock for r in fixed_runs[8])
+        (auto_every_run if momentum is None else every_run).extend(out)
+        return out
+
+    table: dict[str, dict[str, float]] = {}
+    best: dict[str, float] = {}
+    ratio: dict[str, float] = {}
+    auto_runs: dict[str, list[RunResult]] = {}
+    fixed_runs: dict[str, list[RunResult]] = {}
+    sim_staleness: dict[str, list[int]] = {}
+    for name in scenarios:
+        speeds = SCENARIOS[name]
+        table[name] = {}
+        for mu in mode.grid:
+            chosen_on = runs(speeds, selection, momentum=mu)
+            table[name][f"{mu:g}"] = median_updates(chosen_on, cap)
+            sim_staleness.setdefault(name, []).extend(t for r in chosen_on for t in r.staleness)
+            log(f"{name} μ={mu:+.2f} (selection seeds): updates {[r.updates for r in chosen_on]}")
+        mu_best = min(table[name], key=lambda k: (table[name][k], float(k)))
+        best[name] = float(mu_best)
+        best_runs = runs(speeds, evaluation, momentum=best[name])
+        fixed_runs[name] = (
+            best_runs if best[name] == TARGET_MOMENTUM else runs(speeds, evaluation, momentum=TARGET_MOMENTUM)
+        )
+        auto_runs[name] = runs(speeds, evaluation, momentum=None)
+        best_eval, auto_eval = median_updates(best_runs, cap), median_updates(auto_runs[name], cap)
+        ratio[name] = round(auto_eval / best_eval, 3)
+        table[name] |= {"best_on_evaluation_seeds": best_eval, "auto": auto_eval}
+        finals = [round(r.explicit_trace[-1][1], 3) if r.explicit_trace else None for r in auto_runs[name]]
+        log(
+            f"{name}: best μ {mu_best} → {[r.updates for r in best_runs]}; "
+            f"auto {[r.updates for r in auto_runs[name]]} (final explicit {finals}); ratio {ratio[name]}"
+        )
     result: dict[str, object] = {
         "target_loss": TARGET_LOSS,
         "best_explicit": best,
-        "auto_vs_fixed_updates_ratio": round(auto_updates[8] / fixed8, 3),
-        "auto_vs_fixed_time_ratio": round(auto_time8 / fixed_time8, 3),
-        "auto_vs_best_updates_ratio": {
-            str(m): round(auto_updates[m] / best_updates[m], 3) for m in WORKER_COUNTS
-        },
-        "fixed_0.9_reached_at_8": sum(r.updates is not None for r in fixed_runs[8]) / seeds,
+        "best_explicit_non_increasing": all(
+            best[str(a)] >= best[str(b)]
+            for a, b in itertools.pairwise(WORKER_COUNTS)
+            if str(a) in best and str(b) in best
+        ),
+        "auto_vs_best_updates_ratio": ratio,
         "max_updates": cap,
         "learning_rate": LEARNING_RATE,
-        "updates_table": {str(m): table[m] | {"auto": auto_updates[m]} for m in WORKER_COUNTS},
-        "mean_staleness_sim": {str(m): round(statistics.mean(sim_staleness[m]), 3) for m in WORKER_COUNTS},
+        "selection_seeds": selection,
+        "evaluation_seeds": evaluation,
+        "runs": len(every_run) + len(auto_every_run),
+        "runs_at_cap": sum(r.updates is None and not r.diverged for r in every_run + auto_every_run),
+        # at the cap with the loss still ≥ 1 (it starts at 2.3): blew up and saturated, not "still training"
+        "runs_at_cap_not_training": sum(
+            r.updates is None and not r.diverged and r.final_loss >= 1.0 for r in every_run + auto_every_run
+        ),
+        "runs_diverged": sum(r.diverged for r in every_run),
+        "auto_runs_diverged": sum(r.diverged for r in auto_every_run),
+        "auto_runs_at_cap": sum(r.updates is None and not r.diverged for r in auto_every_run),
+        "updates_table": table,
+        "mean_staleness_sim": {name: round(statistics.mean(v), 3) for name, v in sim_staleness.items()},
     }
-    if not args.no_real:
+    if "8" in auto_runs:
+        fixed8 = median_updates(fixed_runs["8"], cap)
+        result["auto_vs_fixed_updates_ratio"] = round(median_updates(auto_runs["8"], cap) / fixed8, 3)
+        result["auto_vs_fixed_time_ratio"] = round(
+            statistics.median(r.clock for r in auto_runs["8"])
+            / statistics.median(r.clock for r in fixed_runs["8"]),
+            3,
+        )
+        result["fixed_0.9_reached_at_8"] = sum(r.updates is not None for r in fixed_runs["8"]) / mode.seeds
+    if not args.no_real and "4" in sim_staleness:
         workers = 4
         log(f"validation: real PS + {workers} worker processes, exponential step times")
         workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"paceline-bench-momentum-{os.getpid()}"
-        real = real_staleness(workers=workers, steps=real_steps, workdir=workdir)
-        sim_hist, real_hist = staleness_histogram(sim_staleness[workers]), staleness_histogram(real)
+        real = real_staleness(workers=workers, steps=mode.real_steps, workdir=workdir)
+        sim_hist, real_hist = staleness_histogram(sim_staleness["4"]), staleness_histogram(real)
         result["validation"] = {
             "workers": workers,
             "real_updates": len(real),
             "real_mean_staleness": round(statistics.mean(real), 3),
-            "sim_mean_staleness": round(statistics.mean(sim_staleness[workers]), 3),
+            "sim_mean_staleness": round(statistics.mean(sim_staleness["4"]), 3),
             "theory_mean_staleness": workers - 1,
             "tv_distance": round(0.5 * sum(abs(a - b) for a, b in zip(sim_hist, real_hist, strict=True)), 3),
         }

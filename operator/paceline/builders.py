@@ -314,6 +314,7 @@ def build_ps_pod(
         _env(Env.PS_SHARD, str(shard)),
         _env(Env.WORLD_SIZE, str(workers)),
         _env(Env.METRICS_PORT, str(api.METRICS_PORT)),
+        _env(Env.MAX_STALENESS, str(spec.asynchronous.max_staleness)),
         _env(
             Env.HYPERPARAMETERS,
             HyperparameterUpdate(

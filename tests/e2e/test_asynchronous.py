@@ -49,7 +49,7 @@ def test_staleness_sets_momentum_and_a_resize_retunes_it(kube: Kube, namespace: 
     assert kube.apply(_job(4), namespace).returncode == 0
     momentum = wait_for("status.momentum", lambda: _momentum(kube, namespace), timeout_s=150)
     explicit, implicit, total = (float(momentum[k]) for k in ("explicit", "implicit", "total"))
-    assert abs(explicit + implicit - total) < 2e-3
+    assert abs(1 - (1 - explicit) * (1 - implicit) - total) < 2e-3  # the momenta compose multiplicatively
     assert -0.3 <= explicit < 0.9 and implicit > 0.3  # 4 asynchronous workers: implicit ≈ 1 − 1/4
 
     ps = kube.items("pods", namespace, "paceline.dev/role=ps")
@@ -81,7 +81,8 @@ def test_staleness_sets_momentum_and_a_resize_retunes_it(kube: Kube, namespace: 
     assert "(workers)" in events[0]["message"]
     after = wait_for(
         "status.momentum for 2 workers",
-        lambda: (m := _momentum(kube, namespace)) and float(m["explicit"]) > explicit + 0.1 and m,
+        # less staleness tolerates more explicit momentum (how much more depends on the measured curvature)
+        lambda: (m := _momentum(kube, namespace)) and float(m["explicit"]) > explicit + 0.03 and m,
         timeout_s=60,
     )
     assert abs(float(after["implicit"]) - 0.5) < 0.2

@@ -200,3 +200,26 @@ def test_environment_hyperparameters_misrouted_workers_and_exit_after_goodbyes(s
     assert ps.proc.poll() is None  # one of two workers finished: keep serving
     second.bye()
     assert ps.proc.wait(timeout=15) == 0
+
+
+def test_max_staleness_drops_stale_updates_and_counts_them_in_metrics_and_status(start_ps: Any) -> None:
+    ps = start_ps(PACELINE_MAX_STALENESS="1")
+    fast, slow = ps.client("fast"), ps.client("slow")
+    start = np.array([1.0, 1.0], np.float32)
+    read, _ = slow.init(fingerprint="toy", values=start, learning_rate=1.0, momentum=0.0)
+    version, _ = fast.init(fingerprint="toy", values=start, learning_rate=1.0, momentum=0.0)
+    for _ in range(2):
+        result, values = fast.push(read_version=version, gradient=np.ones(2, np.float32))
+        version = result.version
+    late, returned = slow.push(read_version=read, gradient=np.full(2, 50.0, np.float32))
+    assert (late.staleness, late.dropped, late.version) == (2, True, 2)
+    np.testing.assert_allclose(returned, values)  # not applied; the worker gets the current model back
+    fresh, _ = slow.push(read_version=late.version, gradient=np.zeros(2, np.float32))
+    assert (fresh.staleness, fresh.dropped, fresh.version) == (0, False, 3)
+    samples = ps.metrics()
+    assert samples[("paceline_ps_dropped_updates_total", _labels("slow"))] == 1
+    assert samples[("paceline_ps_update_staleness_count", _labels("slow"))] == 1  # the applied one only
+    status = request("GET", ps.url("/status"))[1]
+    assert (status["maxStaleness"], status["droppedUpdates"], status["version"]) == (1, 1, 3)
+    page = request("GET", ps.url("/staleness?after=0"))[1]
+    assert [u["worker"] for u in page["updates"]] == ["fast", "fast", "slow"]

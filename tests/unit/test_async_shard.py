@@ -95,3 +95,19 @@ def test_refuses_other_layouts_future_versions_and_wrong_sizes() -> None:
     with pytest.raises(ShardError, match="3 values"):
         shard.apply(worker="a", read_version=0, gradient=np.zeros(3, np.float32))
     assert shard.version == 0
+
+
+def test_max_staleness_drops_and_counts_updates_staler_than_the_bound() -> None:
+    shard = ParameterShard(shard=0, max_staleness=2)
+    shard.initialise(fingerprint="f", values=np.array([1.0], np.float32), learning_rate=1.0, momentum=0.0)
+    for _ in range(3):
+        shard.apply(worker="b", read_version=shard.version, gradient=np.ones(1, np.float32))
+    at_two, _ = shard.apply(worker="a", read_version=1, gradient=np.ones(1, np.float32))
+    assert (at_two.staleness, at_two.dropped) == (2, False)  # τ = bound: applied
+    stale, snap = shard.apply(worker="a", read_version=0, gradient=np.full(1, 100.0, np.float32))
+    assert (stale.staleness, stale.dropped, stale.version) == (4, True, 4)
+    np.testing.assert_allclose(snap.values, [-3.0])  # unchanged by the dropped gradient
+    assert shard.version == 4 and shard.dropped == 1
+    assert [u.staleness for u in shard.updates_after(0)] == [0, 0, 0, 2]  # dropped updates are not logged
+    with pytest.raises(ValueError, match="max_staleness"):
+        ParameterShard(shard=0, max_staleness=-1)

@@ -60,3 +60,25 @@ def test_negative_staleness_is_rejected() -> None:
     est = StalenessEstimator(half_life_updates=50.0, workers=3)
     with pytest.raises(ValueError, match="staleness"):
         est.observe(-1)
+
+
+def test_histogram_follows_the_measured_distribution_and_survives_a_restore() -> None:
+    est = StalenessEstimator(half_life_updates=100.0, workers=4, prior_samples=0.0)
+    est.observe_many([0, 5] * 500)
+    delays = est.estimate().delays
+    assert delays[0] == pytest.approx(0.5, abs=0.02) and delays[5] == pytest.approx(0.5, abs=0.02)
+    one_by_one = StalenessEstimator(half_life_updates=100.0, workers=4, prior_samples=0.0)
+    for value in [0, 5] * 500:
+        one_by_one.observe(value)
+    assert one_by_one.histogram == pytest.approx(est.histogram)
+    copy = StalenessEstimator(half_life_updates=100.0, workers=4, prior_samples=0.0)
+    assert copy.restore(est.to_dict())
+    assert copy.estimate().delays == pytest.approx(delays, abs=1e-5)
+    assert not StalenessEstimator(workers=5).restore(est.to_dict())  # another worker count: not applicable
+    assert not copy.restore({"v": 2})
+
+
+def test_prior_distribution_is_geometric_with_mean_m_minus_one() -> None:
+    delays = StalenessEstimator(workers=4).estimate().delays
+    assert sum(delays) == pytest.approx(1.0)
+    assert sum(lag * p for lag, p in enumerate(delays)) == pytest.approx(3.0, rel=0.01)

@@ -1,101 +1,127 @@
-"""Explicit momentum policy: clamping bounds, hysteresis, recompute triggers, Fixed policy."""
+"""Explicit momentum policy: composition, the delayed recursion's stability, hysteresis, triggers, Fixed."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from paceline.api import parse_momentum_tuning
 from paceline.momentum import (
     MomentumController,
-    MomentumEstimate,
+    StalenessEstimator,
     decide_momentum,
     explicit_momentum,
 )
+from paceline.momentum.estimator import geometric_delays
+from paceline.momentum.policy import composed_momentum, total_momentum
+from paceline.momentum.stability import largest_stable_momentum, normalised_delays, stable_for
 
-DEFAULT = parse_momentum_tuning({}, target=Decimal("0.9"))  # target 0.9, minChange 0.02
+DEFAULT = parse_momentum_tuning({}, target=Decimal("0.9"))  # target 0.9, lr 0.1, minChange 0.02
 
 
-def _estimate(implicit: float, workers: int = 4) -> MomentumEstimate:
-    return MomentumEstimate(
-        implicit=implicit,
-        mean_staleness=implicit / (1 - implicit),
-        effective_samples=1000.0,
-        theory=1 - 1 / workers,
-        workers=workers,
+def _prior(workers: int):  # type: ignore[no-untyped-def]
+    return StalenessEstimator(workers=workers).estimate()
+
+
+def test_composition_rule_gives_the_target_total() -> None:
+    for implicit in (0.0, 0.5, 0.75, 0.875):
+        explicit = composed_momentum(target=0.9, implicit=implicit)
+        assert total_momentum(explicit=explicit, implicit=implicit) == pytest.approx(0.9)
+    assert composed_momentum(target=0.9, implicit=0.5) == pytest.approx(0.8)
+    assert composed_momentum(target=0.9, implicit=0.95) < 0  # negative explicit at high asynchrony
+
+
+def test_without_staleness_the_target_is_kept() -> None:
+    assert explicit_momentum(target=0.9, learning_rate=0.1, estimate=_prior(1), floor=-0.3) == 0.9
+    assert (
+        explicit_momentum(target=0.9, learning_rate=0.1, estimate=_prior(1), floor=-0.3, curvature=2.0) == 0.9
     )
 
 
-@st.composite
-def bounds(draw: st.DrawFn) -> tuple[float, float, float]:
-    target = draw(st.floats(0.0, 0.999))
-    floor = draw(st.floats(-1.0, target))
-    implicit = draw(st.floats(0.0, 0.999))
-    return target, floor, implicit
+@pytest.mark.parametrize("curvature", [1.0, 3.0, 10.0])
+def test_more_staleness_or_curvature_means_less_explicit_momentum_and_the_result_is_stable(
+    curvature: float,
+) -> None:
+    chosen = [
+        explicit_momentum(target=0.9, learning_rate=0.1, estimate=_prior(m), floor=-0.3, curvature=curvature)
+        for m in (1, 2, 4, 8)
+    ]
+    assert chosen == sorted(chosen, reverse=True) and chosen[-1] < chosen[0]
+    for m, mu in zip((2, 4, 8), chosen[1:], strict=True):
+        delays = normalised_delays(geometric_delays(m - 1))
+        assert stable_for(momentum=mu, learning_rate=0.1, delays=delays, curvature_bound=curvature)
+        if mu < 0.9:  # the largest such: a little more is unstable
+            assert not stable_for(
+                momentum=mu + 0.02, learning_rate=0.1, delays=delays, curvature_bound=curvature
+            )
+    higher = explicit_momentum(target=0.9, learning_rate=0.1, estimate=_prior(8), floor=-0.3, curvature=30.0)
+    assert higher <= chosen[-1]
 
 
-@given(bounds())
-def test_explicit_is_always_within_floor_and_target(case: tuple[float, float, float]) -> None:
-    target, floor, implicit = case
-    explicit = explicit_momentum(target=target, implicit=implicit, floor=floor)
-    assert floor <= explicit <= target
-    if floor <= target - implicit:
-        assert explicit + implicit == pytest.approx(target)  # on target whenever the floor allows
-
-
-def test_negative_explicit_momentum_at_high_asynchrony() -> None:
-    assert explicit_momentum(target=0.9, implicit=0.95, floor=-0.3) == pytest.approx(-0.05)
-    assert explicit_momentum(target=0.9, implicit=0.95, floor=0.0) == 0.0
-
-
-def test_hysteresis_below_min_change() -> None:
-    settings = DEFAULT  # target 0.9, minChange 0.02
-    small = decide_momentum(settings=settings, estimate=_estimate(0.51), current_explicit=0.40)
-    assert not small.apply and small.explicit == 0.40 and small.event_reason == ""
-    assert small.proposed_explicit == pytest.approx(0.39)
-    assert small.total == pytest.approx(0.91)
-    big = decide_momentum(settings=settings, estimate=_estimate(0.55), current_explicit=0.40)
-    assert big.apply and big.explicit == pytest.approx(0.35) and big.event_reason == "MomentumRetuned"
-    assert big.total == pytest.approx(0.9)
-    assert "0.400 → 0.350" in big.reason and "implicit 0.550" in big.reason
-    assert big.to_status() == {"explicit": "0.350", "implicit": "0.550", "total": "0.900"}
-
-
-def test_trigger_bypasses_hysteresis() -> None:
-    decision = decide_momentum(
-        settings=DEFAULT,
-        estimate=_estimate(0.51),
-        current_explicit=0.40,
-        trigger="speed",
+def test_the_bound_is_the_floor_when_nothing_is_stable() -> None:
+    delays = normalised_delays(geometric_delays(15.0))
+    assert (
+        largest_stable_momentum(
+            learning_rate=1.0, delays=delays, curvature_bound=50.0, floor=-0.3, ceiling=0.9
+        )
+        == -0.3
     )
-    assert decision.apply and decision.explicit == pytest.approx(0.39)
+
+
+def test_the_distribution_not_only_the_mean_matters() -> None:
+    # same mean staleness 3: geometric vs. always exactly 3
+    geometric = normalised_delays(geometric_delays(3.0))
+    constant = (0.0, 0.0, 0.0, 1.0)
+    results = [
+        largest_stable_momentum(learning_rate=0.1, delays=d, curvature_bound=3.0, floor=-0.3, ceiling=0.9)
+        for d in (geometric, constant)
+    ]
+    assert abs(results[0] - results[1]) > 0.02
+
+
+def test_hysteresis_below_min_change_and_trigger_bypasses_it() -> None:
+    estimate = _prior(4)
+    proposed = explicit_momentum(target=0.9, learning_rate=0.1, estimate=estimate, floor=-0.3)
+    kept = decide_momentum(settings=DEFAULT, estimate=estimate, current_explicit=proposed + 0.01)
+    assert not kept.apply and kept.explicit == pytest.approx(proposed + 0.01) and kept.event_reason == ""
+    forced = decide_momentum(
+        settings=DEFAULT, estimate=estimate, current_explicit=proposed + 0.01, trigger="workers"
+    )
+    assert forced.apply and forced.explicit == proposed and forced.event_reason == "MomentumRetuned"
+    assert forced.total == pytest.approx(total_momentum(explicit=proposed, implicit=0.75))
 
 
 def test_fixed_policy_uses_target() -> None:
     settings = parse_momentum_tuning({"policy": "Fixed"}, target=Decimal("0.9"))
-    first = decide_momentum(settings=settings, estimate=_estimate(0.6), current_explicit=None)
-    assert first.apply and first.explicit == pytest.approx(0.9) and first.total == pytest.approx(1.5)
-    later = decide_momentum(settings=settings, estimate=_estimate(0.2), current_explicit=0.9)
-    assert not later.apply
+    decision = decide_momentum(settings=settings, estimate=_prior(8), current_explicit=None)
+    assert decision.apply and decision.explicit == 0.9 and "policy Fixed" in decision.reason
 
 
-def test_controller_prior_then_worker_change_then_speed_change() -> None:
+def test_controller_a_missed_scrape_is_not_a_worker_change_a_real_one_is() -> None:
     controller = MomentumController.create(settings=DEFAULT, workers=4)
-    speeds = {f"w{i}": 100.0 for i in range(4)}
-    first = controller.decide(worker_speeds=speeds)
-    assert first.apply and first.trigger == "initial"
-    assert first.implicit == pytest.approx(0.75)  # prior 1 − 1/4 before any staleness arrives
-    assert first.explicit == pytest.approx(0.15)
-    controller.observe_staleness([3] * 2000)
-    assert not controller.decide(worker_speeds=speeds).apply  # measured E[τ] = 3 agrees with the prior
-    grown = {**speeds, "w4": 100.0, "w5": 100.0, "w6": 100.0, "w7": 100.0}
-    resized = controller.decide(worker_speeds=grown)
-    assert resized.apply and resized.trigger == "workers"
-    assert resized.implicit == pytest.approx(0.875) and resized.explicit == pytest.approx(0.025)
-    controller.observe_staleness([7] * 50)
-    slower = {**grown, "w0": 50.0}
-    retuned = controller.decide(worker_speeds=slower)
-    assert retuned.trigger == "speed"
+    names = [f"w{i}" for i in range(4)]
+    speeds = dict.fromkeys(names, 100.0)
+    first = controller.decide(worker_speeds=speeds, workers=names)
+    assert first.apply and first.trigger == "initial" and first.implicit == pytest.approx(0.75)
+    controller.observe_staleness([1] * 2000)  # much less staleness than the prior's 3
+    measured = controller.decide(worker_speeds=speeds, workers=names)
+    assert measured.implicit < 0.6
+    missed = controller.decide(worker_speeds={"w0": 100.0, "w1": 100.0}, workers=names)  # two scrapes failed
+    assert missed.trigger == "" and missed.implicit == pytest.approx(measured.implicit)
+    gone = controller.decide(worker_speeds=speeds | {"w4": 100.0}, workers=[*names, "w4"])
+    assert gone.trigger == "workers" and gone.implicit == pytest.approx(0.8)  # prior for M = 5
+    slower = controller.decide(worker_speeds=speeds | {"w4": 50.0}, workers=[*names, "w4"])
+    assert slower.trigger == "speed"
+
+
+def test_curvature_reports_drive_the_bound() -> None:
+    controller = MomentumController.create(settings=DEFAULT, workers=8)
+    names = [f"w{i}" for i in range(8)]
+    prior = controller.decide(worker_speeds=dict.fromkeys(names, 1.0), workers=names)
+    assert prior.curvature is None and "prior curvature" in prior.reason
+    controller.observe_curvature([float("nan"), -1.0, 2.0])  # only the positive finite one counts
+    assert controller.curvature.value == 2.0
+    measured = controller.decide(worker_speeds=dict.fromkeys(names, 1.0), workers=names)
+    assert measured.curvature == 2.0 and "curvature 2" in measured.reason
+    assert measured.explicit > prior.explicit  # a measured small curvature allows more momentum

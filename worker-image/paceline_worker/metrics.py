@@ -120,6 +120,12 @@ class WorkerMetrics:
             names,
             registry=r,
         ).labels(**labels)
+        self._curvature = Gauge(
+            WorkerMetric.CURVATURE,
+            "Top Hessian eigenvalue of the loss on a recent batch (power iteration; 0 until estimated)",
+            names,
+            registry=r,
+        ).labels(**labels)
         self.gpu_enabled = gpu_index is not None and register_gpu_collector(
             r, gpu_index=gpu_index, labels=labels
         )
@@ -152,6 +158,9 @@ class WorkerMetrics:
         self._global_batch.set(global_batch_size)
         self._applied_step.set(step)
         self._applied_time.set(applied_at)
+
+    def observe_curvature(self, value: float) -> None:
+        self._curvature.set(value)
 
     def observe_simulation(self, factor: float) -> None:
         self._sim_factor.set(factor)

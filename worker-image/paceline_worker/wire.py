@@ -65,6 +65,8 @@ class Env(StrEnum):
     PS_ADDRS = "PACELINE_PS_ADDRS"
     PS_SHARD = "PACELINE_PS_SHARD"
     HYPERPARAMETERS = "PACELINE_HYPERPARAMETERS"
+    MAX_STALENESS = "PACELINE_MAX_STALENESS"  # PS: drop updates older than this many versions (0: no bound)
+    CURVATURE_EVERY = "PACELINE_CURVATURE_EVERY"  # async worker: top-Hessian estimate every N steps (0: off)
     POD_IP = "POD_IP"
     POD_NAME = "POD_NAME"
     NODE_NAME = "NODE_NAME"
@@ -101,6 +103,7 @@ class WorkerMetric(StrEnum):
     LOSS = "paceline_worker_loss"
     EPOCH = "paceline_worker_epoch"
     SIMULATED_SLOWDOWN = "paceline_worker_simulated_slowdown_factor"
+    CURVATURE = "paceline_worker_curvature"  # top Hessian eigenvalue estimate (0 until the first estimate)
 
 
 class PsMetric(StrEnum):
@@ -114,6 +117,7 @@ class PsMetric(StrEnum):
     HYPERPARAMETERS_VERSION = "paceline_ps_hyperparameters_version"
     PARAMETERS = "paceline_ps_parameters"
     CONNECTED_WORKERS = "paceline_ps_connected_workers"
+    DROPPED = "paceline_ps_dropped_updates"  # counter per worker: staleness above maxStaleness
 
 
 class AssignmentError(ValueError):

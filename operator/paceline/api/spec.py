@@ -240,7 +240,9 @@ def parse_balancing(raw: Mapping[str, Any]) -> BalancingSettings:
     )
 
 
-def parse_momentum_tuning(raw: Mapping[str, Any], *, target: Decimal) -> MomentumSettings:
+def parse_momentum_tuning(
+    raw: Mapping[str, Any], *, target: Decimal, learning_rate: Decimal = Decimal("0.1")
+) -> MomentumSettings:
     """spec.momentumTuning, defaults applied, around the target spec.optimizer.momentum."""
     path, block = "spec.momentumTuning", with_defaults(raw, DEFAULTS["momentumTuning"])
     floor = _decimal(
@@ -259,6 +261,7 @@ def parse_momentum_tuning(raw: Mapping[str, Any], *, target: Decimal) -> Momentu
         floor=float(floor),
         min_change=float(min_change),
         half_life_updates=_int(block, "halfLifeUpdates", f"{path}.halfLifeUpdates", low=1, high=1_000_000),
+        learning_rate=float(learning_rate),
     )
 
 
@@ -397,7 +400,7 @@ def parse_spec(raw: Mapping[str, Any]) -> JobSpec:
         learning_rate=lr,
         momentum=momentum,
         balancing=balancing,
-        momentum_tuning=parse_momentum_tuning(spec["momentumTuning"], target=momentum),
+        momentum_tuning=parse_momentum_tuning(spec["momentumTuning"], target=momentum, learning_rate=lr),
         asynchronous=AsyncSettings(
             parameter_servers=_int(
                 servers, "parameterServers", "spec.asynchronous.parameterServers", low=1, high=64

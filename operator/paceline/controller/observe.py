@@ -65,6 +65,21 @@ def running_urls(
     return urls
 
 
+def running_uids(pods: Sequence[Mapping[str, Any]], *, role: str, attempt: str) -> dict[int, str]:
+    """rank → pod uid of the running pods of one role in this attempt (a new uid: a new incarnation)."""
+    uids = {}
+    for p in pods:
+        meta, status = p["metadata"], p.get("status") or {}
+        labels = meta["labels"]
+        if (
+            status.get("phase") == "Running"
+            and labels.get(api.LABEL_ROLE) == role
+            and labels.get(api.LABEL_ATTEMPT) == attempt
+        ):
+            uids[int(labels[api.LABEL_RANK])] = str(meta.get("uid") or meta["name"])
+    return uids
+
+
 def telemetry(
     job: Mapping[str, Any],
     spec: api.JobSpec,
@@ -141,12 +156,20 @@ def _momentum(
     state = memory.momentum
     if state.attempt != attempt:
         state.attempt, state.cursors = attempt, {}
-    logs = {s: workers.read_staleness(url, state.cursors.get(s, 0)) for s, url in shards.items()}
+    incarnations = running_uids(pods, role="ps", attempt=attempt)
+    logs = {}
+    for shard, url in shards.items():
+        log_key = incarnations.get(shard, str(shard))  # a new PS pod has a new log: read it from 0
+        read = workers.read_staleness(url, state.cursors.get(log_key, 0))
+        if read is not None:
+            logs[log_key] = read
     samples = workers.scrape_all({rank: f"{url}{Route.METRICS}" for rank, url in ranks.items()})
     retune = retune_step(
         state,
-        staleness={s: read for s, read in logs.items() if read is not None},
+        staleness=logs,
         worker_speeds={f"w{rank}": s.compute_samples_per_second for rank, s in samples.items()},
+        workers=[f"w{rank}" for rank in ranks],
+        curvature=[s.curvature for s in samples.values() if s.curvature is not None],
     )
     if retune is None:
         return None

@@ -9,7 +9,7 @@ force (level-based: a shard that restarted or missed a PUT gets it again on the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from paceline.momentum import MomentumController, MomentumDecision, MomentumSettings
@@ -21,7 +21,7 @@ class AsyncControl:
 
     controller: MomentumController
     explicit: float  # the explicit momentum in force (0.0 is a value like any other)
-    cursors: dict[int, int] = field(default_factory=dict)  # shard → next update index to read
+    cursors: dict[str, int] = field(default_factory=dict)  # shard incarnation (pod uid) → next index to read
     attempt: str = "0"  # the shards' update logs restart with every attempt
     version: int = 1  # hyperparameters version the PS shards started with (PACELINE_HYPERPARAMETERS)
     status: dict[str, str] = field(default_factory=dict)
@@ -46,16 +46,21 @@ class Retune:
 def retune_step(
     state: AsyncControl,
     *,
-    staleness: Mapping[int, tuple[list[int], int]],
+    staleness: Mapping[str, tuple[list[int], int]],
     worker_speeds: Mapping[str, float],
+    workers: Collection[str] | None = None,
+    curvature: Iterable[float] = (),
 ) -> Retune | None:
-    """Feed the shards' new τ values (shard → (values, next index)), decide; None without worker speeds."""
-    for shard, (values, after) in staleness.items():
-        state.cursors[shard] = after
+    """Feed the shards' new τ values (incarnation → (values, next index)) and the workers' curvature
+    estimates, decide; None without worker speeds. `workers` is the worker set (default: those with a
+    speed): one missed scrape is not a change of the worker set."""
+    for incarnation, (values, after) in staleness.items():
+        state.cursors[incarnation] = after
         state.controller.observe_staleness(values)
+    state.controller.observe_curvature(curvature)
     if not worker_speeds:
         return None
-    decision = state.controller.decide(worker_speeds=worker_speeds)
+    decision = state.controller.decide(worker_speeds=worker_speeds, workers=workers)
     state.status = decision.to_status()
     if not decision.apply:
         return Retune(version=state.version, momentum=state.explicit, applied=None)

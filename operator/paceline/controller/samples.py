@@ -34,6 +34,7 @@ class WorkerSample:
     samples_per_second: float  # last step: local samples / step wall time
     compute_samples_per_second: float  # last step: local samples / compute time
     simulated_slowdown_factor: float | None = None  # dev-only simulation; None when not simulated
+    curvature: float | None = None  # asynchronous workers: top Hessian eigenvalue estimate, None before one
 
 
 def _values(text: str) -> dict[tuple[str, str], tuple[float, dict[str, str]]]:
@@ -74,6 +75,7 @@ def parse_worker_metrics(text: str, *, timestamp: float) -> WorkerSample:
     except (KeyError, ValueError) as err:
         raise ValueError(f"{WorkerMetric.STEPS}_total has no integer rank label: {labels}") from err
     simulated = values.get((WorkerMetric.SIMULATED_SLOWDOWN, ""))
+    curvature = values.get((WorkerMetric.CURVATURE, ""))
     return WorkerSample(
         rank=rank,
         job=labels.get(Label.JOB, ""),
@@ -92,4 +94,5 @@ def parse_worker_metrics(text: str, *, timestamp: float) -> WorkerSample:
         compute_samples_per_second=get(WorkerMetric.COMPUTE_SAMPLES_PER_SECOND),
         # the gauge exists from the start with value 0; a real factor is > 0
         simulated_slowdown_factor=simulated[0] if simulated is not None and simulated[0] > 0 else None,
+        curvature=curvature[0] if curvature is not None and 0 < curvature[0] < math.inf else None,
     )

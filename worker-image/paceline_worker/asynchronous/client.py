@@ -27,6 +27,7 @@ class PushResult(NamedTuple):
     staleness: int
     learning_rate: float
     momentum: float
+    dropped: bool = False  # staler than the shard's maxStaleness: not applied
 
 
 class PsError(RuntimeError):
@@ -88,6 +89,7 @@ class ShardConnection:
             read_version=read_version,
             version=int(reply["version"]),
             staleness=int(reply["staleness"]),
+            dropped=bool(reply.get("dropped", False)),
             learning_rate=float(reply["learningRate"]),
             momentum=float(reply["momentum"]),
         )

@@ -80,6 +80,7 @@ class PsConfig:
     workers: int  # WORLD_SIZE: exit after all of them said goodbye (0: never)
     hyperparameters: HyperparameterUpdate | None
     linger_s: float
+    max_staleness: int = 0  # PACELINE_MAX_STALENESS: drop updates staler than this (0: no bound)
 
 
 def ps_config_from_env(env: Mapping[str, str]) -> PsConfig:
@@ -103,8 +104,9 @@ def ps_config_from_env(env: Mapping[str, str]) -> PsConfig:
             raise ConfigError(f"PACELINE_HYPERPARAMETERS: {exc}") from exc
     workers = _int(env, Env.WORLD_SIZE, 0)
     linger = _float(env, "PACELINE_PS_LINGER_S", DEFAULT_LINGER_S)
-    if workers < 0 or linger < 0:
-        raise ConfigError("WORLD_SIZE and PACELINE_PS_LINGER_S must be >= 0")
+    max_staleness = _int(env, Env.MAX_STALENESS, 0)
+    if workers < 0 or linger < 0 or max_staleness < 0:
+        raise ConfigError("WORLD_SIZE, PACELINE_PS_LINGER_S and PACELINE_MAX_STALENESS must be >= 0")
     return PsConfig(
         shard=shard,
         shards=len(addrs) or 1,
@@ -115,6 +117,7 @@ def ps_config_from_env(env: Mapping[str, str]) -> PsConfig:
         workers=workers,
         hyperparameters=hyper,
         linger_s=linger,
+        max_staleness=max_staleness,
     )
 
 

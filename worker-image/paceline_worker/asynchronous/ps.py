@@ -34,7 +34,9 @@ class ParameterServer:
 
     def __init__(self, config: PsConfig) -> None:
         self.config = config
-        self.shard = ParameterShard(shard=config.shard, initial=config.hyperparameters)
+        self.shard = ParameterShard(
+            shard=config.shard, initial=config.hyperparameters, max_staleness=config.max_staleness
+        )
         self.metrics = PsMetrics(job=config.job, shard=config.shard)
         self.shard.on_update = self.metrics.observe_update
         self._lock = threading.Lock()
@@ -107,7 +109,12 @@ class ParameterServer:
                 record, snap = self.shard.apply(
                     worker=worker, read_version=int(header["readVersion"]), gradient=from_wire(payload)
                 )
-                reply = {"ok": True, "version": snap.version, "staleness": record.staleness}
+                reply = {
+                    "ok": True,
+                    "version": snap.version,
+                    "staleness": record.staleness,
+                    "dropped": record.dropped,
+                }
                 return {**reply, "momentum": record.momentum, "learningRate": record.learning_rate}, to_wire(
                     snap.values
                 )
@@ -148,6 +155,8 @@ class ParameterServer:
             "fingerprint": self.shard.fingerprint,
             "hyperparameters": None if hyper is None else hyper.to_json_dict(),
             "connectedWorkers": connections,
+            "maxStaleness": self.shard.max_staleness,
+            "droppedUpdates": self.shard.dropped,
             "finishedWorkers": finished,
         }
 

@@ -28,6 +28,12 @@ class PsMetrics:
         self._updates = Counter(
             PsMetric.UPDATES, "Updates applied, per worker", [*names, Label.WORKER.value], registry=r
         )
+        self._dropped = Counter(
+            PsMetric.DROPPED,
+            "Updates dropped because their staleness exceeded maxStaleness, per worker",
+            [*names, Label.WORKER.value],
+            registry=r,
+        )
         self._version = Gauge(PsMetric.MODEL_VERSION, "Current model version", names, registry=r).labels(
             **self._labels
         )
@@ -52,6 +58,9 @@ class PsMetrics:
 
     def observe_update(self, update: AppliedUpdate) -> None:
         labels = {**self._labels, Label.WORKER.value: update.worker}
+        if update.dropped:
+            self._dropped.labels(**labels).inc()
+            return
         self._staleness.labels(**labels).observe(update.staleness)
         self._updates.labels(**labels).inc()
         self._version.set(update.version)

@@ -32,6 +32,7 @@ class AppliedUpdate:
     staleness: int  # τ = version before this update − read_version
     learning_rate: float
     momentum: float
+    dropped: bool = False  # τ above maxStaleness: not applied (version unchanged, not in the log)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,12 +44,21 @@ class Snapshot:
 class ParameterShard:
     """Heavy-ball SGD applied update by update: buf ← μ·buf + g;  w ← w − lr·buf;  version += 1.
 
+    With `max_staleness` > 0, a gradient read more than that many versions ago is dropped: not applied,
+    counted, and the worker gets the current parameters back to compute its next gradient on.
+
     τ of an update is exact: every update gets the next version under one lock, so τ is the number of
     updates (from any worker) applied between the worker's read (version v) and its write.
     """
 
-    def __init__(self, *, shard: int, initial: HyperparameterUpdate | None = None) -> None:
+    def __init__(
+        self, *, shard: int, initial: HyperparameterUpdate | None = None, max_staleness: int = 0
+    ) -> None:
+        if max_staleness < 0:
+            raise ValueError(f"max_staleness must be >= 0, got {max_staleness}")
         self.shard = shard
+        self.max_staleness = max_staleness  # 0: no bound
+        self.dropped = 0  # updates refused for staleness
         self._lock = threading.Lock()
         self._values: FloatArray | None = None
         self._buffer: FloatArray | None = None
@@ -125,6 +135,22 @@ class ParameterShard:
             if not 0 <= read_version <= self._version:
                 raise ShardError(f"read version {read_version} is not in [0, {self._version}]")
             hyper = self._store.current
+            staleness = self._version - read_version
+            if self.max_staleness and staleness > self.max_staleness:
+                self.dropped += 1
+                record = AppliedUpdate(
+                    index=self._version,
+                    worker=worker,
+                    read_version=read_version,
+                    version=self._version,
+                    staleness=staleness,
+                    learning_rate=hyper.learning_rate,
+                    momentum=hyper.momentum,
+                    dropped=True,
+                )
+                if self.on_update is not None:
+                    self.on_update(record)
+                return record, Snapshot(version=self._version, values=self._values.copy())
             self._buffer *= np.float32(hyper.momentum)
             self._buffer += gradient
             self._values -= np.float32(hyper.learning_rate) * self._buffer

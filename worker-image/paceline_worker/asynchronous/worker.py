@@ -15,15 +15,18 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..core import ComputeLoss, Loss, LossFn, RuntimeCore, alone, configure_logging
+from ..curvature import top_hessian_eigenvalue
 from ..data import Batch, collate_indices, to_device
 from ..metrics import StepTiming, WorkerMetrics
 from ..simulation import SimulatedDevice
+from ..wire import Env
 from .client import PushResult, ShardConnection
 from .config import AsyncWorkerConfig, worker_config_from_env
 from .sharding import ShardLayout, assign_shards
 from .tensors import flatten, load, parameter_specs
 
 log = logging.getLogger(__name__)
+DEFAULT_CURVATURE_EVERY = 50  # steps between two curvature estimates (PACELINE_CURVATURE_EVERY; 0: off)
 
 
 def worker_indices(*, size: int, rank: int, world_size: int, seed: int, epoch: int) -> list[int]:
@@ -68,6 +71,10 @@ class AsyncWorker:
         self._layouts: list[ShardLayout] = assign_shards(parameter_specs(model), len(config.ps_addrs))
         self._shards: list[ShardConnection] = []
         self._simulation: SimulatedDevice | None = None
+        every = os.environ.get(Env.CURVATURE_EVERY, str(DEFAULT_CURVATURE_EVERY))
+        self.curvature_every = int(every) if every.strip().isdigit() else DEFAULT_CURVATURE_EVERY
+        self.curvature: float | None = None
+        self._direction: list[torch.Tensor] | None = None
 
     @classmethod
     def from_env(
@@ -236,8 +243,21 @@ class AsyncWorker:
             loss=value if math.isfinite(value) else None,
             epoch=self.epoch,
         )
+        if self.curvature_every and self.local_step % self.curvature_every == self.curvature_every - 1:
+            self._estimate_curvature(batch)
         self.local_step += 1
         return value
+
+    def _estimate_curvature(self, batch: Batch) -> None:
+        """Top Hessian eigenvalue on this batch at the parameters just received (for the momentum policy)."""
+        estimate, self._direction = top_hessian_eigenvalue(
+            lambda: self.core.loss(self.module, batch.data), self._params, start=self._direction
+        )
+        for param in self._params:
+            param.grad = None
+        if math.isfinite(estimate) and estimate > 0:
+            self.curvature = estimate
+            self.metrics.observe_curvature(estimate)
 
     def pull(self) -> list[int]:
         """Read the current model from every shard now (e.g. before evaluating); returns the versions."""

@@ -11,7 +11,7 @@ from typing import Any
 from paceline import api
 from paceline.builders import build_ps_pod, build_service, build_worker_pod
 from paceline.controller.decide.plan import Planned, job_ref
-from paceline.momentum import MomentumPolicy, explicit_momentum, theory_momentum
+from paceline.momentum import MomentumPolicy, StalenessEstimator, explicit_momentum
 from paceline.plan_types import sharding_json
 
 Pod = Mapping[str, Any]
@@ -69,11 +69,17 @@ def classify(pods: Sequence[Pod], *, attempt: int, planned: Planned, in_place: b
 
 
 def initial_explicit_momentum(spec: api.JobSpec, *, workers: int) -> float:
-    """Explicit momentum before any staleness is measured: target − (1 − 1/M), the theory for M workers."""
+    """Explicit momentum before any staleness is measured: the policy on the prior (geometric staleness
+    with mean M − 1, no curvature estimate yet)."""
     tuning = spec.momentum_tuning
     if tuning.policy is MomentumPolicy.FIXED:
         return tuning.target
-    return explicit_momentum(target=tuning.target, implicit=theory_momentum(workers), floor=tuning.floor)
+    return explicit_momentum(
+        target=tuning.target,
+        learning_rate=tuning.learning_rate,
+        estimate=StalenessEstimator(workers=workers).estimate(),
+        floor=tuning.floor,
+    )
 
 
 def missing(
