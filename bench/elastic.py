@@ -33,18 +33,16 @@ except ImportError:  # not pip-installed yet: use the source tree
 import argparse
 import itertools
 import json
-import shutil
 import statistics
-import tempfile
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-import yaml
 from kubernetes import client, config
 
+from _local_cluster import throwaway_cluster
 from _tp_pods import global_batches
 from paceline.capacity import Offer, best_single_type, hourly_cost
 from paceline.planner.devices import DeviceCatalog
@@ -215,31 +213,20 @@ def per_price_vs_single(products: list[str]) -> tuple[float, str]:
     return mix / (single[1] / single[2]), single[0]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--keep", action="store_true", help="keep the state directory (logs) afterwards")
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="paceline-elastic-"))
-    (work / "cluster.yaml").write_text(yaml.safe_dump(CLUSTER, sort_keys=False))
-    cluster = LocalCluster(work / "state", config_path=work / "cluster.yaml", report=log)
-    started = time.monotonic()
-    pods: Pods | None = None
+def run(cluster: LocalCluster) -> tuple[list[dict[str, Any]], Pods, list[str]]:
+    """Apply the job, let it grow, delete a node, wait for the end: every rank's step records, the pods
+    seen, and the GPU types of the workers it grew to."""
+    api_client = config.new_client_from_config(str(cluster.paths.kubeconfig))
+    core, custom = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
+    core.create_namespace({"metadata": {"name": NAMESPACE}})
+    pods = Pods(core)
+    pods.thread.start()
+    where = ("paceline.dev", "v1alpha1", NAMESPACE, "trainingjobs")
     try:
-        cluster.up(operator=True)
-        api_client = config.new_client_from_config(str(cluster.paths.kubeconfig))
-        core, custom = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
-        core.create_namespace({"metadata": {"name": NAMESPACE}})
-        pods = Pods(core)
-        pods.thread.start()
-        custom.create_namespaced_custom_object(
-            "paceline.dev", "v1alpha1", NAMESPACE, "trainingjobs", job_doc()
-        )
+        custom.create_namespaced_custom_object(*where, job_doc())
 
         def status() -> dict[str, Any]:
-            job = custom.get_namespaced_custom_object(
-                "paceline.dev", "v1alpha1", NAMESPACE, "trainingjobs", JOB
-            )
-            return dict(job.get("status") or {})
+            return dict(custom.get_namespaced_custom_object(*where, JOB).get("status") or {})
 
         wait("2 workers on the static nodes", lambda: status().get("workersReady") == "2/2", 300)
         log(f"running on the static nodes; scale-out: {status().get('scaleOut')}")
@@ -252,14 +239,18 @@ def main() -> int:
         log(f"deleted node {LOST} at step {steps_done(cluster.paths.state)}")
         final = wait("Succeeded", lambda: (s := status()).get("phase") == "Succeeded" and s, 600, 2)
         log(f"Succeeded on {[w['node'] for w in final['workers']]}")
-        pods.stop.set()
-        ranks = records(cluster.paths.state)
     finally:
-        if pods is not None:
-            pods.stop.set()
-        cluster.down()
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
+        pods.stop.set()
+    return records(cluster.paths.state), pods, products
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", action="store_true", help="keep the state directory (logs) afterwards")
+    args = parser.parse_args()
+    started = time.monotonic()
+    with throwaway_cluster(CLUSTER, prefix="paceline-elastic-", keep=args.keep, report=log) as cluster:
+        ranks, pods, products = run(cluster)
     per_node: dict[str, set[str]] = defaultdict(set)
     for uid, (_, node) in pods.workers.items():
         per_node[node].add(uid)

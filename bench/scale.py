@@ -41,9 +41,7 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import statistics
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -52,9 +50,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import yaml
 from kubernetes import client, config, watch
 
+from _local_cluster import throwaway_cluster
 from paceline import api
 from paceline.adapters import kube
 from paceline.builders import JobRef, build_worker_pod, plan_from_json
@@ -518,30 +516,24 @@ def main() -> int:
     parser.add_argument("--cold", action="store_true", help="no warm-up round before the measured runs")
     parser.add_argument("--keep", action="store_true", help="keep the state directory (logs) afterwards")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="paceline-scale-"))
-    (work / "cluster.yaml").write_text(yaml.safe_dump(CLUSTER, sort_keys=False))
-    cluster = LocalCluster(work / "state", config_path=work / "cluster.yaml", report=log)
     started = time.monotonic()
     bench: Bench | None = None
-    try:
-        cluster.up(operator=True)
-        bench = Bench(cluster, args.jobs, args.workers)
-        nodes = sum(p["nodes"] for p in CLUSTER["pools"])
-        log(f"cluster with {nodes} nodes up in {time.monotonic() - started:.0f} s")
-        if not args.cold:
-            bench.warm_up()
-        applied, duplicates = bench.with_operator()
-        cpu_per_job_hour, requests_per_s, rss_mb = bench.idle(args.idle)
-        plans = bench.plans()
-        gone, orphans = bench.delete_jobs()
-        direct = bench.direct(plans)
-    finally:
-        if bench is not None:
-            bench.watch.stop.set()  # the API server goes away: no restarts
-        cluster.down()
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-    log(f"done in {time.monotonic() - started:.0f} s" + (f"; state kept in {work}" if args.keep else ""))
+    with throwaway_cluster(CLUSTER, prefix="paceline-scale-", keep=args.keep, report=log) as cluster:
+        try:
+            bench = Bench(cluster, args.jobs, args.workers)
+            nodes = sum(p["nodes"] for p in CLUSTER["pools"])
+            log(f"cluster with {nodes} nodes up in {time.monotonic() - started:.0f} s")
+            if not args.cold:
+                bench.warm_up()
+            applied, duplicates = bench.with_operator()
+            cpu_per_job_hour, requests_per_s, rss_mb = bench.idle(args.idle)
+            plans = bench.plans()
+            gone, orphans = bench.delete_jobs()
+            direct = bench.direct(plans)
+        finally:
+            if bench is not None:
+                bench.watch.stop.set()  # the API server goes away: no restarts
+    log(f"done in {time.monotonic() - started:.0f} s")
     with_op, without = summary(applied), summary(direct)
     result = {
         "jobs": args.jobs,
