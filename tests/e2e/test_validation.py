@@ -17,6 +17,10 @@ def _bad(**spec: Any) -> dict[str, Any]:
     return training_job("bad", command=SLEEP, **spec)
 
 
+def _named(name: str) -> dict[str, Any]:
+    return training_job(name, command=SLEEP)
+
+
 def _no_containers() -> dict[str, Any]:
     doc = _bad()
     doc["spec"]["template"]["spec"]["containers"] = []
@@ -50,6 +54,16 @@ REJECTED_BY_API_SERVER = [
         "only allowed with mode: Asynchronous",
     ),
     ("zero GPUs", _bad(gpusPerWorker=0), "spec.gpusPerWorker"),
+    ("name too long", _named("j" * 51), "metadata.name must be at most 50 characters"),
+    ("name with a dot", _named("my.job"), "no dots"),
+    ("unknown field", _bad(replica={"min": 1}), 'unknown field "spec.replica"'),
+    (
+        "claim and template",
+        _bad(checkpoint={"claimName": "c", "volumeClaimTemplate": {"accessModes": ["ReadWriteMany"]}}),
+        "set claimName (an existing PersistentVolumeClaim) or volumeClaimTemplate",
+    ),
+    ("budget not a number", _bad(elastic={"provision": {"budgetPerHour": "cheap"}}), "budgetPerHour"),
+    ("pending timeout too short", _bad(elastic={"pendingTimeoutSeconds": 5}), "pendingTimeoutSeconds"),
 ]
 
 
@@ -62,7 +76,7 @@ def test_api_server_rejects_with_a_fix_it_message(
     proc = kube.apply(doc, namespace)
     assert proc.returncode != 0, f"{case} was accepted"
     assert message in proc.stderr, proc.stderr
-    assert kube.get("tj", "bad", namespace) is None
+    assert kube.get("tj", doc["metadata"]["name"], namespace) is None
 
 
 def test_mode_is_immutable(kube: Kube, namespace: str) -> None:
@@ -93,6 +107,15 @@ MARKED_INVALID_BY_OPERATOR = [
         "floor above target",
         training_job("opbad", command=SLEEP, optimizer={"momentum": "0.5"}, momentumTuning={"floor": "0.8"}),
         "must not exceed the target spec.optimizer.momentum",
+    ),
+    (
+        "claim template without access modes",
+        training_job(
+            "opbad",
+            command=SLEEP,
+            checkpoint={"volumeClaimTemplate": {"resources": {"requests": {"storage": "1Gi"}}}},
+        ),
+        "volumeClaimTemplate needs accessModes",
     ),
 ]
 
