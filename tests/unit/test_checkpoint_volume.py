@@ -112,5 +112,5 @@ def test_a_claim_template_without_access_modes_or_size_says_what_to_add() -> Non
         api.parse_spec(
             job(checkpoint={"volumeClaimTemplate": {"resources": {"requests": {"storage": "1Gi"}}}})["spec"]
         )
-    with pytest.raises(api.InvalidSpec, match="resources.requests.storage"):
+    with pytest.raises(api.InvalidSpec, match=r"resources\.requests\.storage"):
         api.parse_spec(job(checkpoint={"volumeClaimTemplate": {"accessModes": ["ReadWriteMany"]}})["spec"])

@@ -73,7 +73,7 @@ class Env(StrEnum):
 class Label(StrEnum):
     """Labels of the workers' and parameter servers' metrics."""
 
-    JOB = "job"
+    JOB = "trainingjob"  # not "job": Prometheus sets job (and namespace) on every scraped series
     RANK = "rank"
     PHASE = "phase"
     SHARD = "shard"
@@ -100,7 +100,7 @@ class WorkerMetric(StrEnum):
     SAMPLES = "paceline_worker_samples"  # counter
     LOSS = "paceline_worker_loss"
     EPOCH = "paceline_worker_epoch"
-    SIMULATED_SLOWDOWN = "paceline_worker_simulated_slowdown_factor"
+    SIMULATED_SLOWDOWN = "paceline_worker_simulated_slowdown_ratio"
 
 
 class PsMetric(StrEnum):

