@@ -3,6 +3,7 @@ documented type and labels, and every family a registry exposes has a row (both 
 
 from __future__ import annotations
 
+import json
 import re
 import types
 from pathlib import Path
@@ -128,3 +129,26 @@ def test_names_follow_prometheus_conventions() -> None:
             assert name.endswith("_total") == (kind == "counter"), name
             assert not {"job", "namespace", "instance"} & labels, f"{name} would clash with target labels"
             assert not re.search(r"_(ms|milliseconds|percent|factor|count)$", name), f"{name}: use base units"
+
+
+DASHBOARD = DOC.parents[1] / "charts" / "paceline" / "dashboards" / "paceline.json"
+
+
+def test_dashboard_queries_only_documented_metrics() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    names = {name for table in documented().values() for name in table}
+    used: set[str] = set()
+    for panel in dashboard["panels"]:
+        assert panel["targets"], f"panel {panel['title']!r} has no query"
+        for target in panel["targets"]:
+            for name in re.findall(r"\bpaceline_[a-z_]+", target["expr"]):
+                base = re.sub(r"_(bucket|sum|count)$", "", name)
+                assert name in names or base in names, f"{panel['title']!r} queries undocumented {name}"
+                used.add(name if name in names else base)
+    # what a user looks at first is on it
+    assert {
+        "paceline_worker_samples_per_second",
+        "paceline_operator_efficiency_ratio",
+        "paceline_operator_rebalances_total",
+        "paceline_operator_momentum",
+    } <= used
