@@ -50,6 +50,7 @@ class Binaries:
     karpenter: Path
     karpenter_crds: Path  # NodePool, NodeClaim, … and KWOKNodeClass CRDs of the same module version
     prometheus: Path  # Debian's prometheus package, unpacked into the cache
+    kwok_logs_crd: Path  # kwok's Logs CRD (kubectl logs through kwok's kubelet-like server)
 
 
 def cache_dir() -> Path:
@@ -295,6 +296,22 @@ def _build_karpenter(target: Path, report: Report) -> None:
     staging.rename(target)
 
 
+KWOK_LOGS_CRD = "kwok.x-k8s.io_logs.yaml"
+
+
+def _kwok_crd(target: Path, report: Report) -> None:
+    """Copy kwok's Logs CRD from its Go module (the same version as the kwok binary)."""
+    report(f"fetching kwok {versions.KWOK}'s Logs CRD from its Go module")
+    work = cache_dir() / "build" / f"kwok-{versions.KWOK}"
+    work.mkdir(parents=True, exist_ok=True)
+    env = _go_env()
+    env["GOFLAGS"] = ""
+    module = _download_module("sigs.k8s.io/kwok", versions.KWOK, work=work, env=env)
+    source = Path(module["Dir"]) / "kustomize" / "crd" / "bases" / target.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+
+
 def ensure_binaries(report: Report = print) -> Binaries:
     """Return every binary, building what the cache lacks. Raises BuildError with the failing step."""
     bins = cache_dir() / "bin"
@@ -313,6 +330,9 @@ def ensure_binaries(report: Report = print) -> Binaries:
         _go_install(module_path="helm.sh/helm/v3/cmd/helm", version=versions.HELM, target=helm, report=report)
     if not (karpenter / "karpenter-kwok").exists():
         _build_karpenter(karpenter, report)
+    kwok_logs_crd = kwok / "crds" / KWOK_LOGS_CRD
+    if not kwok_logs_crd.exists():
+        _kwok_crd(kwok_logs_crd, report)
     try:
         prometheus = ensure_prometheus(cache_dir(), report)
     except PrometheusUnavailable as err:
@@ -331,4 +351,5 @@ def ensure_binaries(report: Report = print) -> Binaries:
         karpenter=karpenter / "karpenter-kwok",
         karpenter_crds=karpenter / "crds",
         prometheus=prometheus,
+        kwok_logs_crd=kwok_logs_crd,
     )

@@ -31,7 +31,7 @@ from paceline_dev.localcluster.config import (
     node_manifests,
     parse_config,
 )
-from paceline_dev.localcluster.pki import Pki, ensure_pki
+from paceline_dev.localcluster.pki import Pki, ensure_pki, ensure_serving
 
 Report = Callable[[str], None]
 
@@ -382,6 +382,11 @@ class LocalCluster:
                 "--v=1",
             ],
         )
+        # kwok serves `kubectl logs` from the files its Logs objects name (the process runtime creates one per
+        # pod it runs), over TLS as a kubelet would; the API server reaches it at each node's address.
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(bins.kwok_logs_crd))
+        self.kubectl("wait", "--for=condition=Established", "crd/logs.kwok.x-k8s.io", "--timeout=60s")
+        kwok_cert, kwok_key = ensure_serving(pki, "kwok-serving", "kwok")
         sched = str(self.paths.component_kubeconfig("scheduler"))
         self._ensure(
             "kube-scheduler",
@@ -414,6 +419,9 @@ class LocalCluster:
                 "--node-ip=127.0.0.1",
                 f"--node-port={ports['kwok']}",
                 f"--server-address=127.0.0.1:{ports['kwok']}",
+                f"--tls-cert-file={kwok_cert}",
+                f"--tls-private-key-file={kwok_key}",
+                "--enable-crds=Logs",
                 f"--node-lease-duration-seconds={tuned.node_lease_seconds}",
             ],
         )
