@@ -1,6 +1,7 @@
 """Momentum benchmark: Paceline's automatic momentum retuning vs fixed explicit momentum, asynchronous SGD.
 
-Run: .venv/bin/python bench/momentum.py [--quick]   (progress on stderr; last stdout line: one JSON object)
+Run: .venv/bin/python bench/momentum.py [--quick] [--plot curves.png]
+     (progress on stderr; last stdout line: one JSON object; --plot draws loss vs updates per policy)
 
 Asynchrony acts as momentum (Mitliagkas et al., 2016). For M ∈ {1, 2, 4, 8} asynchronous workers this
 counts the parameter-server updates needed to bring the full training loss of a real model on scikit-learn's
@@ -86,6 +87,7 @@ class RunResult:
     seconds: float
     staleness: list[int]
     explicit_trace: list[tuple[int, float]]
+    loss_trace: list[tuple[int, float]]  # (updates, full training loss) at every evaluation
 
 
 class AutoMomentum:
@@ -152,9 +154,10 @@ def simulate(
         pending[worker] = (version, gradient_at(weights))
         heapq.heappush(events, (rng.expovariate(1.0), worker))
     staleness: list[int] = []
-    trace: list[tuple[int, float]] = []
     mu = momentum if momentum is not None else (auto.explicit if auto else 0.0)
+    trace: list[tuple[int, float]] = [(0, mu)] if auto is not None else []  # the explicit μ from the start
     loss = full_loss()
+    losses = [(0, loss)]
     reached: int | None = None
     now = 0.0
     while version < problem.max_updates:
@@ -172,6 +175,7 @@ def simulate(
                 mu = new_mu
         if version % problem.eval_every == 0:
             loss = full_loss()
+            losses.append((version, loss))
             if not math.isfinite(loss) or loss > 1e3:
                 break
             if loss <= target_loss:
@@ -186,6 +190,7 @@ def simulate(
         seconds=time.perf_counter() - started,
         staleness=staleness,
         explicit_trace=trace,
+        loss_trace=losses,
     )
 
 
@@ -307,6 +312,7 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="fewer seeds, coarser grid (≤ 3 min)")
     parser.add_argument("--no-real", action="store_true", help="skip the real multi-process validation run")
+    parser.add_argument("--plot", type=Path, metavar="PNG", help="draw loss vs updates per momentum policy")
     args = parser.parse_args()
     mode = SETTINGS["quick" if args.quick else "full"]
     seeds, grid, cap, real_steps = mode.seeds, mode.grid, mode.max_updates, mode.real_steps
@@ -357,6 +363,24 @@ def main() -> None:
         log(f"M={workers} auto: updates {[r.updates for r in auto_runs[workers]]}, final explicit {finals}")
         mu_best = min(table[workers], key=lambda k: (table[workers][k], float(k)))
         best[str(workers)] = float(mu_best)
+    if args.plot is not None:
+        from _plots import momentum_curves
+
+        curves = {}
+        for m in WORKER_COUNTS:
+            mu_best = best[str(m)]
+            best_run = simulate(problem, workers=m, momentum=mu_best, target_loss=TARGET_LOSS, seed=0)
+            curves[m] = {
+                "target": TARGET_MOMENTUM,
+                "best_mu": mu_best,
+                "target_loss": TARGET_LOSS,
+                "fixed": fixed_runs[m][0].loss_trace,
+                "best": best_run.loss_trace,
+                "auto": auto_runs[m][0].loss_trace,
+                "explicit": auto_runs[m][0].explicit_trace,
+            }
+        momentum_curves(args.plot, curves)
+        log(f"curves drawn: {args.plot}")
     auto_updates = {m: median_updates(auto_runs[m], cap) for m in WORKER_COUNTS}
     best_updates = {m: min(table[m].values()) for m in WORKER_COUNTS}
     fixed8 = median_updates(fixed_runs[8], cap)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +17,18 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[LocalCluster]:
     state = Path(os.environ.get("PACELINE_E2E_STATE") or tmp_path_factory.mktemp("cluster")) / "state"
-    local = LocalCluster(state, config_path=REPO / "tests" / "e2e" / "cluster.yaml", report=print)
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    started = time.monotonic()
+
+    def report(message: str) -> None:  # on the terminal as it happens: a cold build takes minutes
+        with capture.global_and_fixture_disabled():
+            print(f"\n[e2e {time.monotonic() - started:5.0f} s] {message}", flush=True)
+
+    local = LocalCluster(state, config_path=REPO / "tests" / "e2e" / "cluster.yaml", report=report)
     try:
         local.up(operator=True)
         yield local

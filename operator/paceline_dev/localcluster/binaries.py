@@ -78,16 +78,49 @@ def _go() -> str:
     return go
 
 
-def _run(cmd: list[str], *, cwd: Path, env: dict[str, str], log: Path) -> None:
+HEARTBEAT_S = 30.0  # a long build says what it is doing this often
+
+
+def _run(cmd: list[str], *, cwd: Path, env: dict[str, str], log: Path, report: Report | None = None) -> None:
+    """Run a build step into its log; every HEARTBEAT_S, report the elapsed time and the log's last line."""
+    started = time.monotonic()
     with log.open("a") as out:
         out.write(f"$ {' '.join(cmd)}\n")
         out.flush()
-        proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
-    if proc.returncode != 0:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        while True:
+            try:
+                returncode = proc.wait(timeout=HEARTBEAT_S)
+                break
+            except subprocess.TimeoutExpired:
+                if report is not None:
+                    report(f"  … {' '.join(cmd[:2])} {cmd[-1]}: {_elapsed(started)}, {_last_line(log)}")
+    if returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-25:]
-        raise BuildError(
-            f"{' '.join(cmd[:3])} … failed (exit {proc.returncode}); log {log}:\n" + "\n".join(tail)
-        )
+        raise BuildError(f"{' '.join(cmd[:3])} … failed (exit {returncode}); log {log}:\n" + "\n".join(tail))
+    if report is not None and time.monotonic() - started > HEARTBEAT_S:
+        report(f"  done in {_elapsed(started)}")
+
+
+def _elapsed(started: float) -> str:
+    seconds = int(time.monotonic() - started)
+    return f"{seconds // 60} min {seconds % 60:02d} s"
+
+
+def _last_line(log: Path) -> str:
+    """The last line the build wrote (which package it is at), or how big the log is."""
+    try:
+        with log.open("rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 400))
+            lines = f.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return "no output yet"
+    last = lines[-1].strip() if lines else ""
+    return (
+        f"last output: {last[:100]}"
+        if last and not last.startswith("$ ")
+        else "compiling (go build is quiet)"
+    )
 
 
 def _go_env() -> dict[str, str]:
@@ -197,6 +230,7 @@ def _build_control_plane(target: Path, report: Report) -> None:
         [
             _go(),
             "build",
+            "-v",  # package names into the log: the progress reports show where the build is
             "-trimpath",
             "-ldflags",
             version_ldflags(versions.KUBERNETES),
@@ -207,6 +241,7 @@ def _build_control_plane(target: Path, report: Report) -> None:
         cwd=work,
         env=env,
         log=log,
+        report=report,
     )
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
@@ -224,10 +259,11 @@ def _go_install(*, module_path: str, version: str, target: Path, report: Report)
     env["GOBIN"] = str(staging)
     env["GOFLAGS"] = ""
     _run(
-        [_go(), "install", "-trimpath", "-ldflags=-s -w", f"{module_path}@{version}"],
+        [_go(), "install", "-v", "-trimpath", "-ldflags=-s -w", f"{module_path}@{version}"],
         cwd=work,
         env=env,
         log=log,
+        report=report,
     )
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
@@ -284,10 +320,20 @@ def _build_karpenter(target: Path, report: Report) -> None:
     (staging / "crds").mkdir(parents=True)
     ldflags = f"-s -w -X {KARPENTER_MODULE}/pkg/operator.Version={versions.KARPENTER}"
     _run(
-        [_go(), "build", "-trimpath", f"-ldflags={ldflags}", "-o", str(staging / "karpenter-kwok"), "./kwok"],
+        [
+            _go(),
+            "build",
+            "-v",
+            "-trimpath",
+            f"-ldflags={ldflags}",
+            "-o",
+            str(staging / "karpenter-kwok"),
+            "./kwok",
+        ],
         cwd=source,
         env=env,
         log=log,
+        report=report,
     )
     for crd_dir in KARPENTER_CRD_DIRS:
         for crd in sorted((source / crd_dir).glob("*.yaml")):
