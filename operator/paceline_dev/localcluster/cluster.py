@@ -257,7 +257,7 @@ class LocalCluster:
         self._wait_karpenter(config, ports)
         self.report(
             f"local cluster ready in {time.monotonic() - started:.1f} s — "
-            f"export KUBECONFIG={self.paths.kubeconfig}"
+            f"export KUBECONFIG={self.paths.kubeconfig}; Prometheus: {self.prometheus_url}"
         )
 
     def _ensure(self, name: str, cmd: list[str], *, env: dict[str, str] | None = None) -> bool:
