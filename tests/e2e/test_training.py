@@ -68,6 +68,9 @@ def test_straggler_is_detected_and_rebalanced_then_job_succeeds(
         url = f"http://{pod['status']['podIP']}:9400/metrics"
         steps = wait_for("worker steps", lambda u=url: _metrics(u).get("paceline_worker_steps_total", 0) > 0)
         assert steps
+        # what the worker printed, as a user reads it: kubectl logs through kwok's kubelet-like server
+        logs = kube.run("logs", pod["metadata"]["name"], "-n", namespace, "--tail", "50").stdout
+        assert "launcher" in logs, logs
 
     def shares_moved_off_the_straggler() -> dict | None:
         reasons = {e["reason"] for e in kube.events(namespace, "digits")}
