@@ -91,8 +91,13 @@ def test_a_recreated_pod_points_previous_at_the_last_pod_of_its_name(tmp_path: P
     pod = {"metadata": {"name": "w-0", "namespace": "ns", "uid": "b"}}
     doc = podlogs.logs_object(pod, logs_file=tmp_path / "b.log", previous=first)
     assert doc["kind"] == "Logs" and doc["metadata"]["ownerReferences"][0]["uid"] == "b"
+    alone = podlogs.logs_object(pod, logs_file=tmp_path / "b.log", previous=None)["spec"]["logs"][0]
+    assert (
+        not Path(alone["previousLogsFile"]).exists()
+        and "no-earlier-pod-named-w-0" in alone["previousLogsFile"]
+    )
     assert doc["spec"]["logs"] == [
-        {"logsFile": str(tmp_path / "b.log"), "follow": True, "previousLogsFile": str(first)}
+        {"logsFile": str(tmp_path / "b.log"), "previousLogsFile": str(first), "follow": True}
     ]
 
 

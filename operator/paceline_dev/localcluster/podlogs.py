@@ -57,9 +57,13 @@ def previous_log(pod_logs: Path, *, namespace: str, name: str, uid: str, contain
 def logs_object(pod: Mapping[str, Any], *, logs_file: Path, previous: Path | None) -> dict[str, Any]:
     """The kwok `Logs` object that points kwok's kubelet-like server at a pod's log file."""
     meta = pod["metadata"]
-    entry: dict[str, Any] = {"logsFile": str(logs_file), "follow": True}
-    if previous is not None:
-        entry["previousLogsFile"] = str(previous)
+    # without an earlier pod of this name, --previous names a file that does not exist and says why
+    missing = logs_file.with_name(f"no-earlier-pod-named-{meta['name']}.log")
+    entry: dict[str, Any] = {
+        "logsFile": str(logs_file),
+        "previousLogsFile": str(previous or missing),
+        "follow": True,
+    }
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "Logs",
