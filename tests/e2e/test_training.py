@@ -101,8 +101,11 @@ def test_straggler_is_detected_and_rebalanced_then_job_succeeds(
 
     speeds = wait_for("per-worker samples/s in Prometheus", per_worker, timeout_s=60, interval_s=2)
     assert set(speeds) == {"gpu-t4-0", "gpu-t4-1"}
-    rows = promql(cluster, f'paceline_worker_batch_size{{namespace="{namespace}", trainingjob="digits"}}')
-    assert sum(float(r["value"][1]) for r in rows) == 64  # the shares still sum to the global batch
+    shares = f'paceline_worker_batch_size{{namespace="{namespace}", trainingjob="digits"}}'
+    # the shares still sum to the global batch (scrapes of the two pods may straddle a switch: wait)
+    wait_for(
+        "shares summing to 64", lambda: promql(cluster, f"sum({shares}) == 64"), timeout_s=60, interval_s=2
+    )
     rebalances = wait_for(
         "rebalances in Prometheus",
         lambda: promql(cluster, f"paceline_operator_rebalances_total{{{job}}} >= 1"),
