@@ -51,7 +51,13 @@ def test_staleness_sets_momentum_and_a_resize_retunes_it(
     cluster: LocalCluster, kube: Kube, namespace: str
 ) -> None:
     assert kube.apply(_job(4), namespace).returncode == 0
-    momentum = wait_for("status.momentum", lambda: _momentum(kube, namespace), timeout_s=150)
+    # the first passes may see only the first updates (τ = 0 while other workers still start): wait for the
+    # measured staleness of 4 asynchronous workers
+    momentum = wait_for(
+        "status.momentum with measured staleness",
+        lambda: (m := _momentum(kube, namespace)) and float(m["implicit"]) > 0.3 and m,
+        timeout_s=150,
+    )
     explicit, implicit, total = (float(momentum[k]) for k in ("explicit", "implicit", "total"))
     assert abs(explicit + implicit - total) < 2e-3
     assert -0.3 <= explicit < 0.9 and implicit > 0.3  # 4 asynchronous workers: implicit ≈ 1 − 1/4
