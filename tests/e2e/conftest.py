@@ -24,9 +24,13 @@ def cluster(
     capture = request.config.pluginmanager.getplugin("capturemanager")
     started = time.monotonic()
 
+    lines = []
+
     def report(message: str) -> None:  # on the terminal as it happens: a cold build takes minutes
         with capture.global_and_fixture_disabled():
-            print(f"\n[e2e {time.monotonic() - started:5.0f} s] {message}", flush=True)
+            first = "" if lines else "\n"  # off the line pytest -v has started for the first test
+            print(f"{first}[e2e {time.monotonic() - started:5.0f} s] {message}", flush=True)
+        lines.append(message)
 
     local = LocalCluster(state, config_path=REPO / "tests" / "e2e" / "cluster.yaml", report=report)
     try:
