@@ -49,11 +49,12 @@ lint: $(STAMP)
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
 
+# the slow tiers name each test as it runs and list the slowest at the end
 test-integration: $(STAMP)
-	$(BIN)/pytest tests/integration -q -m integration
+	$(BIN)/pytest tests/integration -v -m integration --durations=5
 
 test-e2e: $(STAMP) cluster-build
-	$(BIN)/pytest tests/e2e -q -m e2e
+	$(BIN)/pytest tests/e2e -v -m e2e --durations=10
 
 test: lint test-unit test-integration test-e2e
 

@@ -1,6 +1,7 @@
 """Balancing benchmark: Paceline's live batch shares vs plain DDP with equal shares, four simulated GPUs.
 
-Run: .venv/bin/python bench/balancing.py [--quick]   (progress on stderr; last stdout line: one JSON object)
+Run: .venv/bin/python bench/balancing.py [--quick] [--plot timeline.png]
+     (progress on stderr; last stdout line: one JSON object; --plot draws the transient straggler's timeline)
 
 Four worker processes (gloo on 127.0.0.1) with simulated relative speeds 1:1:2:4 train the digits CNN of
 examples/train_digits.py on a global batch B. Everything runs in one invocation with the same model, data
@@ -304,8 +305,10 @@ class Controller:
     states: dict[int, StragglerState] = field(default_factory=dict)
     last_reason: str = ""  # the latest decision's reason (why shares were kept or changed)
     changes: list[dict[str, Any]] = field(default_factory=list)  # StragglerDetected events (change points)
+    shares_by_version: dict[int, list[int]] = field(default_factory=dict)  # every assignment it published
 
     def __post_init__(self) -> None:
+        self.shares_by_version[self.assignment.version] = list(self.assignment.batch_sizes)
         estimator = self.settings.estimator_config()
         tracker = FleetTracker(estimator_config=estimator, straggler_config=self.straggler)
         self.state = JobControl(tracker=tracker, observation_interval_s=self.interval_s)
@@ -339,6 +342,7 @@ class Controller:
                 log(f"  {self.name}: {event.message}")
         if outcome.new_assignment is not None:
             self.assignment = outcome.new_assignment
+            self.shares_by_version[self.assignment.version] = list(self.assignment.batch_sizes)
             log(f"  {self.name}: Rebalanced to {list(self.assignment.batch_sizes)}: {self.last_reason}")
         if outcome.push is not None:
             try:
@@ -464,6 +468,7 @@ class Bench:
     fleet: Fleet
     run_dir: Path
     propagations: list[float] = field(default_factory=list)
+    plot: dict[str, Any] = field(default_factory=dict)  # what --plot draws
 
     def phase(self, name: str, kind: str, **fields: Any) -> Phase:
         cfg = self.cfg
@@ -657,6 +662,26 @@ class Bench:
         after_recovery = [t for t in switched.values() if t >= line.recovered]
         detect = min(after_onset) - line.onset if after_onset else None
         readapt = min(after_recovery) - line.recovered if after_recovery else None
+        if controller is not None:
+            by_version = controller.shares_by_version
+            self.plot = {
+                "t0": line.t0,
+                "t0s": {kind: timelines[kind].t0 for kind in timelines},
+                "window_s": cfg.window_s,
+                "onset": line.onset,
+                "recovered": line.recovered,
+                "shares": [(line.t0, by_version[1])]
+                + [(t, by_version[v]) for v, t in sorted(switched.items()) if v in by_version and v > 1],
+                "rebalances": [t for v, t in switched.items() if v > 1],
+                "changes": [c["at"] for c in controller.changes],
+                "times": {kind: results[kind][0]["times"] for kind in results},
+                "global_batch": cfg.global_batch,
+                "ideal_sps": sum(caps),
+                "speeds": list(cfg.speeds),
+                "straggler": cfg.straggler,
+                "slowdown": cfg.slowdown,
+                "bin_s": max(1.0, cfg.window_s / 40),
+            }
         return {
             "ideal_sps": rounded(ideal, 2),
             "paceline_sps": rounded(rates["paceline"], 2),
@@ -829,6 +854,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="shorter runs (about 2 minutes)")
     parser.add_argument("--keep", action="store_true", help="keep the run directory (worker logs, results)")
     parser.add_argument("--sample-cost-s", type=float, help="simulated seconds per sample at speed 1")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="PNG",
+        help="draw the transient straggler's timeline (shares, throughput)",
+    )
     args = parser.parse_args()
     cfg = QUICK if args.quick else FULL
     if args.sample_cost_s is not None:
@@ -864,6 +895,11 @@ def main() -> None:
             shutil.rmtree(run_dir, ignore_errors=True)
         else:
             log(f"run files kept in {run_dir}")
+    if args.plot is not None and bench.plot:
+        from _plots import balancing_timeline
+
+        balancing_timeline(args.plot, bench.plot)
+        log(f"timeline drawn: {args.plot}")
     props = bench.propagations
     result = {
         "static": static,

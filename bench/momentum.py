@@ -1,6 +1,7 @@
 """Momentum benchmark: Paceline's automatic momentum retuning vs fixed explicit momentum, asynchronous SGD.
 
-Run: .venv/bin/python bench/momentum.py [--quick]   (progress on stderr; last stdout line: one JSON object)
+Run: .venv/bin/python bench/momentum.py [--quick] [--plot curves.png]
+     (progress on stderr; last stdout line: one JSON object; --plot draws loss vs updates per policy)
 
 Asynchrony acts as momentum (Mitliagkas et al., 2016). For M ∈ {1, 2, 4, 8} asynchronous workers this
 counts the parameter-server updates needed to bring the full training loss of a real model on scikit-learn's
@@ -95,6 +96,7 @@ class RunResult:
     seconds: float
     staleness: list[int]
     explicit_trace: list[tuple[int, float]]
+    loss_trace: list[tuple[int, float]]  # (updates, full training loss) at every evaluation
     diverged: bool = False
 
 
@@ -186,11 +188,12 @@ def simulate(
         pending[worker] = (version, gradient_at(weights))
         heapq.heappush(events, (rng.expovariate(speeds[worker]), worker))
     staleness: list[int] = []
-    trace: list[tuple[int, float]] = []
     if auto is not None:
         auto.refresh()
     mu = momentum if momentum is not None else (auto.explicit if auto else 0.0)
+    trace: list[tuple[int, float]] = [(0, mu)] if auto is not None else []  # the explicit μ from the start
     loss = full_loss()
+    losses = [(0, loss)]
     reached: int | None = None
     diverged = False
     now = 0.0
@@ -211,6 +214,7 @@ def simulate(
             auto.observe_curvature(curvature_at(weights))
         if version % problem.eval_every == 0:
             loss = full_loss()
+            losses.append((version, loss))
             if not math.isfinite(loss) or loss > 1e3:
                 diverged = True
                 break
@@ -227,6 +231,7 @@ def simulate(
         staleness=staleness,
         explicit_trace=trace,
         diverged=diverged,
+        loss_trace=losses,
     )
 
 
@@ -357,6 +362,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer seeds, coarser grid (≈ 3 min)")
     parser.add_argument("--no-real", action="store_true", help="skip the real multi-process validation run")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated subset")
+    parser.add_argument("--plot", type=Path, metavar="PNG", help="draw loss vs updates per momentum policy")
     args = parser.parse_args()
     mode = SETTINGS["quick" if args.quick else "full"]
     cap = mode.max_updates
@@ -431,6 +437,29 @@ def main() -> None:
             f"{name}: best μ {mu_best} → {[r.updates for r in best_runs]}; "
             f"auto {[r.updates for r in auto_runs[name]]} (final explicit {finals}); ratio {ratio[name]}"
         )
+    if args.plot is not None:
+        from _plots import momentum_curves
+
+        curves = {}
+        for name in scenarios:
+            best_run = simulate(  # drawn only: not counted in the results
+                problem,
+                speeds=SCENARIOS[name],
+                momentum=best[name],
+                target_loss=TARGET_LOSS,
+                seed=evaluation[0],
+            )
+            curves[name] = {
+                "target": TARGET_MOMENTUM,
+                "best_mu": best[name],
+                "target_loss": TARGET_LOSS,
+                "fixed": fixed_runs[name][0].loss_trace,
+                "best": best_run.loss_trace,
+                "auto": auto_runs[name][0].loss_trace,
+                "explicit": auto_runs[name][0].explicit_trace,
+            }
+        momentum_curves(args.plot, curves)
+        log(f"curves drawn: {args.plot}")
     result: dict[str, object] = {
         "target_loss": TARGET_LOSS,
         "best_explicit": best,

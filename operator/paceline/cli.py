@@ -1,4 +1,4 @@
-"""The `paceline` command: the operator and the planner. (The local cluster, the demo and the process
+"""The `paceline` command: the operator, the planner and `top`. (The local cluster, the demo and the process
 runtime are dev tools: `paceline-dev`, package paceline_dev.)"""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import os
 import sys
 
 from paceline.planner.cli import add_commands as add_planner_commands
+from paceline.top import add_command as add_top_command
 
 
 def _operator(args: argparse.Namespace) -> int:
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     operator.set_defaults(func=_operator)
     add_planner_commands(sub)
+    add_top_command(sub)
     return parser
 
 

@@ -46,7 +46,7 @@ EFFICIENCY = Gauge(
     registry=REGISTRY,
 )
 STRAGGLER = Gauge(
-    "paceline_operator_straggler",
+    "paceline_operator_worker_straggler",
     "1 while the rank is a persistent straggler, else 0",
     [*_JOB, "rank"],
     registry=REGISTRY,
@@ -57,6 +57,20 @@ SLOWDOWN = Gauge(
     [*_JOB, "rank"],
     registry=REGISTRY,
 )
+MOMENTUM = Gauge(
+    "paceline_operator_momentum",
+    "Momentum in force (Asynchronous mode): component explicit (what the shards run), implicit (measured "
+    "from staleness) or total",
+    [*_JOB, "component"],
+    registry=REGISTRY,
+)
+MOMENTUM_RETUNES = Counter(
+    "paceline_operator_momentum_retunes",
+    "New explicit-momentum versions published to the parameter servers",
+    _JOB,
+    registry=REGISTRY,
+)
+MOMENTUM_COMPONENTS = ("explicit", "implicit", "total")
 RECONCILE_SECONDS = Histogram(
     "paceline_operator_reconcile_duration_seconds",
     "Wall time of one reconcile of one TrainingJob",
@@ -118,6 +132,15 @@ def record_control(*, namespace: str, job: str, outcome: ControlOutcome) -> None
     record_stragglers(namespace=namespace, job=job, stragglers=outcome.stragglers)
 
 
+def record_momentum(*, namespace: str, job: str, momentum: Mapping[str, str], retuned: bool) -> None:
+    """The momentum components of `status.momentum` (decimal strings) and, when it changed, one retune."""
+    for component in MOMENTUM_COMPONENTS:
+        if component in momentum:
+            MOMENTUM.labels(namespace, job, component).set(float(momentum[component]))
+    if retuned:
+        MOMENTUM_RETUNES.labels(namespace, job).inc()
+
+
 def observe_reconcile(seconds: float) -> None:
     RECONCILE_SECONDS.observe(seconds)
 
@@ -136,9 +159,12 @@ def forget_job(*, namespace: str, job: str) -> None:
     """Drop a deleted job's series."""
     with _lock:
         ranks = _ranks.pop((namespace, job), set())
-    for metric in (REBALANCES, PREDICTED_STEP, MEASURED_STEP, THROUGHPUT, EFFICIENCY):
+    for metric in (REBALANCES, PREDICTED_STEP, MEASURED_STEP, THROUGHPUT, EFFICIENCY, MOMENTUM_RETUNES):
         with suppress(KeyError):
             metric.remove(namespace, job)
+    for component in MOMENTUM_COMPONENTS:
+        with suppress(KeyError):
+            MOMENTUM.remove(namespace, job, component)
     for metric in (STRAGGLER, SLOWDOWN):
         for rank in ranks:
             with suppress(KeyError):

@@ -32,6 +32,10 @@ def _cluster(args: argparse.Namespace) -> int:
             running = cluster.running_components()
             for name in running:
                 console.print(f"  {name}: running")
+            if "prometheus" in running:
+                console.print(
+                    f"  Prometheus: {cluster.prometheus_url} (PromQL: {cluster.prometheus_url}/graph)"
+                )
             if not running:
                 console.print("  not running")
             return 0 if running else 1

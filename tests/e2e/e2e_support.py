@@ -98,3 +98,23 @@ def busy_static_pods(kube: Kube, pool: str) -> list[str]:
         for p in pods
         if p["spec"].get("nodeName") in nodes and p["status"].get("phase") not in ("Succeeded", "Failed")
     ]
+
+
+def promql(cluster: LocalCluster, query: str, **params: str) -> list[dict[str, Any]]:
+    """Run a PromQL query through the local Prometheus' HTTP API (instant, or a range with start/end/step);
+    an error answer fails the test with Prometheus' message."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    route = "query_range" if "start" in params else "query"
+    url = f"{cluster.prometheus_url}/api/v1/{route}?" + urllib.parse.urlencode({"query": query, **params})
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            doc = json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        doc = json.loads(err.read() or b"{}")
+    if doc.get("status") != "success":
+        raise AssertionError(f"PromQL {query!r} failed: {doc.get('errorType')}: {doc.get('error')}")
+    result: list[dict[str, Any]] = doc["data"]["result"]
+    return result

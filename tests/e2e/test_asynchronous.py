@@ -6,8 +6,10 @@ from __future__ import annotations
 import urllib.request
 
 import pytest
-from e2e_support import Kube, wait_for
+from e2e_support import Kube, promql, wait_for
 from prometheus_client.parser import text_string_to_metric_families
+
+from paceline_dev.localcluster.cluster import LocalCluster
 
 pytestmark = pytest.mark.e2e
 
@@ -45,9 +47,17 @@ def _momentum(kube: Kube, namespace: str) -> dict | None:
     return (job.get("status") or {}).get("momentum")
 
 
-def test_staleness_sets_momentum_and_a_resize_retunes_it(kube: Kube, namespace: str) -> None:
+def test_staleness_sets_momentum_and_a_resize_retunes_it(
+    cluster: LocalCluster, kube: Kube, namespace: str
+) -> None:
     assert kube.apply(_job(4), namespace).returncode == 0
-    momentum = wait_for("status.momentum", lambda: _momentum(kube, namespace), timeout_s=150)
+    # the first passes may see only the first updates (τ = 0 while other workers still start): wait for the
+    # measured staleness of 4 asynchronous workers
+    momentum = wait_for(
+        "status.momentum with measured staleness",
+        lambda: (m := _momentum(kube, namespace)) and float(m["implicit"]) > 0.3 and m,
+        timeout_s=150,
+    )
     explicit, implicit, total = (float(momentum[k]) for k in ("explicit", "implicit", "total"))
     assert abs(1 - (1 - explicit) * (1 - implicit) - total) < 2e-3  # the momenta compose multiplicatively
     assert -0.3 <= explicit < 0.9 and implicit > 0.3  # 4 asynchronous workers: implicit ≈ 1 − 1/4
@@ -65,6 +75,28 @@ def test_staleness_sets_momentum_and_a_resize_retunes_it(kube: Kube, namespace: 
 
     # every worker's updates, each with its τ (the last worker to start may still be importing torch)
     wait_for("updates from all 4 workers", update_counts, timeout_s=120)
+
+    # momentum in force through the cluster's Prometheus: the operator's components and the shard's value
+    job = f'trainingjob_namespace="{namespace}", trainingjob="async"'
+
+    def components() -> dict[str, float] | None:
+        rows = promql(cluster, f"paceline_operator_momentum{{{job}}}")
+        found = {r["metric"]["component"]: float(r["value"][1]) for r in rows}
+        return found if len(found) == 3 else None
+
+    scraped = wait_for("momentum components in Prometheus", components, timeout_s=60, interval_s=2)
+    assert abs(scraped["explicit"] + scraped["implicit"] - scraped["total"]) < 2e-3
+    assert scraped["implicit"] > 0.3
+    shard = wait_for(
+        "the shard's momentum in Prometheus",
+        lambda: promql(cluster, f'paceline_ps_momentum{{namespace="{namespace}", trainingjob="async"}}'),
+        timeout_s=60,
+        interval_s=2,
+    )
+    assert shard[0]["metric"]["role"] == "ps" and -1.0 <= float(shard[0]["value"][1]) < 1.0
+    buckets = f'paceline_ps_update_staleness_bucket{{namespace="{namespace}"}}'
+    staleness = promql(cluster, f"histogram_quantile(0.5, sum by (le) (rate({buckets}[30s])))")
+    assert staleness and float(staleness[0]["value"][1]) > 0  # 4 workers: updates are stale
 
     # a worker set change (4 → 2) is a trigger: the explicit momentum is retuned for the new M
     changed = _job(2)

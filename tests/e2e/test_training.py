@@ -7,7 +7,7 @@ import json
 import urllib.request
 
 import pytest
-from e2e_support import Kube, wait_for
+from e2e_support import Kube, promql, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from paceline_dev.localcluster.cluster import LocalCluster
@@ -68,6 +68,9 @@ def test_straggler_is_detected_and_rebalanced_then_job_succeeds(
         url = f"http://{pod['status']['podIP']}:9400/metrics"
         steps = wait_for("worker steps", lambda u=url: _metrics(u).get("paceline_worker_steps_total", 0) > 0)
         assert steps
+        # what the worker printed, as a user reads it: kubectl logs through kwok's kubelet-like server
+        logs = kube.run("logs", pod["metadata"]["name"], "-n", namespace, "--tail", "50").stdout
+        assert "launcher" in logs, logs
 
     def shares_moved_off_the_straggler() -> dict | None:
         reasons = {e["reason"] for e in kube.events(namespace, "digits")}
@@ -87,6 +90,39 @@ def test_straggler_is_detected_and_rebalanced_then_job_succeeds(
     ports = json.loads(cluster.paths.ports_file.read_text())
     operator = _metrics(f"http://127.0.0.1:{ports['operator-metrics']}/metrics")
     assert operator.get("paceline_operator_rebalances_total", 0) >= 1
+
+    # the same numbers through the cluster's Prometheus (Kubernetes pod discovery, loopback pod IPs)
+    job = f'trainingjob_namespace="{namespace}", trainingjob="digits"'
+
+    def per_worker() -> dict[str, float] | None:
+        rows = promql(cluster, f'paceline_worker_samples_per_second{{namespace="{namespace}"}}')
+        speeds = {r["metric"]["node"]: float(r["value"][1]) for r in rows}
+        return speeds if len(speeds) == 2 and all(v > 0 for v in speeds.values()) else None
+
+    speeds = wait_for("per-worker samples/s in Prometheus", per_worker, timeout_s=60, interval_s=2)
+    assert set(speeds) == {"gpu-t4-0", "gpu-t4-1"}
+    shares = f'paceline_worker_batch_size{{namespace="{namespace}", trainingjob="digits"}}'
+    # the shares still sum to the global batch (scrapes of the two pods may straddle a switch: wait)
+    wait_for(
+        "shares summing to 64", lambda: promql(cluster, f"sum({shares}) == 64"), timeout_s=60, interval_s=2
+    )
+    rebalances = wait_for(
+        "rebalances in Prometheus",
+        lambda: promql(cluster, f"paceline_operator_rebalances_total{{{job}}} >= 1"),
+        timeout_s=60,
+        interval_s=2,
+    )
+    assert rebalances[0]["metric"]["job"] == "paceline-operator"
+    efficiency = wait_for(
+        "efficiency in Prometheus",
+        lambda: promql(cluster, f"paceline_operator_efficiency_ratio{{{job}}}"),
+        timeout_s=60,
+        interval_s=2,
+    )
+    assert 0.2 < float(efficiency[0]["value"][1]) <= 1.05
+    up = promql(cluster, f'up{{job="kubernetes-pods", namespace="{namespace}"}}')
+    assert len(up) == 2 and all(r["value"][1] == "1" for r in up)
+    assert all(r["metric"]["instance"].startswith("127.") for r in up)  # loopback pod IPs only
 
     wait_for(
         "Succeeded",

@@ -113,7 +113,7 @@ def start_ps(tmp_path: Path) -> Iterator[Any]:
 
 
 def _labels(worker: str, **extra: str) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted({"job": "itest", "shard": "0", "worker": worker, **extra}.items()))
+    return tuple(sorted({"trainingjob": "itest", "shard": "0", "worker": worker, **extra}.items()))
 
 
 def test_staleness_is_the_version_difference_and_is_exported_per_worker(start_ps: Any) -> None:
@@ -138,7 +138,7 @@ def test_staleness_is_the_version_difference_and_is_exported_per_worker(start_ps
     assert samples[("paceline_ps_update_staleness_count", _labels("b"))] == k
     assert samples[("paceline_ps_update_staleness_sum", _labels("b"))] == 0
     assert samples[("paceline_ps_updates_total", _labels("b"))] == k
-    assert samples[("paceline_ps_model_version", (("job", "itest"), ("shard", "0")))] == k + 1
+    assert samples[("paceline_ps_model_version", (("shard", "0"), ("trainingjob", "itest")))] == k + 1
     status, log = request("GET", ps.url("/staleness?after=4"))
     assert status == 200
     assert [(u["index"], u["worker"], u["staleness"]) for u in log["updates"]] == [(4, "b", 0), (5, "a", k)]
@@ -168,7 +168,7 @@ def test_live_momentum_and_learning_rate_change_the_update_rule(start_ps: Any) -
     result, values2 = client.push(read_version=result.version, gradient=np.zeros(2, np.float32))
     np.testing.assert_allclose(values2, values - 0.1 * 0.5 * np.array([1.5, -1.5]), rtol=1e-6)
     samples = ps.metrics()
-    gauge_labels = (("job", "itest"), ("shard", "0"))
+    gauge_labels = (("shard", "0"), ("trainingjob", "itest"))
     assert samples[("paceline_ps_momentum", gauge_labels)] == 0.5
     assert samples[("paceline_ps_learning_rate", gauge_labels)] == 0.1
     assert samples[("paceline_ps_hyperparameters_version", gauge_labels)] == 2

@@ -149,7 +149,7 @@ def test_every_sample_exactly_once_per_epoch_across_share_changes(live_run: Live
 @pytest.mark.integration
 def test_metrics_are_scraped_over_http(live_run: LiveRun) -> None:
     for rank, samples in enumerate(live_run.metrics):
-        labels = {"rank": str(rank), "job": "itest"}
+        labels = {"rank": str(rank), "trainingjob": "itest"}
         assert samples["paceline_worker_assignment_version"] == [(labels, 4.0)]
         assert samples["paceline_worker_batch_size"] == [(labels, float(UPDATES[-1]["batchSizes"][rank]))]
         assert samples["paceline_worker_global_batch_size"] == [(labels, float(GLOBAL_BATCH))]

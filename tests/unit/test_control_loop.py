@@ -342,8 +342,8 @@ def test_outcomes_are_recorded_in_operator_metrics_served_over_http() -> None:
     rebalances = sum(o.new_assignment is not None for _, o in run.outcomes)
     assert rebalances >= 1
     assert values[("paceline_operator_rebalances_total", "")] == rebalances
-    assert values[("paceline_operator_straggler", "3")] == 1.0
-    assert values[("paceline_operator_straggler", "0")] == 0.0
+    assert values[("paceline_operator_worker_straggler", "3")] == 1.0
+    assert values[("paceline_operator_worker_straggler", "0")] == 0.0
     assert values[("paceline_operator_worker_slowdown_ratio", "3")] == pytest.approx(2, rel=0.1)
     assert values[("paceline_operator_measured_step_seconds", "")] == pytest.approx(run.last.measured_step_s)
     assert values[("paceline_operator_predicted_step_seconds", "")] == pytest.approx(

@@ -25,7 +25,7 @@ def test_step_and_assignment_metrics() -> None:
             timing=StepTiming(data=0.01, compute=0.2, communication=0.09), samples=6, loss=loss, epoch=3
         )
     samples = _samples(metrics)
-    labels = {"rank": "2", "job": "demo"}
+    labels = {"rank": "2", "trainingjob": "demo"}
     assert samples["paceline_worker_assignment_version"] == [(labels, 4.0)]
     assert samples["paceline_worker_assignment_applied_step"] == [(labels, 17.0)]
     assert samples["paceline_worker_steps_total"] == [(labels, 2.0)]

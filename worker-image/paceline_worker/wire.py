@@ -75,7 +75,7 @@ class Env(StrEnum):
 class Label(StrEnum):
     """Labels of the workers' and parameter servers' metrics."""
 
-    JOB = "job"
+    JOB = "trainingjob"  # not "job": Prometheus sets job (and namespace) on every scraped series
     RANK = "rank"
     PHASE = "phase"
     SHARD = "shard"
@@ -102,7 +102,7 @@ class WorkerMetric(StrEnum):
     SAMPLES = "paceline_worker_samples"  # counter
     LOSS = "paceline_worker_loss"
     EPOCH = "paceline_worker_epoch"
-    SIMULATED_SLOWDOWN = "paceline_worker_simulated_slowdown_factor"
+    SIMULATED_SLOWDOWN = "paceline_worker_simulated_slowdown_ratio"
     CURVATURE = "paceline_worker_curvature"  # top Hessian eigenvalue estimate (0 until the first estimate)
 
 

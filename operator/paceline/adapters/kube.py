@@ -105,6 +105,12 @@ def list_pods() -> list[dict[str, Any]]:
     return list(_call("GET", "/api/v1/pods?fieldSelector=spec.nodeName%21%3D")["items"])
 
 
+def list_jobs(namespace: str | None = None) -> list[dict[str, Any]]:
+    """Every TrainingJob, or those of one namespace (for `paceline top`)."""
+    scope = f"/namespaces/{namespace}" if namespace else ""
+    return list(_call("GET", f"/apis/{api.GROUP}/{api.VERSION}{scope}/{api.PLURAL}")["items"])
+
+
 def create(obj: Mapping[str, Any]) -> bool:
     """Create a Pod, Service, ConfigMap or PersistentVolumeClaim; False when it already exists (409); raises
     `Rejected` when the API server refuses it as invalid (422). The answer is not read: the watch brings

@@ -174,6 +174,10 @@ def _momentum(
     if retune is None:
         return None
     applied = retune.applied
+    meta = job["metadata"]
+    operator_metrics.record_momentum(
+        namespace=meta["namespace"], job=meta["name"], momentum=state.status, retuned=applied is not None
+    )
     events = (
         (Event(type="Normal", reason=EventReason.MOMENTUM_RETUNED, message=applied.reason),)
         if applied

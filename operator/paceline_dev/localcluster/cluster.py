@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from paceline_dev.localcluster import karpenter, processes
+from paceline_dev.localcluster import karpenter, processes, prometheus
 from paceline_dev.localcluster.binaries import Binaries, ensure_binaries
 from paceline_dev.localcluster.config import (
     ClusterConfig,
@@ -31,7 +31,7 @@ from paceline_dev.localcluster.config import (
     node_manifests,
     parse_config,
 )
-from paceline_dev.localcluster.pki import Pki, ensure_pki
+from paceline_dev.localcluster.pki import Pki, ensure_pki, ensure_serving
 
 Report = Callable[[str], None]
 
@@ -49,6 +49,7 @@ COMPONENTS = (
     "karpenter",
     "process-runtime",
     "operator",
+    "prometheus",
 )
 PORT_NAMES = (
     "etcd",
@@ -61,6 +62,7 @@ PORT_NAMES = (
     "karpenter-health",
     "operator-health",
     "operator-metrics",
+    "prometheus",
 )
 
 
@@ -251,10 +253,11 @@ class LocalCluster:
         self._start_runtime()
         if operator:
             self._start_operator(bins, ports)
+        self._start_prometheus(bins, ports)
         self._wait_karpenter(config, ports)
         self.report(
             f"local cluster ready in {time.monotonic() - started:.1f} s — "
-            f"export KUBECONFIG={self.paths.kubeconfig}"
+            f"export KUBECONFIG={self.paths.kubeconfig}; Prometheus: {self.prometheus_url}"
         )
 
     def _ensure(self, name: str, cmd: list[str], *, env: dict[str, str] | None = None) -> bool:
@@ -379,6 +382,11 @@ class LocalCluster:
                 "--v=1",
             ],
         )
+        # kwok serves `kubectl logs` from the files its Logs objects name (the process runtime creates one per
+        # pod it runs), over TLS as a kubelet would; the API server reaches it at each node's address.
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(bins.kwok_logs_crd))
+        self.kubectl("wait", "--for=condition=Established", "crd/logs.kwok.x-k8s.io", "--timeout=60s")
+        kwok_cert, kwok_key = ensure_serving(pki, "kwok-serving", "kwok")
         sched = str(self.paths.component_kubeconfig("scheduler"))
         self._ensure(
             "kube-scheduler",
@@ -411,6 +419,9 @@ class LocalCluster:
                 "--node-ip=127.0.0.1",
                 f"--node-port={ports['kwok']}",
                 f"--server-address=127.0.0.1:{ports['kwok']}",
+                f"--tls-cert-file={kwok_cert}",
+                f"--tls-private-key-file={kwok_key}",
+                "--enable-crds=Logs",
                 f"--node-lease-duration-seconds={tuned.node_lease_seconds}",
             ],
         )
@@ -621,6 +632,45 @@ class LocalCluster:
                 env=dict(os.environ, KUBECONFIG=str(kubeconfig), PYTHONUNBUFFERED="1"),
             )
         _wait("operator", lambda: _http_ok(health), timeout_s=60, log=self.paths.log("operator"))
+
+    @property
+    def prometheus_url(self) -> str:
+        """Where the local Prometheus answers (HTTP API under /api/v1)."""
+        return f"http://127.0.0.1:{_ports(self.paths)['prometheus']}"
+
+    def _start_prometheus(self, bins: Binaries, ports: dict[str, int]) -> None:
+        """Prometheus with pod discovery as its own ServiceAccount; restarted when its config changed."""
+        home = self.paths.state / "prometheus"
+        home.mkdir(parents=True, exist_ok=True)
+        self.kubectl("apply", "-f", "-", input_text=yaml.safe_dump_all(prometheus.rbac_manifests()))
+        token_file = home / "token"
+        token = self.kubectl(
+            "create", "token", prometheus.SERVICE_ACCOUNT, "-n", prometheus.NAMESPACE, "--duration=48h"
+        ).strip()
+        token_file.write_text(token)  # read on every request: a restarted cluster refreshes it in place
+        token_file.chmod(0o600)
+        wanted = prometheus.config(
+            api_server=f"https://127.0.0.1:{ports['apiserver']}",
+            ca_file=self.paths.state / "pki" / "ca.crt",
+            token_file=token_file,
+            operator_target=f"127.0.0.1:{ports['operator-metrics']}",
+        )
+        config_file = home / "prometheus.yml"
+        if not prometheus.config_matches(config_file, wanted):
+            processes.stop(self.paths.state, "prometheus")
+            config_file.write_text(yaml.safe_dump(wanted, sort_keys=False))
+        self._ensure(
+            "prometheus",
+            prometheus.command(
+                bins.prometheus, config_file=config_file, data=home / "data", port=ports["prometheus"]
+            ),
+        )
+        _wait(
+            "prometheus",
+            lambda: _http_ok(f"{self.prometheus_url}/-/ready"),
+            timeout_s=60,
+            log=self.paths.log("prometheus"),
+        )
 
     def start_operator(self) -> None:
         """Start (or restart after a stop) the operator only."""

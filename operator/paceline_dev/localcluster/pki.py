@@ -132,6 +132,17 @@ def ensure_pki(directory: Path) -> Pki:
     return pki
 
 
+def ensure_serving(pki: Pki, stem: str, common_name: str) -> tuple[Path, Path]:
+    """A loopback serving certificate (e.g. kwok's kubelet-like server), made once; (cert, key)."""
+    if not pki.cert(stem).exists():
+        ext = (
+            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
+            "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n"
+        )
+        _signed(pki, stem, f"/CN={common_name}", ext)
+    return pki.cert(stem), pki.key(stem)
+
+
 def _sign_clients(pki: Pki, stems: list[str]) -> None:
     client_ext = (
         "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"

@@ -31,6 +31,7 @@ import numpy as np
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from paceline_dev.localcluster import podlogs
 from paceline_dev.localcluster.config import (
     KWOK_ANNOTATION,
     NO_PROCESS_ANNOTATION,
@@ -165,6 +166,8 @@ class ProcessRuntime:
         config.load_kube_config(str(kubeconfig))
         self.api = client.ApiClient()
         self.core = client.CoreV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+        self.kubelet_ports = podlogs.KubeletPorts()
         self.state = state
         self.workdir = workdir
         self.cluster: ClusterConfig = load_config(
@@ -340,25 +343,21 @@ class ProcessRuntime:
         command = [VAR_REF.sub(lambda m: env.get(m.group(1), m.group(0)), part) for part in command]
         workdir = container.get("workingDir")
         cwd = Path(workdir) if workdir and Path(workdir).is_dir() else self.workdir
-        log_file = (self.pod_logs / f"{meta['namespace']}_{meta['name']}.log").open("ab")
         started_at = _now()
         try:
             proc = subprocess.Popen(
                 command,
                 env=env,
                 cwd=cwd,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
         except OSError as err:
-            log_file.close()
             self._terminated(raw, exit_code=127, reason="StartError", started_at=started_at, message=str(err))
             return
-        finally:
-            if not log_file.closed:
-                log_file.close()
+        self._serve_logs(raw, container["name"], proc)
         grace = float(spec.get("terminationGracePeriodSeconds") or 30)
         run = Running(
             key=key,
@@ -374,6 +373,42 @@ class ProcessRuntime:
             self.running[meta["uid"]] = run
         log.info("started %s on %s (pid %d, speed %g): %s", key, spec["nodeName"], proc.pid, speed, command)
         threading.Thread(target=self._wait, args=(run, raw), daemon=True).start()
+
+    def _serve_logs(self, raw: dict[str, Any], container: str, proc: subprocess.Popen[bytes]) -> None:
+        """The process's output into the pod's log files, and the kwok Logs object `kubectl logs` reads."""
+        meta = raw["metadata"]
+        where = {
+            "namespace": meta["namespace"],
+            "name": meta["name"],
+            "uid": meta["uid"],
+            "container": container,
+        }
+        previous = podlogs.previous_log(self.pod_logs, **where)
+        cri = podlogs.cri_path(self.pod_logs, **where)
+        assert proc.stdout is not None and proc.stderr is not None
+        podlogs.pump(
+            {"stdout": proc.stdout, "stderr": proc.stderr},
+            plain=self.pod_logs / f"{meta['namespace']}_{meta['name']}.log",
+            cri=cri,
+        )
+        body = podlogs.logs_object(raw, logs_file=cri, previous=previous)
+        args = (podlogs.GROUP, podlogs.VERSION, meta["namespace"], podlogs.PLURAL)
+        try:
+            try:
+                self.custom.create_namespaced_custom_object(*args, body)
+            except ApiException as err:
+                if err.status != 409:
+                    raise
+                # the Logs of an earlier pod with this name, not yet garbage-collected: take it over
+                patch = {
+                    "metadata": {"ownerReferences": body["metadata"]["ownerReferences"]},
+                    "spec": body["spec"],
+                }
+                self.custom.patch_namespaced_custom_object(*args, meta["name"], patch)
+        except ApiException as err:
+            log.warning(
+                "kubectl logs will not work for %s/%s: %s", meta["namespace"], meta["name"], err.reason
+            )
 
     def _wait(self, run: Running, raw: dict[str, Any]) -> None:
         code = run.proc.wait()
@@ -497,6 +532,12 @@ class ProcessRuntime:
         publish schedules."""
         self.provision_volumes()
         nodes = self._fake_nodes()
+        self.kubelet_ports.ensure(
+            podlogs.kubelet_endpoints(
+                self.nodes.items(),
+                lambda n: (n["metadata"].get("annotations") or {}).get(KWOK_ANNOTATION) == "fake",
+            )
+        )
         pods = self.pods.items()
         alive: set[str] = set()
         for pod in pods:

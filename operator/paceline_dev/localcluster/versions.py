@@ -10,3 +10,4 @@ KARPENTER = "v1.15.0"  # sigs.k8s.io/karpenter: its kwok provider is the node au
 KARPENTER_GO = "go1.26.9"  # GOTOOLCHAIN that Karpenter's go.mod requires (the module proxy serves it)
 
 CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+PROMETHEUS_DEBIAN_SUITE = "trixie"  # Debian's prometheus package (2.53): bookworm's lacks Kubernetes SD
