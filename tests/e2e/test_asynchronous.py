@@ -85,7 +85,10 @@ def test_staleness_sets_momentum_and_a_resize_retunes_it(
         return found if len(found) == 3 else None
 
     scraped = wait_for("momentum components in Prometheus", components, timeout_s=60, interval_s=2)
-    assert abs(scraped["explicit"] + scraped["implicit"] - scraped["total"]) < 2e-3
+    composed = 1 - (1 - scraped["explicit"]) * (
+        1 - scraped["implicit"]
+    )  # the momenta compose multiplicatively
+    assert abs(composed - scraped["total"]) < 2e-3
     assert scraped["implicit"] > 0.3
     shard = wait_for(
         "the shard's momentum in Prometheus",

@@ -12,9 +12,10 @@ import re
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
-from e2e_support import promql
+from e2e_support import Kube, promql, wait_for
 
 from paceline_dev.localcluster.cluster import LocalCluster
 
@@ -33,11 +34,35 @@ def grafana_expr(expr: str) -> str:
     )
 
 
-def test_prometheus_discovers_only_loopback_targets_through_the_api_server(cluster: LocalCluster) -> None:
-    with urllib.request.urlopen(f"{cluster.prometheus_url}/api/v1/targets", timeout=10) as resp:
-        targets = json.loads(resp.read())["data"]
-    pools = {t["scrapePool"] for t in targets["activeTargets"]}
-    assert {"paceline-operator", "kubernetes-pods"} <= pools
+def _annotated_pod() -> dict[str, Any]:
+    """A Running pod that asks to be scraped (the jobs of earlier tests may be gone by now)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "scraped",
+            "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "9400"},
+        },
+        "spec": {
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "idle", "image": "busybox", "command": ["sleep", "600"]}],
+        },
+    }
+
+
+def test_prometheus_discovers_only_loopback_targets_through_the_api_server(
+    cluster: LocalCluster, kube: Kube, namespace: str
+) -> None:
+    assert kube.apply(_annotated_pod(), namespace).returncode == 0
+
+    def active() -> dict[str, Any] | None:
+        with urllib.request.urlopen(f"{cluster.prometheus_url}/api/v1/targets", timeout=10) as resp:
+            found = json.loads(resp.read())["data"]
+        pools = {t["scrapePool"] for t in found["activeTargets"]}
+        return found if {"paceline-operator", "kubernetes-pods"} <= pools else None
+
+    targets = wait_for("the operator and a pod as scrape targets", active, timeout_s=120, interval_s=2)
     assert all(re.match(r"127\.", t["labels"]["instance"]) for t in targets["activeTargets"])
     operator = [t for t in targets["activeTargets"] if t["scrapePool"] == "paceline-operator"]
     assert operator and operator[0]["health"] == "up"
