@@ -419,7 +419,10 @@ def build_worker_pod(
     claim = spec.checkpoint.claim(job.name)
     defaults = []
     if claim is None:  # the container's own disk, unless the template says otherwise
-        defaults.append(_env(Env.CHECKPOINT_DIR, f"{api.DEFAULT_CHECKPOINT_ROOT}/{job.namespace}/{job.name}"))
+        # the job's uid in the path: a new job of the same name never resumes an old one's checkpoint
+        # where that directory outlives the container (the local cluster's processes share /tmp)
+        root = f"{api.DEFAULT_CHECKPOINT_ROOT}/{job.namespace}/{job.name}"
+        defaults.append(_env(Env.CHECKPOINT_DIR, f"{root}/{job.uid}"))
     else:  # the durable volume: every worker mounts it, each job keeps its own subdirectory
         pod_spec.setdefault("volumes", []).append(
             {"name": api.CHECKPOINT_VOLUME, "persistentVolumeClaim": {"claimName": claim}}

@@ -43,7 +43,8 @@ def _env(pod: dict[str, Any]) -> dict[str, str]:
 def test_without_a_volume_checkpoints_stay_in_the_container() -> None:
     pod = _pod(api.parse_spec(job()["spec"]))
     assert "volumes" not in pod["spec"]
-    assert _env(pod)["PACELINE_CHECKPOINT_DIR"] == "/tmp/paceline/ml/demo"
+    # per job uid: a new job of the same name does not resume an old one (where /tmp outlives a container)
+    assert _env(pod)["PACELINE_CHECKPOINT_DIR"] == "/tmp/paceline/ml/demo/uid-1234"
     assert _env(pod)["PACELINE_CHECKPOINT_INTERVAL_STEPS"] == "100"
 
 
