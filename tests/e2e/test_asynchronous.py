@@ -98,8 +98,13 @@ def test_staleness_sets_momentum_and_a_resize_retunes_it(
     )
     assert shard[0]["metric"]["role"] == "ps" and -1.0 <= float(shard[0]["value"][1]) < 1.0
     buckets = f'paceline_ps_update_staleness_bucket{{namespace="{namespace}"}}'
-    staleness = promql(cluster, f"histogram_quantile(0.5, sum by (le) (rate({buckets}[30s])))")
-    assert staleness and float(staleness[0]["value"][1]) > 0  # 4 workers: updates are stale
+    median = f"histogram_quantile(0.5, sum by (le) (rate({buckets}[30s])))"  # needs two scrapes in the window
+
+    def stale() -> list[dict] | None:
+        rows = promql(cluster, median)
+        return rows if rows and float(rows[0]["value"][1]) > 0 else None
+
+    wait_for("a median staleness above 0 (4 workers: updates are stale)", stale, timeout_s=60, interval_s=2)
 
     # a worker set change (4 → 2) is a trigger: the explicit momentum is retuned for the new M
     changed = _job(2)
