@@ -120,8 +120,17 @@ def test_straggler_is_detected_and_rebalanced_then_job_succeeds(
         interval_s=2,
     )
     assert 0.2 < float(efficiency[0]["value"][1]) <= 1.05
-    up = promql(cluster, f'up{{job="kubernetes-pods", namespace="{namespace}"}}')
-    assert len(up) == 2 and all(r["value"][1] == "1" for r in up)
+    up = wait_for(  # one scrape may fail on a loaded machine: wait for both targets up
+        "both workers up in Prometheus",
+        lambda: (
+            (rows := promql(cluster, f'up{{job="kubernetes-pods", namespace="{namespace}"}}'))
+            and len(rows) == 2
+            and all(r["value"][1] == "1" for r in rows)
+            and rows
+        ),
+        timeout_s=120,
+        interval_s=2,
+    )
     assert all(r["metric"]["instance"].startswith("127.") for r in up)  # loopback pod IPs only
 
     wait_for(
