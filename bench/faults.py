@@ -99,7 +99,7 @@ class Job:
         self.namespace = f"faults-{name}"
         cluster.kubectl("create", "namespace", self.namespace)
         self.creations = faults.PodCreations(cluster.paths.kubeconfig, self.namespace).start()
-        doc = jobs.recorded_job(name, steps=steps, samples=SAMPLES, batch=BATCH, workers=WORKERS)
+        doc = jobs.recorded_job(name, steps=steps, samples=SAMPLES, batch=BATCH, replicas=(WORKERS, WORKERS))
         cluster.kubectl("apply", "-n", self.namespace, "-f", "-", input_text=json.dumps(doc))
         tally.jobs_total += 1
 

@@ -13,7 +13,7 @@ import kopf
 
 from paceline import api
 from paceline.capacity import Offer
-from paceline.controller.inventory import GpuNode, JobKey, gpu_node, gpu_pod, node_pool_offer
+from paceline.controller.inventory import GpuNode, JobKey, gpu_node, gpu_pod, gpus_requested, node_pool_offer
 from paceline.controller.runner import Cache, Fleet
 
 OURS: dict[str, Any] = {api.LABEL_MANAGED_BY: api.MANAGED_BY, api.LABEL_JOB: kopf.PRESENT}
@@ -186,8 +186,18 @@ def _deleted(type: str | None, **_: Any) -> bool:
 
 
 @kopf.on.event("v1", "pods", labels=OURS, when=_deleted)
+async def on_pod_gone(
+    namespace: str | None, labels: Mapping[str, str], body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
+    """A job's pod is gone: run a pass for its job; if it still held GPUs, other jobs may use them (a pod
+    that finished gave them back when its job did)."""
+    _poke(memo, (namespace or "", labels[api.LABEL_JOB]))
+    if gpus_requested(body) > 0 and (body.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+        memo.fleet.gpus_freed()
+
+
 @kopf.on.event("v1", "services", labels=OURS, when=_deleted)
 @kopf.on.event("v1", "configmaps", labels=CONTROL, when=_deleted)
 async def on_child_gone(namespace: str | None, labels: Mapping[str, str], memo: kopf.Memo, **_: Any) -> None:
-    """A job's pod, Service or control ConfigMap is gone (kopf does not index deletions): run a pass."""
+    """A job's Service or control ConfigMap is gone (kopf does not index deletions): run a pass."""
     _poke(memo, (namespace or "", labels[api.LABEL_JOB]))

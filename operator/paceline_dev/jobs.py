@@ -48,24 +48,24 @@ def layer_graph(layers: int, *, fan_in: int = 1) -> dict[str, Any]:
 
 
 def recorded_job(
-    name: str, *, steps: int, samples: int, batch: int, workers: int = 2, step_sleep: float = 0.3
+    name: str,
+    *,
+    steps: int,
+    samples: int,
+    batch: int,
+    replicas: tuple[int, int] = (2, 2),
+    step_sleep: float = 0.3,
+    **spec: Any,
 ) -> dict[str, Any]:
-    """`workers` one-rank workers training bench/_tp_worker.py's MLP for `steps` steps; every rank records
+    """Workers training bench/_tp_worker.py's MLP for `steps` steps (one rank per GPU); every rank records
     each step's sample indices under `records/` of the job's checkpoint volume (a claim template the
-    operator creates); a checkpoint every 4 steps."""
+    operator creates); a checkpoint every 4 steps; static shares. `spec` adds or overrides fields."""
     command = ["python", "bench/_tp_worker.py", "--out", "$(PACELINE_CHECKPOINT_DIR)/records"]
     command += ["--samples", str(samples), "--max-steps", str(steps), "--step-sleep", str(step_sleep)]
-    return training_job(
-        name,
-        command=command,
-        replicas=(workers, workers),
-        globalBatchSize=batch,
-        balancing={"policy": "Static"},
-        checkpoint={
-            "volumeClaimTemplate": {
-                "accessModes": ["ReadWriteMany"],
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-            "intervalSteps": 4,
-        },
-    )
+    claim = {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}
+    settings: dict[str, Any] = {
+        "globalBatchSize": batch,
+        "balancing": {"policy": "Static"},
+        "checkpoint": {"volumeClaimTemplate": claim, "intervalSteps": 4},
+    }
+    return training_job(name, command=command, replicas=replicas, **(settings | spec))

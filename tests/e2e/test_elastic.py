@@ -11,8 +11,17 @@ from typing import Any
 
 import pytest
 import yaml
-from e2e_support import Kube, busy_static_pods, checkpoint_records, global_batches, training_job, wait_for
+from e2e_support import (
+    Kube,
+    busy_static_pods,
+    checkpoint_records,
+    global_batches,
+    sample_accounting,
+    training_job,
+    wait_for,
+)
 
+from paceline_dev.jobs import recorded_job
 from paceline_dev.localcluster.cluster import LocalCluster
 from paceline_dev.localcluster.config import load_config, node_manifests
 
@@ -34,32 +43,15 @@ def _steps(cluster: LocalCluster, namespace: str) -> int:
 def test_a_lost_node_replans_resumes_from_the_volume_and_keeps_every_sample(
     cluster: LocalCluster, kube: Kube, namespace: str
 ) -> None:
-    command = ["python", "bench/_tp_worker.py", "--out", "$(PACELINE_CHECKPOINT_DIR)/records"]
-    command += [
-        "--sizes",
-        "6,16,12,4",
-        "--samples",
-        str(SAMPLES),
-        "--max-steps",
-        str(STEPS),
-        "--step-sleep",
-        "0.4",
-    ]
-    doc = training_job(
+    doc = recorded_job(
         "follow",
-        command=command,
+        steps=STEPS,
+        samples=SAMPLES,
+        batch=BATCH,
         replicas=(1, 2),
+        step_sleep=0.4,
         gpusPerWorker=4,  # one worker per A100 node
-        globalBatchSize=BATCH,
         placement={"pools": ["a100"]},
-        balancing={"policy": "Static"},
-        checkpoint={
-            "volumeClaimTemplate": {
-                "accessModes": ["ReadWriteMany"],
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-            "intervalSteps": 4,
-        },
     )
     assert kube.apply(doc, namespace).returncode == 0
     try:
@@ -125,8 +117,8 @@ def _pinned_nodes(pod: dict[str, Any]) -> set[str]:
     return {v for t in terms["nodeSelectorTerms"] for e in t["matchFields"] for v in e.get("values", [])}
 
 
-def _resized(kube: Kube, namespace: str) -> list[str]:
-    events = [e for e in kube.events(namespace, "follow") if e["reason"] == "Resized"]
+def _resized(kube: Kube, namespace: str, job: str = "follow") -> list[str]:
+    events = [e for e in kube.events(namespace, job) if e["reason"] == "Resized"]
     return [e["message"] for e in sorted(events, key=lambda e: e.get("lastTimestamp") or "")]
 
 
@@ -139,8 +131,8 @@ def _pod_on(kube: Kube, namespace: str, node: str) -> dict[str, Any]:
     return pod
 
 
-def _status(kube: Kube, namespace: str) -> dict[str, Any]:
-    return dict((kube.get("tj", "follow", namespace) or {}).get("status") or {})
+def _status(kube: Kube, namespace: str, job: str = "follow") -> dict[str, Any]:
+    return dict((kube.get("tj", job, namespace) or {}).get("status") or {})
 
 
 def _restore_node(kube: Kube) -> None:
@@ -157,6 +149,55 @@ def _ready(node: dict[str, Any] | None) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
+def test_a_job_grows_into_the_gpus_another_job_frees(
+    cluster: LocalCluster, kube: Kube, namespace: str, tmp_path: Path
+) -> None:
+    """Two A100 nodes: a holder job takes one, an elastic job (1..2 workers) starts on the other; when the
+    holder's pod finishes the elastic job grows onto the node it freed, keeping its first pod."""
+    wait_for("the static A100 nodes free", lambda: not busy_static_pods(kube, "a100"), 300, 2)
+    release = tmp_path / "release"
+    hold = ["python", "-c", f"import os, time\nwhile not os.path.exists({str(release)!r}): time.sleep(0.5)"]
+    holder = training_job(
+        "holder", command=hold, replicas=(1, 1), gpusPerWorker=4, placement={"pools": ["a100"]}
+    )
+    assert kube.apply(holder, namespace).returncode == 0
+    wait_for(
+        "the holder running", lambda: _status(kube, namespace, "holder").get("workersReady") == "1/1", 240
+    )
+    doc = recorded_job(
+        "freed",
+        steps=150,
+        samples=SAMPLES,
+        batch=BATCH,
+        replicas=(1, 2),
+        step_sleep=0.4,
+        gpusPerWorker=4,
+        placement={"pools": ["a100"]},
+    )
+    assert kube.apply(doc, namespace).returncode == 0
+    wait_for(
+        "one worker running", lambda: _status(kube, namespace, "freed").get("workersReady") == "1/1", 240
+    )
+    first = _workers(kube, namespace, "freed")
+    assert len(first) == 1 and not _resized(kube, namespace, "freed")
+    release.write_text("done")
+    (message, *_) = wait_for("a Resized event", lambda: _resized(kube, namespace, "freed"), timeout_s=240)
+    assert "from 1 to 2 worker" in message and "GPUs became free" in message, message
+    status = wait_for(
+        "Succeeded",
+        lambda: (s := _status(kube, namespace, "freed")).get("phase") == "Succeeded" and s,
+        timeout_s=600,
+        interval_s=2,
+    )
+    assert len(status["workers"]) == 2
+    kept = [
+        p for p in _workers(kube, namespace, "freed") if p["metadata"]["uid"] == first[0]["metadata"]["uid"]
+    ]
+    assert kept, "the first worker kept its pod through the resize"
+    ranks = checkpoint_records(cluster, namespace, "freed")
+    assert sample_accounting(ranks, samples=SAMPLES, batch=BATCH) == (0, 0)
+
+
 def test_a_job_asks_karpenter_for_gpus_grows_into_them_and_lets_them_go(
     cluster: LocalCluster, kube: Kube, namespace: str
 ) -> None:
@@ -165,24 +206,15 @@ def test_a_job_asks_karpenter_for_gpus_grows_into_them_and_lets_them_go(
     trains every sample exactly once, succeeds, and Karpenter removes the nodes once empty."""
     wait_for("the static A100 nodes free", lambda: not busy_static_pods(kube, "a100"), 300, 2)
     steps = 120
-    command = ["python", "bench/_tp_worker.py", "--out", "$(PACELINE_CHECKPOINT_DIR)/records"]
-    command += ["--sizes", "6,16,12,4", "--samples", str(SAMPLES), "--max-steps", str(steps)]
-    command += ["--step-sleep", "0.4"]
-    doc = training_job(
+    doc = recorded_job(
         "grow",
-        command=command,
+        steps=steps,
+        samples=SAMPLES,
+        batch=BATCH,
         replicas=(1, 4),
+        step_sleep=0.4,
         gpusPerWorker=4,
-        globalBatchSize=BATCH,
         placement={"pools": ["a100"]},
-        balancing={"policy": "Static"},
-        checkpoint={
-            "volumeClaimTemplate": {
-                "accessModes": ["ReadWriteMany"],
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-            "intervalSteps": 4,
-        },
         elastic={"provision": {"gpuProducts": ["NVIDIA-A100-SXM4-40GB"], "budgetPerHour": "140"}},
     )
     assert kube.apply(doc, namespace).returncode == 0
@@ -239,6 +271,46 @@ def test_a_job_asks_karpenter_for_gpus_grows_into_them_and_lets_them_go(
         timeout_s=300,
         interval_s=2,
     )
+
+
+def test_a_job_short_of_its_minimum_asks_karpenter_for_the_rest(
+    cluster: LocalCluster, kube: Kube, namespace: str
+) -> None:
+    """replicas.min 3 A100 workers, two static A100 nodes: the job waits (Planned=False/Unschedulable) and
+    asks NodePool a100 for the third worker's GPUs; once Karpenter's node is Ready the job is planned on all
+    three nodes and runs."""
+    wait_for("the static A100 nodes free", lambda: not busy_static_pods(kube, "a100"), 300, 2)
+    wait_for(
+        "no Karpenter A100 node left", lambda: not kube.items("nodes", "default", f"{NODEPOOL}=a100"), 300, 2
+    )
+    doc = training_job(
+        "short",
+        command=["python", "-c", "import time; time.sleep(5)"],
+        replicas=(3, 3),
+        gpusPerWorker=4,
+        placement={"pools": ["a100"]},
+        elastic={"provision": {"gpuProducts": ["NVIDIA-A100-SXM4-40GB"], "budgetPerHour": "140"}},
+    )
+    assert kube.apply(doc, namespace).returncode == 0
+    waiting = wait_for(
+        "Unschedulable with one worker asked for",
+        lambda: (
+            (s := _status(kube, namespace, "short")).get("scaleOut", {}).get("requested") == {"a100": 1} and s
+        ),
+        timeout_s=120,
+        interval_s=1,
+    )
+    conditions = {c["type"]: c for c in waiting["conditions"]}
+    assert conditions["Planned"]["status"] == "False" and conditions["Planned"]["reason"] == "Unschedulable"
+    assert conditions["ScalingOut"]["reason"] == "CapacityRequested", conditions["ScalingOut"]
+    status = wait_for(
+        "Succeeded on three nodes",
+        lambda: (s := _status(kube, namespace, "short")).get("phase") == "Succeeded" and s,
+        timeout_s=420,
+        interval_s=2,
+    )
+    added = {w["node"] for w in status["workers"]} - {"gpu-a100-0", "gpu-a100-1"}
+    assert len(added) == 1 and kube.get("node", added.pop())["metadata"]["labels"].get(NODEPOOL) == "a100"
 
 
 def _workers(kube: Kube, namespace: str, job: str) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from paceline.capacity import Offer, best_single_type, choose
 from paceline.controller.decide.members import first_members
 from paceline.controller.decide.model import Observed
 from paceline.controller.decide.plan import Planned
-from paceline.controller.decide.scale_out import scale_out
+from paceline.controller.decide.scale_out import Held, scale_out
 from paceline.controller.inventory import node_pool_offer
 from paceline.planner.devices import DeviceCatalog
 from paceline.reasons import Reason
@@ -219,3 +219,25 @@ def test_a_placeholder_on_a_node_the_workers_now_use_makes_way() -> None:
     out = scale_out(obs, spec, PLANNED)
     assert out.delete == ["demo-capacity-a100-0"]
     assert [p["metadata"]["name"] for p in out.create] == ["demo-capacity-a100-2"]
+
+
+def test_a_job_waiting_below_its_minimum_asks_for_what_it_lacks() -> None:
+    """replicas.min 4, one A100 slot free: the waiting job asks for A100 workers up to replicas.max; when the
+    NodePools cannot bring it to the minimum it asks for nothing and says why."""
+    obs, spec = observed([], phase="Pending", replicas={"min": 4, "max": 5})
+    out = scale_out(obs, spec, Held(products=(A100,), waiting=True))
+    assert out.condition is not None and out.condition.reason == Reason.CAPACITY_REQUESTED
+    assert out.status is not None and sum(out.status["requested"].values()) >= 3
+    short = (Offer(pool="a100", gpu_product=A100, gpus_left=2, price_per_gpu_hour=4.10),)
+    poor, spec = observed([], phase="Pending", replicas={"min": 4, "max": 5}, offers=short)
+    out = scale_out(poor, spec, Held(products=(), waiting=True))
+    assert out.create == [] and out.condition is not None
+    assert (
+        out.condition.reason == Reason.NO_CAPACITY_LEFT
+        and "fewer than replicas.min (4)" in out.condition.message
+    )
+
+
+def test_an_unplanned_job_that_is_not_short_of_gpus_asks_nothing() -> None:
+    obs, spec = observed([], phase="Running")
+    assert scale_out(obs, spec, Held(products=())).create == []

@@ -17,14 +17,18 @@ from paceline.reasons import Reason
 class PlanningError(RuntimeError):
     """No plan fits the cluster right now (or the model description is unusable); says what is missing."""
 
-    def __init__(self, message: str, *, reason: Reason = Reason.UNSCHEDULABLE) -> None:
+    def __init__(
+        self, message: str, *, reason: Reason = Reason.UNSCHEDULABLE, free: tuple[str, ...] | None = None
+    ) -> None:
         super().__init__(message)
         self.reason = reason
+        self.free = free  # too few worker slots: the GPU type of each free one (what a scale-out adds to)
 
 
-def worker_slots(spec: api.JobSpec, nodes: Sequence[NodeCapacity]) -> int:
-    """How many workers of spec.gpusPerWorker GPUs fit in the allowed pools right now."""
-    return sum(n.gpus_free // spec.gpus_per_worker for n in nodes if not spec.pools or n.pool in spec.pools)
+def worker_slots(spec: api.JobSpec, nodes: Sequence[NodeCapacity]) -> tuple[str, ...]:
+    """The workers of spec.gpusPerWorker GPUs that fit in the allowed pools right now: a GPU type each."""
+    allowed = [n for n in nodes if not spec.pools or n.pool in spec.pools]
+    return tuple(n.gpu_product for n in allowed for _ in range(n.gpus_free // spec.gpus_per_worker))
 
 
 def plan_for(spec: api.JobSpec, nodes: Sequence[NodeCapacity], model: Mapping[str, Any] | None) -> JobPlan:
@@ -39,11 +43,12 @@ def plan_for(spec: api.JobSpec, nodes: Sequence[NodeCapacity], model: Mapping[st
             f"no Ready GPU node in the allowed pools {list(spec.pools)} (pools present: {pools})"
         )
     slots = worker_slots(spec, nodes)
-    workers = min(spec.replicas_max, slots)
+    workers = min(spec.replicas_max, len(slots))
     if workers < spec.replicas_min:
         raise PlanningError(
-            f"only {slots} worker slot(s) of {spec.gpus_per_worker} GPU(s) free in the allowed pools; "
-            f"spec.replicas.min is {spec.replicas_min}"
+            f"only {len(slots)} worker slot(s) of {spec.gpus_per_worker} GPU(s) free in the allowed pools; "
+            f"spec.replicas.min is {spec.replicas_min}",
+            free=slots,
         )
     try:
         return plan_job(

@@ -108,7 +108,9 @@ class JobRunner:
         self.job: dict[str, Any] | None = None
         self.written = Written()
         self.memory = JobMemory()
-        self.capacity_changed = False  # a GPU node became usable since this job last considered growing
+        # capacity may have changed since this job last considered growing (true at first: an operator
+        # restart, or GPUs freed before the job ran, are not missed)
+        self.capacity_changed = True
         self.decided: dict[str, Any] | None = None  # the status of the last pass, written or waiting
         self._reported: dict[str, Any] | None = None  # the status last written (or found unchanged)
         self._events: list[Event] = []
@@ -220,8 +222,9 @@ class JobRunner:
             self._events += decision.events
             if self._reporting is None and (self._events or self.decided != self._reported):
                 self._reporting = asyncio.create_task(self._report())
-        if (decision.status or {}).get("phase") in TERMINAL:
-            self.fleet.reservations.pop(self.key, None)
+        finished = (decision.status or {}).get("phase") in TERMINAL
+        if finished and self.fleet.reservations.pop(self.key, None) is not None:
+            self.fleet.gpus_freed()  # its pods have finished: the cache no longer counts their GPUs
 
     async def _report(self) -> None:
         """Write the newest decided status and the events gathered so far, through the reporting lane."""
@@ -260,7 +263,8 @@ class Fleet:
             runner = self.runners.pop(key, None)
             if runner is not None:
                 runner.stop()
-            self.reservations.pop(key, None)
+            if self.reservations.pop(key, None) is not None:
+                self.gpus_freed()
             operator_metrics.forget_job(namespace=key[0], job=key[1])
             return
         if key not in self.runners:
@@ -283,12 +287,25 @@ class Fleet:
             if not usable and name in held:
                 self.poke(key)
         if usable:
-            for key, runner in self.runners.items():
+            for key in self.runners:
                 if key not in self.reservations:
                     self.poke(key)  # waiting for capacity
-                elif runner.may_grow():
-                    runner.capacity_changed = True
-                    self.poke(key)
+            self._offer_growth()
+
+    def gpus_freed(self) -> None:
+        """GPUs became free (a job finished and gave up its reservation, or a pod holding GPUs is gone):
+        waiting jobs retry, running jobs that may grow consider them."""
+        for key in self.runners:
+            if key not in self.reservations:
+                self.poke(key)
+        self._offer_growth()
+
+    def _offer_growth(self) -> None:
+        """New capacity: every running job that may grow re-plans once to see whether growing pays."""
+        for key, runner in self.runners.items():
+            if key in self.reservations and runner.may_grow():
+                runner.capacity_changed = True
+                self.poke(key)
 
     def usable_nodes(self) -> frozenset[str]:
         """GPU nodes pods can run on now, by name (in the event loop)."""

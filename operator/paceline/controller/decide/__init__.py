@@ -24,7 +24,7 @@ from paceline.controller.decide.failures import Failure, Restart, backoff_until,
 from paceline.controller.decide.generations import generation_puts
 from paceline.controller.decide.model import Decision, Event, MomentumPut, Observed, Rejection, Telemetry
 from paceline.controller.decide.plan import Planned, Unplanned, adopt_plan, in_place, may_grow, needs_plan
-from paceline.controller.decide.scale_out import placeholders, scale_out
+from paceline.controller.decide.scale_out import Held, placeholders, scale_out
 from paceline.controller.decide.status import (
     SPEC_VALID,
     carry,
@@ -65,13 +65,25 @@ def decide(obs: Observed) -> Decision:
     volume = checkpoint_volume(obs, checked.spec)
     planned = volume if isinstance(volume, Unplanned) else adopt_plan(obs, checked.spec)
     if isinstance(planned, Unplanned):
-        old = obs.job.get("status") or {}
-        kept = carry(old, [ConditionType.PLACED, ConditionType.RUNNING, ConditionType.RESTARTING])
-        status, events = conclude(obs, dict(old), [planned.condition, *kept, SPEC_VALID])
-        return Decision(status=status, events=events, requeue_after=UNSCHEDULABLE_RETRY_S)
+        return _waiting(obs, checked.spec, planned)
     decision = _progress(obs, checked.spec, planned)
     if not isinstance(volume, Unplanned):
         decision.create = [*volume, *decision.create]
+    return decision
+
+
+def _waiting(obs: Observed, spec: api.JobSpec, planned: Unplanned) -> Decision:
+    """No plan fits: report why; with too few GPUs and spec.elastic.provision, ask the node autoscaler for
+    the workers replicas.min still lacks."""
+    old = obs.job.get("status") or {}
+    status = dict(old)
+    decision = Decision(requeue_after=UNSCHEDULABLE_RETRY_S)
+    have = Held(products=planned.free or (), waiting=planned.free is not None)
+    scaling = _scale_out(obs, spec, have, decision, status)
+    kept = carry(old, [ConditionType.PLACED, ConditionType.RUNNING, ConditionType.RESTARTING])
+    conds = [planned.condition, *kept, SPEC_VALID, *([scaling] if scaling is not None else [])]
+    decision.status, events = conclude(obs, status, conds)
+    decision.events = events + decision.events
     return decision
 
 
@@ -142,11 +154,11 @@ def _stop(
 
 
 def _scale_out(
-    obs: Observed, spec: api.JobSpec, planned: Planned, decision: Decision, status: dict[str, Any]
+    obs: Observed, spec: api.JobSpec, now: Planned | Held, decision: Decision, status: dict[str, Any]
 ) -> Condition | None:
     """Placeholders for the GPUs the job wants from the node autoscaler (spec.elastic.provision); the
     ScalingOut condition."""
-    asked = scale_out(obs, spec, planned)
+    asked = scale_out(obs, spec, now)
     decision.create += asked.create
     decision.delete_pods = sorted({*decision.delete_pods, *asked.delete})
     decision.events += asked.events

@@ -35,6 +35,7 @@ class Planned:
 @dataclass(frozen=True, kw_only=True)
 class Unplanned:
     condition: Condition  # Planned=False with the reason
+    free: tuple[str, ...] | None = None  # too few worker slots: the GPU type of each free one
 
 
 def job_ref(job: Mapping[str, Any]) -> JobRef:
@@ -142,7 +143,8 @@ def adopt_plan(obs: Observed, spec: api.JobSpec) -> Planned | Unplanned:
         message = str(obs.new_plan) if obs.new_plan is not None else "waiting for a plan"
         cause = obs.new_plan.reason if isinstance(obs.new_plan, PlanningError) else Reason.UNSCHEDULABLE
         return Unplanned(
-            condition=Condition(type=ConditionType.PLANNED, status=False, reason=cause, message=message)
+            condition=Condition(type=ConditionType.PLANNED, status=False, reason=cause, message=message),
+            free=obs.new_plan.free if isinstance(obs.new_plan, PlanningError) else None,
         )
     return _replanned(obs, spec, obs.new_plan, stored, lost)
 

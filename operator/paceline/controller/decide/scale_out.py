@@ -11,6 +11,7 @@ timeout is not asked again (status.scaleOut.unavailable) and an event says so.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -36,6 +37,23 @@ class Placeholders:
     events: list[Event] = field(default_factory=list)
     status: dict[str, Any] | None = None  # status.scaleOut (None: not provisioning)
     condition: Condition | None = None  # ScalingOut (None: not provisioning)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Held:
+    """The workers a job has (or, waiting below replicas.min, could have now): a GPU type each, and the
+    nodes they use (a placeholder never stays on one)."""
+
+    products: tuple[str, ...]
+    nodes: frozenset[str] = frozenset()
+    waiting: bool = False  # not planned yet: what is asked for must bring it to replicas.min
+
+
+def held(planned: Planned) -> Held:
+    return Held(
+        products=tuple(w.gpu_product for w in planned.plan.workers),
+        nodes=frozenset(w.node for w in planned.plan.workers),
+    )
 
 
 def placeholders(pods: Sequence[Pod]) -> dict[str, Pod]:
@@ -103,27 +121,37 @@ OUTCOME_REASON = {
 }
 
 
-def wanted(obs: Observed, spec: api.JobSpec, planned: Planned, unavailable: Sequence[str]) -> ScaleOut:
-    """Extra workers per NodePool for this plan (nothing unless the job runs and may provision)."""
+def wanted(obs: Observed, spec: api.JobSpec, have: Held, unavailable: Sequence[str]) -> ScaleOut:
+    """Extra workers per NodePool (nothing unless the job may provision and runs, or waits for capacity)."""
     provision = spec.elastic.provision
     running = (obs.job.get("status") or {}).get("phase") == "Running"
-    if provision is None or obs.offers is None or not running:
+    planned_and_running = running and bool(have.products) and not have.waiting
+    if provision is None or obs.offers is None or not (planned_and_running or have.waiting):
         return ScaleOut(workers={}, cost_per_hour=0.0, outcome="", note="")
     budget = float(provision.budget_per_hour) if provision.budget_per_hour is not None else None
-    return choose(
-        current=[w.gpu_product for w in planned.plan.workers],
+    asked = choose(
+        current=list(have.products),
         offers=[o for o in obs.offers if o.pool not in unavailable],
-        slots=spec.replicas_max - len(planned.plan.workers),
+        slots=spec.replicas_max - len(have.products),
         gpus_per_worker=spec.gpus_per_worker,
         flops=_flops,
         budget_per_hour=budget,
         allowed=provision.gpu_products,
         worth=lambda old, new: spec.elastic.worth_resizing(old_samples_per_s=old, new_samples_per_s=new),
     )
+    reach = len(have.products) + sum(asked.workers.values())
+    if have.waiting and reach < spec.replicas_min:
+        note = (
+            f"{len(have.products)} worker slot(s) free and what the NodePools can add within the budget make "
+            f"{reach}, fewer than replicas.min ({spec.replicas_min}): nothing asked; the job waits"
+        )
+        return ScaleOut(workers={}, cost_per_hour=0.0, outcome="no-room", note=note)
+    return asked
 
 
-def scale_out(obs: Observed, spec: api.JobSpec, planned: Planned) -> Placeholders:
+def scale_out(obs: Observed, spec: api.JobSpec, now: Planned | Held) -> Placeholders:
     """The placeholders this pass wants, what to create and delete to get there, and the condition."""
+    have_now = now if isinstance(now, Held) else held(now)
     out = Placeholders()
     have = placeholders(obs.pods)
     provision = spec.elastic.provision
@@ -134,8 +162,8 @@ def scale_out(obs: Observed, spec: api.JobSpec, planned: Planned) -> Placeholder
     bad = refused(obs, spec)
     plan = ScaleOut(workers={}, cost_per_hour=0.0, outcome="", note="")
     if bad is None:
-        plan = wanted(obs, spec, planned, unavailable)
-    keep, make = _assign(obs, plan.workers, have, {w.node for w in planned.plan.workers})
+        plan = wanted(obs, spec, have_now, unavailable)
+    keep, make = _assign(obs, plan.workers, have, have_now.nodes)
     ref = job_ref(obs.job)
     out.create = [build_capacity_pod(ref, name=n, pool=p, gpus=spec.gpus_per_worker) for n, p in make]
     out.delete = sorted(n for n in have if n not in keep)
@@ -158,7 +186,7 @@ def scale_out(obs: Observed, spec: api.JobSpec, planned: Planned) -> Placeholder
 
 
 def _assign(
-    obs: Observed, wanted: Mapping[str, int], have: Mapping[str, Pod], used: set[str]
+    obs: Observed, wanted: Mapping[str, int], have: Mapping[str, Pod], used: AbstractSet[str]
 ) -> tuple[set[str], list[tuple[str, str]]]:
     """Which placeholders stay and which are made: per NodePool, existing ones first — never one on a node
     the plan's workers use (its GPUs are theirs now) — then new names no pod holds."""
