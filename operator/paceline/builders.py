@@ -148,14 +148,16 @@ def harden(pod_spec: dict[str, Any], *, tmp: bool = True) -> None:
     /tmp when `tmp`) and no ServiceAccount token."""
     pod_spec["securityContext"] = _fill(POD_SECURITY, pod_spec.get("securityContext"))
     pod_spec.setdefault("automountServiceAccountToken", False)
+    mounted = False
     for key in ("containers", "initContainers"):
         for container in pod_spec.get(key) or []:
             container["securityContext"] = _fill(CONTAINER_SECURITY, container.get("securityContext"))
             mounts = container.get("volumeMounts") or []
             if tmp and not any(m.get("mountPath", "").rstrip("/") == "/tmp" for m in mounts):
                 container["volumeMounts"] = [*mounts, {"name": api.TMP_VOLUME, "mountPath": "/tmp"}]
+                mounted = True
     volumes = pod_spec.setdefault("volumes", [])
-    if tmp and not any(v.get("name") == api.TMP_VOLUME for v in volumes):
+    if mounted and not any(v.get("name") == api.TMP_VOLUME for v in volumes):
         volumes.append({"name": api.TMP_VOLUME, "emptyDir": {}})
 
 
