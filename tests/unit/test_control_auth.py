@@ -120,3 +120,17 @@ def test_an_endpoint_refuses_and_counts_writes_without_the_token(
     assert _put(f"{base}/assignment", body, authorization(TOKEN.decode()))[0] == 202
     assert store.pending is not None and store.pending.batch_sizes == (2, 6)
     assert _refused(base) == {"missing": 1, "wrong": 2, "unconfigured": 0}
+
+
+def test_a_refreshed_token_file_is_picked_up(tmp_path: Path) -> None:
+    """A kubelet refreshes a mounted Secret: the endpoint compares against the file's new token."""
+    path = tmp_path / "token"
+    path.write_text("old")
+    auth = ControlAuth.from_env({Env.TOKEN_FILE: str(path)})
+    assert auth.check("PUT", "Bearer old") is None
+    path.write_text("new")
+    assert auth.check("PUT", "Bearer new") is None
+    assert auth.check("PUT", "Bearer old") is Refusal.WRONG
+    path.unlink()
+    assert auth.check("PUT", "Bearer new") is None  # a vanished file never opens the door wider
+    assert auth.check("PUT", "Bearer old") is Refusal.WRONG

@@ -86,9 +86,16 @@ def read_token(path: str | None) -> bytes | None:
 class ControlAuth:
     """A server's write check: its token (None: refuse every write) and what to do with each refusal."""
 
-    def __init__(self, token: bytes | None, *, on_refused: Callable[[Refusal], None] | None = None) -> None:
+    def __init__(
+        self,
+        token: bytes | None,
+        *,
+        on_refused: Callable[[Refusal], None] | None = None,
+        path: str | None = None,
+    ) -> None:
         self.token = token
         self._on_refused = on_refused
+        self._path = path  # re-read when a token does not match: a kubelet refreshes a mounted Secret
 
     @classmethod
     def from_env(
@@ -108,11 +115,16 @@ class ControlAuth:
                 who,
                 where,
             )
-        return cls(token, on_refused=on_refused)
+        return cls(token, on_refused=on_refused, path=path or None)
 
     def check(self, method: str, header: str | None) -> Refusal | None:
         """`authorize`, counting and logging a refusal."""
         refusal = authorize(method, header, self.token)
+        if refusal in (Refusal.WRONG, Refusal.UNCONFIGURED) and self._path is not None:
+            fresh = read_token(self._path)
+            if fresh is not None and fresh != self.token:
+                self.token = fresh
+                refusal = authorize(method, header, self.token)
         if refusal is not None:
             log.warning("refused a control write (%s): %s", refusal.value, refusal.message)
             if self._on_refused is not None:
