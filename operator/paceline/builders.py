@@ -156,9 +156,8 @@ def harden(pod_spec: dict[str, Any], *, tmp: bool = True) -> None:
             if tmp and not any(m.get("mountPath", "").rstrip("/") == "/tmp" for m in mounts):
                 container["volumeMounts"] = [*mounts, {"name": api.TMP_VOLUME, "mountPath": "/tmp"}]
                 mounted = True
-    volumes = pod_spec.setdefault("volumes", [])
-    if mounted and not any(v.get("name") == api.TMP_VOLUME for v in volumes):
-        volumes.append({"name": api.TMP_VOLUME, "emptyDir": {}})
+    if mounted and not any(v.get("name") == api.TMP_VOLUME for v in pod_spec.get("volumes") or []):
+        pod_spec.setdefault("volumes", []).append({"name": api.TMP_VOLUME, "emptyDir": {}})
 
 
 def _mount_token(job: JobRef, pod_spec: dict[str, Any], container: dict[str, Any]) -> list[dict[str, Any]]:
