@@ -180,6 +180,56 @@ def test_a_job_in_a_restricted_namespace_runs_and_takes_only_the_operators_write
     assert json.loads(control["data"]["assignment.json"])["version"] >= decided
 
 
+def test_parameter_servers_in_a_restricted_namespace_refuse_unauthenticated_momentum(
+    kube: Kube, namespace: str
+) -> None:
+    kube.run("label", "namespace", namespace, RESTRICTED)
+    doc = _job()
+    doc["metadata"]["name"] = "locked-async"
+    doc["spec"] = {
+        "mode": "Asynchronous",
+        "replicas": {"min": 2, "max": 2},
+        "globalBatchSize": 64,
+        "placement": {"pools": ["a100"]},
+        "optimizer": {"learningRate": "0.05", "momentum": "0.9"},
+        "asynchronous": {"parameterServers": 1},
+        "template": {
+            "spec": {
+                "containers": [
+                    {
+                        "name": "trainer",
+                        "image": "paceline/worker:dev",
+                        "command": ["python", "examples/train_digits_async.py", "--epochs", "200"],
+                        "env": [{"name": "PACELINE_SIM_SAMPLE_COST_S", "value": "0.01"}],
+                    }
+                ]
+            }
+        },
+    }
+    assert kube.apply(doc, namespace).returncode == 0
+
+    def ps_serving() -> tuple[str, dict[str, Any]] | None:
+        pods = kube.items("pods", namespace, "paceline.dev/job=locked-async,paceline.dev/role=ps")
+        ip = pods[0]["status"].get("podIP") if pods and pods[0]["status"].get("phase") == "Running" else None
+        answer = _reachable(f"http://{ip}:9400/status") if ip else None
+        return (f"http://{ip}:9400", answer[1]) if answer and answer[0] == 200 else None
+
+    ps, status = wait_for("the parameter server serving", ps_serving, timeout_s=240)
+    before = status["hyperparameters"]
+    forged = {"version": 10_000, "learningRate": None, "momentum": -0.9}
+    reply, body = _http("PUT", f"{ps}/hyperparameters", forged)
+    assert reply == 401 and body["reason"] == "missing"
+    assert _http("PUT", f"{ps}/hyperparameters", forged, token="guessed")[0] == 403
+    after = _http("GET", f"{ps}/status")[1]["hyperparameters"]
+    assert after is None or after["version"] != 10_000
+    assert before is None or after["version"] >= before["version"]
+    text = _http("GET", f"{ps}/metrics")[1]
+    (family,) = [f for f in text_string_to_metric_families(text) if f.name == "paceline_ps_refused_writes"]
+    counts = {s.labels["reason"]: s.value for s in family.samples if s.name.endswith("_total")}
+    assert counts == {"missing": 1, "wrong": 1, "unconfigured": 0}
+    kube.run("delete", "tj", "locked-async", "-n", namespace, "--wait=false")
+
+
 # What the operator's ServiceAccount may do: exactly the chart's rules (README "Least privilege").
 EXPECTED_RBAC = {
     "configmaps": {"get", "list", "watch", "create", "patch"},
