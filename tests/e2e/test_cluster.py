@@ -49,7 +49,9 @@ def test_control_plane_runs_the_pinned_version(kube: Kube) -> None:
         ("patch", "trainingjobs.paceline.dev/status", True),
         ("list", "nodes", True),
         ("delete", "nodes", False),
-        ("create", "secrets", False),
+        ("create", "secrets", True),  # each job's control token (tests/e2e/test_security.py: the full list)
+        ("list", "secrets", False),  # never listed or watched: only its own, by name
+        ("update", "secrets", False),
         ("delete", "trainingjobs.paceline.dev", False),
         ("create", "customresourcedefinitions.apiextensions.k8s.io", False),
     ],
