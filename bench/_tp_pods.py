@@ -152,6 +152,18 @@ def global_batches(ranks: list[dict[str, Any]]) -> list[list[int]]:
     return [[i for d in sorted(groups) for i in groups[d]] for _, (_, groups) in sorted(by_step.items())]
 
 
+def sample_accounting(ranks: list[dict[str, Any]], *, samples: int, batch: int) -> tuple[int, int]:
+    """Samples skipped and seen twice, summed over the whole epochs of the steps in the final model."""
+    batches = global_batches(ranks)
+    skipped = duplicated = 0
+    per_epoch = samples // batch
+    for epoch in range(len(batches) // per_epoch):
+        seen = [i for step in batches[epoch * per_epoch : (epoch + 1) * per_epoch] for i in step]
+        skipped += samples - len(set(seen))
+        duplicated += len(seen) - len(set(seen))
+    return skipped, duplicated
+
+
 def step_records(out: Path) -> list[dict[str, Any]]:
     """Every rank's per-step records of every generation (written as they happen, so crashes keep them)."""
     return [

@@ -43,7 +43,7 @@ from typing import Any
 from kubernetes import client, config
 
 from _local_cluster import throwaway_cluster
-from _tp_pods import global_batches
+from _tp_pods import sample_accounting
 from paceline.capacity import Offer, best_single_type, hourly_cost
 from paceline.planner.devices import DeviceCatalog
 from paceline_dev.localcluster.cluster import LocalCluster
@@ -170,18 +170,6 @@ def pauses(ranks: list[dict[str, Any]]) -> list[float]:
     return [min(by_generation[b]) - max(by_generation[a]) for a, b in itertools.pairwise(gens)]
 
 
-def sample_accounting(ranks: list[dict[str, Any]]) -> tuple[int, int]:
-    """Samples skipped and seen twice, summed over the epochs of the steps in the final model."""
-    batches = global_batches(ranks)
-    skipped = duplicated = 0
-    per_epoch = SAMPLES // BATCH
-    for epoch in range(len(batches) // per_epoch):
-        seen = [i for step in batches[epoch * per_epoch : (epoch + 1) * per_epoch] for i in step]
-        skipped += SAMPLES - len(set(seen))
-        duplicated += len(seen) - len(set(seen))
-    return skipped, duplicated
-
-
 def price_per_gpu_hour() -> dict[str, float]:
     """What the NodePools charge per GPU-hour (the cluster's pricePerHour per node ÷ its GPUs)."""
     return {p["gpuProduct"]: p["pricePerHour"] / p["gpusPerNode"] for p in CLUSTER["pools"]}
@@ -259,7 +247,7 @@ def main() -> int:
         r["time"] for rank in ranks for r in rank["records"] if r["worldSize"] > 8
     ]  # 3 or 4 pods x 4 ranks: an added node is training
     assert pods.first_placeholder is not None and on_added
-    skipped, duplicated = sample_accounting(ranks)
+    skipped, duplicated = sample_accounting(ranks, samples=SAMPLES, batch=BATCH)
     gaps = pauses(ranks)
     ratio, single_type = per_price_vs_single(products)
     log(f"done in {time.monotonic() - started:.0f} s; {len(gaps)} resizes")

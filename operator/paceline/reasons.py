@@ -67,3 +67,4 @@ class EventReason(StrEnum):
     MOMENTUM_RETUNED = "MomentumRetuned"
     RESIZED = "Resized"
     SCALE_OUT = "ScaleOut"
+    CONTROL_RECREATED = "ControlRecreated"

@@ -4,11 +4,28 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from paceline_dev.jobs import training_job
 from paceline_dev.localcluster.cluster import LocalCluster
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from _tp_pods import global_batches, sample_accounting, step_records
+
+__all__ = [
+    "Kube",
+    "busy_static_pods",
+    "checkpoint_records",
+    "global_batches",
+    "promql",
+    "sample_accounting",
+    "training_job",
+    "wait_for",
+]
 
 
 class Kube:
@@ -62,28 +79,6 @@ def wait_for(what: str, check: Callable[[], Any], timeout_s: float = 90.0, inter
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what} (last: {last!r})")
 
 
-def training_job(
-    name: str, *, command: list[str], replicas: tuple[int, int] = (2, 3), **spec: Any
-) -> dict[str, Any]:
-    """A TrainingJob whose workers run `command` as local processes."""
-    doc: dict[str, Any] = {
-        "apiVersion": "paceline.dev/v1alpha1",
-        "kind": "TrainingJob",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": {"min": replicas[0], "max": replicas[1]},
-            "globalBatchSize": 64,
-            "template": {
-                "spec": {
-                    "containers": [{"name": "trainer", "image": "paceline/worker:dev", "command": command}]
-                }
-            },
-        },
-    }
-    doc["spec"].update(spec)
-    return doc
-
-
 def busy_static_pods(kube: Kube, pool: str) -> list[str]:
     """Live pods on the pool's static nodes (not those Karpenter added): e.g. of earlier tests whose
     namespaces are still being deleted."""
@@ -118,3 +113,9 @@ def promql(cluster: LocalCluster, query: str, **params: str) -> list[dict[str, A
         raise AssertionError(f"PromQL {query!r} failed: {doc.get('errorType')}: {doc.get('error')}")
     result: list[dict[str, Any]] = doc["data"]["result"]
     return result
+
+
+def checkpoint_records(cluster: LocalCluster, namespace: str, job: str) -> list[dict[str, Any]]:
+    """The per-step records bench/_tp_worker.py ranks write to the job's checkpoint volume (the process
+    runtime maps a claim to a directory of the cluster's state)."""
+    return step_records(cluster.paths.state / "volumes" / namespace / f"{job}-checkpoint" / job / "records")

@@ -6,38 +6,29 @@ model exactly once."""
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from e2e_support import Kube, busy_static_pods, training_job, wait_for
+from e2e_support import Kube, busy_static_pods, checkpoint_records, global_batches, training_job, wait_for
 
 from paceline_dev.localcluster.cluster import LocalCluster
 from paceline_dev.localcluster.config import load_config, node_manifests
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "bench"))
-from _tp_pods import global_batches  # noqa: E402
 
 SAMPLES, BATCH, STEPS = 240, 24, 90  # 10 steps per epoch
 LOST = "gpu-a100-1"
 NODEPOOL = "karpenter.sh/nodepool"
 
 
-def _records(cluster: LocalCluster, namespace: str, job: str = "follow") -> list[dict[str, Any]]:
-    root = cluster.paths.state / "volumes" / namespace / f"{job}-checkpoint" / job / "records"
-    return [
-        {"records": [json.loads(line) for line in p.read_text().splitlines() if line.strip()]}
-        for p in sorted(root.glob("rank*.steps.jsonl"))
-    ]
-
-
 def _steps(cluster: LocalCluster, namespace: str) -> int:
-    return max((r["step"] + 1 for rank in _records(cluster, namespace) for r in rank["records"]), default=0)
+    return max(
+        (r["step"] + 1 for rank in checkpoint_records(cluster, namespace, "follow") for r in rank["records"]),
+        default=0,
+    )
 
 
 def test_a_lost_node_replans_resumes_from_the_volume_and_keeps_every_sample(
@@ -118,12 +109,12 @@ def test_a_lost_node_replans_resumes_from_the_volume_and_keeps_every_sample(
     finally:
         _restore_node(kube)
 
-    batches = global_batches(_records(cluster, namespace))
+    batches = global_batches(checkpoint_records(cluster, namespace, "follow"))
     assert len(batches) == STEPS
     for epoch in range(STEPS * BATCH // SAMPLES):
         seen = sorted(i for step in batches[epoch * 10 : (epoch + 1) * 10] for i in step)
         assert seen == list(range(SAMPLES)), f"epoch {epoch}: a sample skipped or seen twice"
-    records = _records(cluster, namespace)
+    records = checkpoint_records(cluster, namespace, "follow")
     worlds = [r["worldSize"] for rank in records[:1] for r in rank["records"]]
     assert {8, 4} <= set(worlds), "trained on 2 pods x 4 ranks, on 1 pod, then on 2 again"
     assert {r["generation"] for rank in records for r in rank["records"]} == {0, 1, 2}
@@ -235,7 +226,7 @@ def test_a_job_asks_karpenter_for_gpus_grows_into_them_and_lets_them_go(
         timeout_s=600,
         interval_s=2,
     )
-    records = _records(cluster, namespace, "grow")
+    records = checkpoint_records(cluster, namespace, "grow")
     batches = global_batches(records)
     assert len(batches) == steps
     for epoch in range(steps * BATCH // SAMPLES):

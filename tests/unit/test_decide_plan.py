@@ -169,3 +169,27 @@ def test_growth_is_adopted_only_when_the_gain_beats_the_pause() -> None:
     assert event.type == "Normal" and "from 3 to 4" in event.message
     assert SPEC.elastic.worth_resizing(old_samples_per_s=100, new_samples_per_s=130)
     assert not SPEC.elastic.worth_resizing(old_samples_per_s=100, new_samples_per_s=105)
+
+
+def test_a_deleted_control_configmap_is_recreated_as_last_seen() -> None:
+    seen = control(version=4)
+    planned = adopt_plan(observed(control=None, lost_control=seen), SPEC)
+    assert isinstance(planned, Planned) and planned.plan == PLAN and planned.assignment.version == 4
+    (again,) = planned.create
+    assert seen["data"].items() <= again["data"].items() and planned.patch_control is None
+    assert [e.reason for e in planned.events] == [EventReason.CONTROL_RECREATED]
+    assert "version 4" in planned.events[0].message
+
+
+def test_a_lost_control_of_another_spec_is_not_recreated_the_job_replans() -> None:
+    stale = control(version=4, plan_hash="older")
+    planned = adopt_plan(observed(control=None, lost_control=stale, new_plan=PLAN), SPEC)
+    assert isinstance(planned, Planned) and [e.reason for e in planned.events] == []
+
+
+def test_without_any_control_the_version_goes_on_from_the_status() -> None:
+    tj = job()
+    tj["status"] = {"assignmentVersion": 7}
+    obs = Observed(job=tj, spec=SPEC, pods=[], service=None, control=None, now=T0, new_plan=PLAN)
+    planned = adopt_plan(obs, SPEC)
+    assert isinstance(planned, Planned) and planned.assignment.version == 8

@@ -8,7 +8,9 @@ from jobs import job
 from paceline import api
 from paceline.controller.planning import PlanningError, plan_for
 from paceline.plan_types import NodeCapacity
+from paceline.planner.graph_io import MAX_LAYERS
 from paceline.reasons import Reason
+from paceline_dev.jobs import layer_graph
 
 NODES = [
     NodeCapacity(
@@ -44,3 +46,22 @@ def test_a_broken_inline_graph_is_an_invalid_model() -> None:
     with pytest.raises(PlanningError) as err:
         plan_for(spec, NODES, spec.model)
     assert err.value.reason is Reason.INVALID_MODEL and str(err.value).startswith("spec.model:")
+
+
+def test_a_graph_beyond_the_layer_limit_is_an_invalid_model() -> None:
+    spec = api.parse_spec(job(model={"graph": layer_graph(MAX_LAYERS + 1)})["spec"])
+    with pytest.raises(PlanningError, match=f"{MAX_LAYERS + 1} layers; the planner takes at most") as err:
+        plan_for(spec, NODES, spec.model)
+    assert err.value.reason is Reason.INVALID_MODEL
+
+
+def test_a_densely_connected_graph_is_an_invalid_model_not_a_crash() -> None:
+    spec = api.parse_spec(job(model={"graph": layer_graph(40, fan_in=30)})["spec"])
+    with pytest.raises(PlanningError, match="too densely connected") as err:
+        plan_for(spec, NODES, spec.model)
+    assert err.value.reason is Reason.INVALID_MODEL
+
+
+def test_a_moderately_connected_graph_still_plans() -> None:
+    spec = api.parse_spec(job(model={"graph": layer_graph(40, fan_in=4)})["spec"])
+    assert plan_for(spec, NODES, spec.model).workers

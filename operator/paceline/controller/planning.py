@@ -10,6 +10,7 @@ import yaml
 from paceline import api
 from paceline.plan_types import JobPlan, NodeCapacity
 from paceline.planner import GraphError, PlacementError, load_graph, plan_job
+from paceline.planner.search import SearchTooLarge
 from paceline.reasons import Reason
 
 
@@ -55,6 +56,12 @@ def plan_for(spec: api.JobSpec, nodes: Sequence[NodeCapacity], model: Mapping[st
         )
     except PlacementError as err:
         raise PlanningError(str(err)) from None
+    except SearchTooLarge as err:
+        raise PlanningError(
+            f"spec.model: the layer graph is too densely connected to plan ({err}); describe it with fewer "
+            "cross-layer inputs (group branches into one layer), or drop spec.model for data parallelism",
+            reason=Reason.INVALID_MODEL,
+        ) from None
 
 
 def model_description(spec: api.JobSpec, config_map: Mapping[str, Any] | None) -> Mapping[str, Any] | None:

@@ -34,6 +34,7 @@ class Snapshot:
     pods: Sequence[Mapping[str, Any]]
     service: Mapping[str, Any] | None
     control: Mapping[str, Any] | None
+    lost_control: Mapping[str, Any] | None = None  # the control last seen, if it was deleted since
     usable_nodes: frozenset[str] | None = None  # GPU nodes pods can run on now
     claims: frozenset[str] | None = None  # PersistentVolumeClaims in the job's namespace
     offers: tuple[Offer, ...] | None = None  # Karpenter NodePools' offers (None: no NodePool seen)
@@ -97,6 +98,7 @@ def run_pass(snap: Snapshot, memory: JobMemory, *, new_plan: JobPlan | PlanningE
             pods=snap.pods,
             service=snap.service,
             control=snap.control,
+            lost_control=snap.lost_control,
             now=datetime.now(UTC),
             new_plan=new_plan,
             rejected=memory.rejected,

@@ -70,6 +70,7 @@ class Written:
     pods: dict[str, dict[str, Any]] = field(default_factory=dict)  # created, by name
     deleted: set[str] = field(default_factory=set)  # pod names whose deletion was requested
     control: dict[str, Any] | None = None
+    last_control: dict[str, Any] | None = None  # the control ConfigMap as last seen (cache or our write)
     service: dict[str, Any] | None = None
 
     def pods_over(self, indexed: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -174,7 +175,7 @@ class JobRunner:
         spec = self.memory.spec(job)
         if not isinstance(spec, api.JobSpec):
             result = await self.fleet.call(run_pass, snap, self.memory, new_plan=None)
-        elif needs_plan(job, spec, snap.control, snap.usable_nodes):
+        elif needs_plan(job, spec, snap.control or snap.lost_control, snap.usable_nodes):
             async with self.fleet.planning:  # one plan at a time: each sees the others' reservations
                 nodes, pods, reserved = self.fleet.inventory(avoid=avoided(job))
                 new_plan = await self.fleet.plan(job, spec, nodes=nodes, pods=pods, reserved=reserved)
@@ -307,7 +308,16 @@ class Fleet:
     def snapshot(self, runner: JobRunner, job: dict[str, Any]) -> Snapshot:
         """The job and its children from the cache and our own writes (in the event loop)."""
         key, written = runner.key, runner.written
-        control = next(iter(self.cache.controls.get(key, ())), None)
+        cached = next(iter(self.cache.controls.get(key, ())), None)
+        if (
+            cached is not None
+            and written.control is not None
+            and _version(cached) >= _version(written.control)
+        ):
+            written.control = None  # the watch caught up with our write: from now on a deletion shows
+        control = newer(written.control, cached)
+        if control is not None:
+            written.last_control = control
         service = next(iter(self.cache.services.get(key, ())), None)
         if service is not None:
             written.service = None
@@ -315,7 +325,8 @@ class Fleet:
             job=job,
             pods=written.pods_over(self.cache.pods.get(("job", *key), ())),
             service=service or written.service,
-            control=newer(written.control, control),
+            control=control,
+            lost_control=written.last_control if control is None else None,
             usable_nodes=self.usable_nodes(),
             offers=tuple(o for values in self.cache.offers.values() for o in values)
             if self.cache.offers

@@ -19,11 +19,12 @@ import numpy as np
 Array = np.ndarray
 _CHUNK_ELEMENTS = 1 << 20  # elements of the (config x dependent keys) block evaluated at once
 _MAX_TABLE_ELEMENTS = 60_000_000
+_MAX_DEPENDENTS = 24  # numpy arrays have at most 64 axes; a table over this many layers is unsearchable
 _FLOAT32_ABOVE = 1 << 16  # larger combinations are summed in float32 (relative error ~1e-7, twice as fast)
 
 
 class SearchTooLarge(RuntimeError):
-    """The DP table of some vertex would not fit in memory."""
+    """The DP table of some vertex would not fit in memory (or in numpy's 64 axes)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -198,6 +199,10 @@ def _eliminate(v: int, unary: Array, factors: list[_Factor]) -> tuple[_Record, A
     configurations of v on the last axis so the minimum is a contiguous reduction, done in chunks.
     """
     others = sorted({u for f in factors for u in f.vars if u != v})
+    if len(others) > _MAX_DEPENDENTS:
+        raise SearchTooLarge(
+            f"vertex {v} depends on {len(others)} other layers at once (at most {_MAX_DEPENDENTS})"
+        )
     joint: dict[int, Array] = {}
     subs: list[list[Array | None]] = [[None] * len(f.vars) for f in factors]
     sizes: list[int] = []

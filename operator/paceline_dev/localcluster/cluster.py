@@ -680,6 +680,20 @@ class LocalCluster:
         """Stop one component by its recorded PID."""
         return processes.stop(self.paths.state, name)
 
+    def restart_control_plane(self, name: str) -> None:
+        """Stop etcd or kube-apiserver (SIGTERM by its recorded PID) and start it again, as a kubelet restarts
+        a static pod; returns once it answers again. Clients of the API keep running and must reconnect."""
+        bins, ports = ensure_binaries(self.report), _ports(self.paths)
+        pki = ensure_pki(self.paths.state / "pki")
+        starts = {
+            "etcd": lambda: self._start_etcd(bins, ports),
+            "kube-apiserver": lambda: self._start_apiserver(bins, pki, ports),
+        }
+        if name not in starts:
+            raise ValueError(f"restart_control_plane restarts {sorted(starts)}, not {name!r}")
+        processes.stop(self.paths.state, name)
+        starts[name]()
+
     # -- down ---------------------------------------------------------------------------------------------
     def down(self, *, purge: bool = False) -> None:
         """Stop every process this cluster started (recorded PIDs only); purge also deletes the state."""

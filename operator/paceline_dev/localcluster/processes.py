@@ -101,6 +101,24 @@ def stop(state: Path, name: str, *, grace_s: float = 10.0) -> bool:
     return True
 
 
+def kill(state: Path, name: str, *, timeout_s: float = 30.0) -> int | None:
+    """SIGKILL the recorded process, as a crash would, and wait until it is gone; its PID, or None if it
+    was not running. Never touches other PIDs."""
+    proc = running(state, name)
+    _record_path(state, name).unlink(missing_ok=True)
+    if proc is None:
+        return None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout_s
+    while _start_ticks(proc.pid) == proc.start_ticks and not _is_zombie(proc.pid):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name} (pid {proc.pid}) still runs {timeout_s:.0f} s after SIGKILL")
+        time.sleep(0.05)
+    _reap(proc.pid)
+    return proc.pid
+
+
 def _is_zombie(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()

@@ -75,6 +75,7 @@ class Observed:
     service: Mapping[str, Any] | None
     control: Mapping[str, Any] | None
     now: datetime
+    lost_control: Mapping[str, Any] | None = None  # the control ConfigMap last seen, when it is gone now
     new_plan: JobPlan | PlanningError | None = None  # computed by the caller when `needs_plan` says so
     rejected: Rejection | None = None
     telemetry: Telemetry | None = None

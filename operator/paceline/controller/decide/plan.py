@@ -124,6 +124,10 @@ def worth_growing(spec: api.JobSpec, current: JobPlan, candidate: JobPlan) -> bo
 def adopt_plan(obs: Observed, spec: api.JobSpec) -> Planned | Unplanned:
     """Stage 2: the plan in force and the control ConfigMap writes it needs."""
     plan_hash = spec.plan_hash()
+    if obs.control is None and obs.lost_control is not None:
+        recreated = _recreated(obs, spec)
+        if recreated is not None:
+            return recreated
     stored = stored_plan(obs.control, plan_hash)
     lost = lost_nodes(stored[0], obs.usable_nodes, avoided(obs.job)) if stored is not None else []
     grow = (
@@ -156,6 +160,31 @@ def _kept(obs: Observed, spec: api.JobSpec, plan: JobPlan, assignment: Assignmen
     return Planned(plan=plan, assignment=newer, plan_hash=plan_hash, members=members, patch_control=control)
 
 
+def _recreated(obs: Observed, spec: api.JobSpec) -> Planned | None:
+    """The control ConfigMap was deleted by hand: write it again as last seen (plan, assignment, membership),
+    so the running workers go on untouched; None when what was seen belongs to another spec."""
+    assert obs.lost_control is not None
+    stored = stored_plan(obs.lost_control, spec.plan_hash())
+    if stored is None:
+        return None
+    kept = _kept(dataclasses.replace(obs, control=obs.lost_control, lost_control=None), spec, *stored)
+    control = build_control(
+        job_ref(obs.job),
+        plan=kept.plan,
+        plan_hash=kept.plan_hash,
+        assignment=kept.assignment,
+        members=kept.members.to_json(),
+    )
+    name = control["metadata"]["name"]
+    event = Event(
+        type="Warning",
+        reason=EventReason.CONTROL_RECREATED,
+        message=f"control ConfigMap {name} was deleted; recreated as last seen (assignment version "
+        f"{kept.assignment.version}, generation {kept.members.generation}): the workers go on",
+    )
+    return dataclasses.replace(kept, create=[control], patch_control=None, events=[*kept.events, event])
+
+
 def _replanned(
     obs: Observed,
     spec: api.JobSpec,
@@ -175,8 +204,11 @@ def _replanned(
             members = first_members(ref.name, len(plan.workers), previous.generation + 1)
         else:
             plan, members = regroup(plan, previous, obs.pods, job=ref.name, keep=in_place(spec))
+    # without a control ConfigMap (a new job, or one deleted while the operator was down) the version the
+    # status last reported goes on, so running workers accept the new assignment
+    last_version = (obs.job.get("status") or {}).get("assignmentVersion") or 0
     assignment = Assignment(
-        version=previous_assignment.version + 1 if previous_assignment else 1,
+        version=(previous_assignment.version if previous_assignment else int(last_version)) + 1,
         batch_sizes=tuple(w.batch_share for w in plan.workers),
         learning_rate=float(spec.learning_rate),
         momentum=float(spec.momentum),
