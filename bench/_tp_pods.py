@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 WORKER = BENCH / "_tp_worker.py"
 LOOPBACK = "127.0.0.1"
+CONTROL_TOKEN = "local-control-token"  # what the operator would keep in the job's Secret
 
 sys.path.insert(0, str(BENCH))
 from _tp_worker import make_dataset, make_model  # noqa: E402
@@ -28,6 +30,14 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])
+
+
+def control_token_file(directory: Path) -> Path:
+    """The pods' control token file (what the job's Secret volume holds in a pod)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "control-token"
+    path.write_text(CONTROL_TOKEN)
+    return path
 
 
 def pod_env(
@@ -56,6 +66,9 @@ def pod_env(
             "PACELINE_PG_TIMEOUT_S": "300",
             "PACELINE_ASSIGNMENT": json.dumps({"version": 1, "batchSizes": shares}),
             "PACELINE_PLAN": json.dumps(plan),
+            "PACELINE_TOKEN_FILE": str(
+                control_token_file(Path(tempfile.gettempdir()) / f"paceline-{os.getuid()}")
+            ),
             **({"PACELINE_CHECKPOINT_DIR": str(checkpoint)} if checkpoint else {}),
             **(extra_env or {}),
         }

@@ -117,6 +117,7 @@ def paceline_env(
         "PACELINE_SEED": str(phase["seed"]),
         "PACELINE_ASSIGNMENT": json.dumps({"version": int(phase["version"]), "batchSizes": list(shares)}),
         "PACELINE_CHECKPOINT_INTERVAL_STEPS": "0",
+        "PACELINE_TOKEN_FILE": os.environ.get("PACELINE_TOKEN_FILE", ""),  # written by balancing.py
     }
     if phase["sim"]:
         env["PACELINE_SIM_SPEED"] = str(speed)

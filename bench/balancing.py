@@ -69,6 +69,17 @@ from paceline_worker.wire import Assignment
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER_SCRIPT = Path(__file__).with_name("_workers.py")
+CONTROL_TOKEN = "bench-control-token"  # what the operator would keep in the job's Secret
+
+
+def control_token_file(directory: Path) -> Path:
+    """The workers' control token file (what the job's Secret volume holds in a pod)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "control-token"
+    path.write_text(CONTROL_TOKEN)
+    return path
+
+
 LOOPBACK = "127.0.0.1"
 TICK_S = 0.05
 
@@ -211,6 +222,7 @@ class Fleet:
                 "WORLD_SIZE": str(self.world),
                 "OMP_NUM_THREADS": "1",
                 "GLOO_SOCKET_IFNAME": "lo",
+                "PACELINE_TOKEN_FILE": str(control_token_file(self.run_dir)),
             }
         )
         try:
@@ -346,7 +358,8 @@ class Controller:
             log(f"  {self.name}: Rebalanced to {list(self.assignment.batch_sizes)}: {self.last_reason}")
         if outcome.push is not None:
             try:
-                put_json(f"http://{LOOPBACK}:{ports[0]}/assignment", outcome.push.to_json())
+                url = f"http://{LOOPBACK}:{ports[0]}/assignment"
+                put_json(url, outcome.push.to_json(), token=CONTROL_TOKEN)
             except OSError as err:  # pushed again at the next tick (rank 0 reports an older version)
                 log(f"  {self.name}: PUT /assignment failed: {err}")
 

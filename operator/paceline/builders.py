@@ -102,6 +102,80 @@ def build_checkpoint_claim(job: JobRef, *, spec: api.JobSpec) -> dict[str, Any] 
     }
 
 
+def build_token_secret(job: JobRef, *, token: str) -> dict[str, Any]:
+    """The Secret with the job's control token, owned by the job and mounted into its pods. Created once
+    with a fresh random token and never changed while the job lives (no rotation under running pods)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": api.token_secret_name(job.name),
+            "namespace": job.namespace,
+            "labels": _labels(job, **{api.LABEL_ROLE: api.ROLE_TOKEN}),
+            "ownerReferences": [job.owner_reference()],
+        },
+        "stringData": {api.TOKEN_KEY: token},
+    }
+
+
+# The restricted Pod Security Standard, and a little more: what every pod Paceline creates runs with unless
+# the template says otherwise (a template's own value for a field wins).
+POD_SECURITY: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": api.POD_USER,
+    "runAsGroup": api.POD_USER,
+    "fsGroup": api.POD_USER,  # volumes (the checkpoint claim) are writable by the pod's group
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def _fill(ours: Mapping[str, Any], theirs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`theirs` with `ours` filling every field it does not set."""
+    return {**copy.deepcopy(dict(ours)), **copy.deepcopy(dict(theirs or {}))}
+
+
+def harden(pod_spec: dict[str, Any], *, tmp: bool = True) -> None:
+    """Least privilege for a pod spec, in place: non-root with a fixed user and group, no privilege
+    escalation, no capabilities, seccomp RuntimeDefault, a read-only root filesystem (with an emptyDir at
+    /tmp when `tmp`) and no ServiceAccount token."""
+    pod_spec["securityContext"] = _fill(POD_SECURITY, pod_spec.get("securityContext"))
+    pod_spec.setdefault("automountServiceAccountToken", False)
+    mounted = False
+    for key in ("containers", "initContainers"):
+        for container in pod_spec.get(key) or []:
+            container["securityContext"] = _fill(CONTAINER_SECURITY, container.get("securityContext"))
+            mounts = container.get("volumeMounts") or []
+            if tmp and not any(m.get("mountPath", "").rstrip("/") == "/tmp" for m in mounts):
+                container["volumeMounts"] = [*mounts, {"name": api.TMP_VOLUME, "mountPath": "/tmp"}]
+                mounted = True
+    if mounted and not any(v.get("name") == api.TMP_VOLUME for v in pod_spec.get("volumes") or []):
+        pod_spec.setdefault("volumes", []).append({"name": api.TMP_VOLUME, "emptyDir": {}})
+
+
+def _mount_token(job: JobRef, pod_spec: dict[str, Any], container: dict[str, Any]) -> list[dict[str, Any]]:
+    """The job's token Secret as a read-only volume in `container`; the env variable that points at it."""
+    volumes = pod_spec.setdefault("volumes", [])
+    if not any(v.get("name") == api.TOKEN_VOLUME for v in volumes):
+        volumes.append(
+            {
+                "name": api.TOKEN_VOLUME,
+                "secret": {"secretName": api.token_secret_name(job.name), "defaultMode": 0o440},
+            }
+        )
+    container.setdefault("volumeMounts", []).append(
+        {"name": api.TOKEN_VOLUME, "mountPath": api.TOKEN_MOUNT, "readOnly": True}
+    )
+    return [_env(Env.TOKEN_FILE, api.TOKEN_FILE)]
+
+
 def build_control(
     job: JobRef, *, plan: JobPlan, plan_hash: str, assignment: Assignment, members: str | None = None
 ) -> dict[str, Any]:
@@ -254,7 +328,7 @@ def _pod(
 def build_capacity_pod(job: JobRef, *, name: str, pool: str, gpus: int) -> dict[str, Any]:
     """A placeholder asking Karpenter NodePool `pool` for one worker's GPUs: pending until a node of the pool
     has room, then holding its GPUs (the pause image runs nothing) until the job grows into the node."""
-    return {
+    pod: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
@@ -280,6 +354,8 @@ def build_capacity_pod(job: JobRef, *, name: str, pool: str, gpus: int) -> dict[
             ],
         },
     }
+    harden(pod["spec"], tmp=False)  # the pause image writes nothing
+    return pod
 
 
 def build_ps_pod(
@@ -325,7 +401,7 @@ def build_ps_pod(
         _field_env(Env.POD_NAME, "metadata.name"),
         *_async_env(job, spec=spec, role="ps"),
     ]
-    container = {
+    container: dict[str, Any] = {
         "name": "parameter-server",
         "image": first["image"],
         "command": list(api.PS_ENTRYPOINT),
@@ -338,8 +414,11 @@ def build_ps_pod(
         ],
         **({"resources": resources} if resources else {}),
         **({"workingDir": first["workingDir"]} if "workingDir" in first else {}),
+        **({"securityContext": first["securityContext"]} if "securityContext" in first else {}),
     }
+    container["env"] = [*container["env"], *_mount_token(job, pod["spec"], container)]
     pod["spec"]["containers"] = [container]
+    harden(pod["spec"])
     return pod
 
 
@@ -432,10 +511,12 @@ def build_worker_pod(
         )
         ours.append(_env(Env.CHECKPOINT_DIR, f"{api.CHECKPOINT_MOUNT}/{job.name}"))
     ours.append(_env(Env.CHECKPOINT_INTERVAL_STEPS, str(spec.checkpoint.interval_steps)))
+    ours += _mount_token(job, pod_spec, first)
     first["env"] = _merge_env(list(first.get("env") or []), ours, defaults)
     ports = first.setdefault("ports", [])
     if not any(p.get("containerPort") == api.METRICS_PORT for p in ports):
         ports.append({"name": "pl-metrics", "containerPort": api.METRICS_PORT})
     if placement.rank == 0 and not any(p.get("containerPort") == port for p in ports):
         ports.append({"name": "rendezvous", "containerPort": port})
+    harden(pod_spec)
     return pod

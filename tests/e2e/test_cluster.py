@@ -46,10 +46,13 @@ def test_control_plane_runs_the_pinned_version(kube: Kube) -> None:
         ("create", "pods", True),
         ("create", "persistentvolumeclaims", True),  # spec.checkpoint.volumeClaimTemplate
         ("delete", "persistentvolumeclaims", False),  # the garbage collector removes them with the job
-        ("patch", "trainingjobs.paceline.dev/status", True),
+        ("patch", "trainingjobs.paceline.dev --subresource=status", True),
+        ("patch", "trainingjobs.paceline.dev", False),  # only its status: kopf adds no finalizer here
         ("list", "nodes", True),
         ("delete", "nodes", False),
-        ("create", "secrets", False),
+        ("create", "secrets", True),  # each job's control token (tests/e2e/test_security.py: the full list)
+        ("list", "secrets", False),  # never listed or watched: only its own, by name
+        ("update", "secrets", False),
         ("delete", "trainingjobs.paceline.dev", False),
         ("create", "customresourcedefinitions.apiextensions.k8s.io", False),
     ],
@@ -61,7 +64,7 @@ def test_operator_service_account_is_least_privilege(
         "auth",
         "can-i",
         verb,
-        resource,
+        *resource.split(),
         "-n",
         "default",
         "--as=system:serviceaccount:paceline-system:paceline-operator",

@@ -21,6 +21,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 HARNESS = Path(__file__).with_name("worker_harness.py")
 LOOPBACK = "127.0.0.1"
+CONTROL_TOKEN = "itest-control-token"  # what the operator would keep in the job's Secret
 
 
 def free_port() -> int:
@@ -29,12 +30,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def control_token_file(directory: Path) -> Path:
+    """The control token as a file, as the job's Secret volume holds it in a pod."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "control-token"
+    path.write_text(CONTROL_TOKEN)
+    return path
+
+
 def http(
-    method: str, url: str, body: Mapping[str, Any] | str | None = None
+    method: str, url: str, body: Mapping[str, Any] | str | None = None, *, token: str | None = CONTROL_TOKEN
 ) -> tuple[int, dict[str, Any] | str]:
-    """(status, decoded JSON or text) of one request; HTTP errors are returned, not raised."""
+    """(status, decoded JSON or text) of one request (bearing `token`); HTTP errors are returned, not
+    raised."""
     data = None if body is None else (body if isinstance(body, str) else json.dumps(body)).encode()
-    request = urllib.request.Request(url, data=data, method=method)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             status, raw, kind = response.status, response.read(), response.headers.get_content_type()
@@ -48,6 +59,7 @@ class WorkerGroup:
 
     def __init__(self, out: Path, *, assignment: Mapping[str, Any], args: list[str], env: Mapping[str, str]):
         self.out = out
+        self.token = CONTROL_TOKEN  # the ranks' control token (PACELINE_TOKEN_FILE)
         self.world_size = len(assignment["batchSizes"])
         out.mkdir(parents=True, exist_ok=True)
         base = {k: v for k, v in os.environ.items() if not k.startswith("PACELINE_")}
@@ -66,6 +78,7 @@ class WorkerGroup:
                 "PACELINE_BACKEND": "gloo",
                 "PACELINE_PG_TIMEOUT_S": "60",
                 "PACELINE_ASSIGNMENT": json.dumps(assignment),
+                "PACELINE_TOKEN_FILE": str(control_token_file(out)),
                 "OMP_NUM_THREADS": "1",
             }
         )
@@ -105,9 +118,15 @@ class WorkerGroup:
         return f"http://{LOOPBACK}:{self.port(rank)}{path}"
 
     def http(
-        self, method: str, rank: int, path: str, body: Mapping[str, Any] | str | None = None
+        self,
+        method: str,
+        rank: int,
+        path: str,
+        body: Mapping[str, Any] | str | None = None,
+        *,
+        token: str | None = CONTROL_TOKEN,
     ) -> tuple[int, Any]:
-        return http(method, self.url(rank, path), body)
+        return http(method, self.url(rank, path), body, token=token)
 
     def signal(self, rank: int, signum: int = signal.SIGTERM) -> None:
         self.procs[rank].send_signal(signum)

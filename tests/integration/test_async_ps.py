@@ -32,8 +32,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def request(method: str, url: str, body: str | None = None) -> tuple[int, Any]:
-    req = urllib.request.Request(url, data=None if body is None else body.encode(), method=method)
+CONTROL_TOKEN = "itest-control-token"  # what the operator would keep in the job's Secret
+
+
+def token_file(directory: Path) -> Path:
+    """The control token as a file, as the job's Secret volume holds it in a pod."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "control-token"
+    path.write_text(CONTROL_TOKEN)
+    return path
+
+
+def request(
+    method: str, url: str, body: str | None = None, *, token: str | None = CONTROL_TOKEN
+) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    req = urllib.request.Request(
+        url, data=None if body is None else body.encode(), method=method, headers=headers
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as response:
             status, raw, kind = response.status, response.read(), response.headers.get_content_type()
@@ -54,6 +70,7 @@ class PsProcess:
                 "PACELINE_PS_PORT": str(self.port),
                 "PACELINE_METRICS_PORT": str(self.http_port),
                 "PACELINE_JOB": "itest",
+                "PACELINE_TOKEN_FILE": str(token_file(log_path.parent)),
                 **env,
             }
         )

@@ -20,8 +20,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from paceline_worker.wire import authorization
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from _tp_pods import (
+    CONTROL_TOKEN,
     free_port,
     global_batches,
     logs,
@@ -39,7 +42,10 @@ DP = {"tensorParallel": 1, "modules": {}}
 
 def put_generation(port: int, doc: dict) -> int:
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/generation", data=json.dumps(doc).encode(), method="PUT"
+        f"http://127.0.0.1:{port}/generation",
+        data=json.dumps(doc).encode(),
+        method="PUT",
+        headers=authorization(CONTROL_TOKEN),
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         return int(response.status)

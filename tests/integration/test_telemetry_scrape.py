@@ -64,8 +64,9 @@ def test_scrape_control_and_push_against_a_live_job(launch: Any) -> None:
 
     newer = Assignment(version=2, batch_sizes=(6, 2), learning_rate=0.1, momentum=0.0)
     rank0 = group.url(0, "/assignment")
-    assert put_json(rank0, newer.to_json()) == 202
-    assert put_json(rank0, newer.to_json()) == 409
+    assert put_json(rank0, newer.to_json(), token="not-the-jobs-token") == 403
+    assert put_json(rank0, newer.to_json(), token=group.token) == 202
+    assert put_json(rank0, newer.to_json(), token=group.token) == 409
     switched = _scrape_until(
         urls, lambda s: all(x.assignment_version == 2 for x in s.values()), "version 2 on both ranks", group
     )

@@ -42,7 +42,7 @@ def _env(pod: dict[str, Any]) -> dict[str, str]:
 
 def test_without_a_volume_checkpoints_stay_in_the_container() -> None:
     pod = _pod(api.parse_spec(job()["spec"]))
-    assert "volumes" not in pod["spec"]
+    assert not [v for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v]
     # per job uid: a new job of the same name does not resume an old one (where /tmp outlives a container)
     assert _env(pod)["PACELINE_CHECKPOINT_DIR"] == "/tmp/paceline/ml/demo/uid-1234"
     assert _env(pod)["PACELINE_CHECKPOINT_INTERVAL_STEPS"] == "100"
@@ -58,11 +58,11 @@ def test_without_a_volume_checkpoints_stay_in_the_container() -> None:
 def test_the_volume_is_mounted_and_each_job_writes_its_own_directory(checkpoint: dict, claim: str) -> None:
     spec = api.parse_spec(job(checkpoint=checkpoint)["spec"])
     pod = _pod(spec)
-    assert pod["spec"]["volumes"] == [
-        {"name": "paceline-checkpoint", "persistentVolumeClaim": {"claimName": claim}}
-    ]
+    claims = [v for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == [{"name": "paceline-checkpoint", "persistentVolumeClaim": {"claimName": claim}}]
     mounts = pod["spec"]["containers"][0]["volumeMounts"]
-    assert mounts == [{"name": "paceline-checkpoint", "mountPath": "/var/run/paceline/checkpoint"}]
+    assert {"name": "paceline-checkpoint", "mountPath": "/var/run/paceline/checkpoint"} in mounts
+    assert pod["spec"]["securityContext"]["fsGroup"] == api.POD_USER  # the volume is the pod group's
     assert _env(pod)["PACELINE_CHECKPOINT_DIR"] == "/var/run/paceline/checkpoint/demo"
     assert _env(pod)["PACELINE_CHECKPOINT_INTERVAL_STEPS"] == str(checkpoint.get("intervalSteps", 100))
 

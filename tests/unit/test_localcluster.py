@@ -209,3 +209,38 @@ def test_placeholders_and_load_test_pods_run_no_process() -> None:
     assert idle(pod("mirror.example/k8s/pause@sha256:abc"))
     assert idle(pod("python:3.11", {"paceline.dev/no-process": "true"}))
     assert not idle(pod("python:3.11")) and not idle(pod("ghcr.io/example/pauseless:1"))
+
+
+def test_the_runtime_maps_a_workers_token_secret_to_an_owner_only_file(tmp_path: Path) -> None:
+    """What the kubelet does with the operator's token volume: the Secret's key as a file at the mount path
+    (owner-readable only), and PACELINE_TOKEN_FILE pointed there."""
+    from jobs import PLAN, job
+
+    from paceline import api
+    from paceline.builders import build_worker_pod
+    from paceline.controller.decide.plan import job_ref
+    from paceline_dev.localcluster.volumes import remap, secret_mounts, write_secret
+    from paceline_worker.wire import Assignment, Env
+
+    tj = job()
+    pod = build_worker_pod(
+        job_ref(tj),
+        spec=api.parse_spec(tj["spec"]),
+        placement=PLAN.workers[0],
+        world_size=3,
+        attempt=0,
+        plan_hash="h",
+        assignment=Assignment(version=1, batch_sizes=(56, 56, 16)),
+        port=29500,
+        sharding="{}",
+    )
+    container = pod["spec"]["containers"][0]
+    ((mount_path, volume, secret, optional),) = secret_mounts(pod, container)
+    assert (volume, secret, optional) == (api.TOKEN_VOLUME, "demo-control-token", False)
+    directory = tmp_path / "secrets" / "uid" / volume
+    write_secret(directory, {"token": b"t0k3n"})
+    write_secret(directory, {"token": b"t0k3n"})  # a second start of the same pod: rewritten, not refused
+    assert (directory / "token").read_bytes() == b"t0k3n"
+    assert (directory / "token").stat().st_mode & 0o777 == 0o400
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    assert remap(env, {mount_path: str(directory)})[Env.TOKEN_FILE] == str(directory / "token")

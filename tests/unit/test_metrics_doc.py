@@ -18,7 +18,8 @@ from paceline_worker import gpu_metrics
 from paceline_worker.asynchronous.hyperparameters import Hyperparameters
 from paceline_worker.asynchronous.ps_metrics import PsMetrics
 from paceline_worker.asynchronous.shard import AppliedUpdate
-from paceline_worker.metrics import StepTiming, WorkerMetrics
+from paceline_worker.control_auth import Refusal
+from paceline_worker.metrics import StepTiming, WorkerMetrics, launcher_metrics
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 ROW = re.compile(r"^\| `(paceline_[a-z_]+)` \| (\w+) \|([^|]*)\| (\w+) \|", re.MULTILINE)
@@ -70,6 +71,7 @@ def worker_registry(monkeypatch: pytest.MonkeyPatch) -> CollectorRegistry:
     )
     metrics.observe_assignment(version=1, batch_size=32, global_batch_size=64, step=0, applied_at=1.0)
     metrics.observe_simulation(1.0)
+    metrics.refused(Refusal.WRONG)
     return metrics.registry
 
 
@@ -95,7 +97,14 @@ def ps_registry() -> CollectorRegistry:
     metrics.observe_hyperparameters(Hyperparameters(version=1, learning_rate=0.05, momentum=0.9))
     metrics.observe_parameters(100)
     metrics.observe_connections(1)
+    metrics.refused(Refusal.MISSING)
     return metrics.registry
+
+
+def launcher_registry() -> CollectorRegistry:
+    registry, refused = launcher_metrics("demo")
+    refused(Refusal.UNCONFIGURED)
+    return registry
 
 
 def operator_registry() -> CollectorRegistry:
@@ -121,6 +130,7 @@ def test_every_documented_metric_is_exposed_and_every_exposed_one_documented(
     registries = {
         "worker": worker_registry(monkeypatch),
         "ps": ps_registry(),
+        "launcher": launcher_registry(),
         "operator": operator_registry(),
     }
     assert set(doc) == set(registries)

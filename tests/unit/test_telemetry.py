@@ -11,6 +11,7 @@ from prometheus_client import generate_latest
 from paceline.adapters.workers import put_json, scrape, scrape_all
 from paceline.controller.samples import parse_worker_metrics
 from paceline_worker.assignment_store import AssignmentStore
+from paceline_worker.control_auth import ControlAuth
 from paceline_worker.http_server import HttpEndpoint, assignment_routes, common_routes
 from paceline_worker.metrics import StepTiming, WorkerMetrics
 from paceline_worker.wire import Assignment
@@ -67,12 +68,16 @@ def test_incomplete_or_malformed_text_is_rejected(text: str, match: str) -> None
         parse_worker_metrics(text, timestamp=0.0)
 
 
+TOKEN = "job-token"
+
+
 class _Endpoint:
     def __init__(self, rank: int, metrics: WorkerMetrics) -> None:
         self.store = AssignmentStore(Assignment(version=4, batch_sizes=(6, 14)), rank=rank)
         status = lambda: {"step": 3}  # noqa: E731
         routes = {**common_routes(metrics.registry, status), **assignment_routes(self.store, status)}
-        self.server = HttpEndpoint(routes, host="127.0.0.1", port=0).start()
+        auth = ControlAuth(TOKEN.encode())
+        self.server = HttpEndpoint(routes, host="127.0.0.1", port=0, auth=auth).start()
         host, port = self.server.address
         self.base = f"http://{host}:{port}"
 
@@ -108,12 +113,15 @@ def test_scrape_all_over_http_keeps_reachable_ranks(endpoints: list[_Endpoint]) 
 def test_put_json_to_rank_zero(endpoints: list[_Endpoint]) -> None:
     url = f"{endpoints[0].base}/assignment"
     newer = Assignment(version=5, batch_sizes=(8, 12), learning_rate=0.1, momentum=0.9)
-    assert put_json(url, newer.to_json()) == 202
+    assert put_json(url, newer.to_json(), token=TOKEN) == 202
     pending = endpoints[0].store.pending
     assert pending is not None and (pending.version, pending.batch_sizes) == (5, (8, 12))
-    assert put_json(url, newer.to_json()) == 409
+    assert put_json(url, newer.to_json(), token=TOKEN) == 409
     changed_total = Assignment(version=6, batch_sizes=(8, 13), learning_rate=0.1, momentum=0.9)
-    assert put_json(url, changed_total.to_json()) == 400
-    assert put_json(f"{endpoints[1].base}/assignment", newer.to_json()) == 421
+    assert put_json(url, changed_total.to_json(), token=TOKEN) == 400
+    assert put_json(f"{endpoints[1].base}/assignment", newer.to_json(), token=TOKEN) == 421
+    newest = Assignment(version=7, batch_sizes=(10, 10))
+    assert put_json(url, newest.to_json(), token="not-the-token") == 403
+    assert endpoints[0].store.pending == pending  # refused: nothing changed
     with pytest.raises(OSError):
-        put_json(f"http://127.0.0.1:{_closed_port()}/assignment", newer.to_json())
+        put_json(f"http://127.0.0.1:{_closed_port()}/assignment", newer.to_json(), token=TOKEN)

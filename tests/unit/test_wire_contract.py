@@ -91,11 +91,27 @@ def test_the_control_configmaps_assignment_is_what_workers_accept() -> None:
     )
 
 
+TOKEN = "s3cret-token"
+
+
 @pytest.fixture
-def shard() -> Iterator[tuple[ParameterServer, str]]:
+def shard(tmp_path: Path) -> Iterator[tuple[ParameterServer, str]]:
     spec = api.parse_spec(job(mode="Asynchronous")["spec"])
     pod = build_ps_pod(job_ref(job()), spec=spec, shard=0, workers=2, attempt=0, plan_hash="h", momentum=0.2)
-    overrides = {"PACELINE_BIND_ADDRESS": "127.0.0.1", "PACELINE_PS_PORT": "0", Env.METRICS_PORT: "0"}
+    # what the kubelet does with the pod's token volume: the Secret's key as a file at the mount path
+    (volume,) = [v for v in pod["spec"]["volumes"] if v.get("secret")]
+    assert volume["secret"]["secretName"] == api.token_secret_name(job()["metadata"]["name"])
+    (mount,) = [m for m in pod["spec"]["containers"][0]["volumeMounts"] if m["name"] == volume["name"]]
+    token_file = env_of(pod)[Env.TOKEN_FILE]
+    assert token_file.startswith(mount["mountPath"] + "/") and mount["readOnly"]
+    local = tmp_path / token_file.removeprefix(mount["mountPath"] + "/")
+    local.write_text(TOKEN)
+    overrides = {
+        "PACELINE_BIND_ADDRESS": "127.0.0.1",
+        "PACELINE_PS_PORT": "0",
+        Env.METRICS_PORT: "0",
+        Env.TOKEN_FILE: str(local),
+    }
     server = ParameterServer(ps_config_from_env({**env_of(pod), **overrides})).start()
     host, port = server.http_address
     try:
@@ -118,11 +134,13 @@ def test_the_operator_reads_a_real_shards_staleness_and_sets_its_momentum(
         server.shard.apply(worker="w", read_version=read, gradient=values)
     assert read_staleness(url, 0) == ([0, 1, 1], 3)
     assert read_staleness(url, 2) == ([1], 3)
-    assert put_momentum(url, version=2, momentum=0.0)
+    assert not put_momentum(url, token="another-jobs-token", version=2, momentum=0.0)  # 403
+    assert server.shard.hyperparameters is not None and server.shard.hyperparameters.version == 1
+    assert put_momentum(url, token=TOKEN, version=2, momentum=0.0)
     hyper = server.shard.hyperparameters
     assert hyper is not None and (hyper.version, hyper.momentum, hyper.learning_rate) == (2, 0.0, 0.05)
-    assert put_momentum(url, version=2, momentum=0.3)  # already holds version 2 (409): fine, level-based
-    assert not put_momentum("http://127.0.0.1:9", version=3, momentum=0.3)  # nothing listens there
+    assert put_momentum(url, token=TOKEN, version=2, momentum=0.3)  # holds version 2 (409): fine, level-based
+    assert not put_momentum("http://127.0.0.1:9", token=TOKEN, version=3, momentum=0.3)  # nothing listens
 
 
 def test_the_operator_runs_without_torch() -> None:

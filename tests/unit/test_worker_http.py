@@ -13,12 +13,19 @@ from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.parser import text_string_to_metric_families
 
 from paceline_worker.assignment_store import AssignmentStore
+from paceline_worker.control_auth import ControlAuth
 from paceline_worker.http_server import HttpEndpoint, assignment_routes, common_routes
-from paceline_worker.wire import Assignment
+from paceline_worker.wire import Assignment, authorization
+
+TOKEN = "rank-token"
 
 
-def _request(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int, str, bytes]:
-    request = urllib.request.Request(url, data=body, method=method)
+def _request(
+    url: str, method: str = "GET", body: bytes | None = None, token: str | None = None
+) -> tuple[int, str, bytes]:
+    request = urllib.request.Request(
+        url, data=body, method=method, headers=authorization(token) if token else {}
+    )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, response.headers.get_content_type(), response.read()
@@ -31,7 +38,7 @@ def _serve(rank: int) -> Iterator[tuple[str, AssignmentStore]]:
     registry = CollectorRegistry()
     Gauge("paceline_worker_example", "x", ["rank"], registry=registry).labels(rank=str(rank)).set(3)
     routes = {**common_routes(registry, lambda: {"step": 5}), **assignment_routes(store, lambda: {"step": 5})}
-    server = HttpEndpoint(routes, host="127.0.0.1", port=0).start()
+    server = HttpEndpoint(routes, host="127.0.0.1", port=0, auth=ControlAuth(TOKEN.encode())).start()
     host, port = server.address
     try:
         yield f"http://{host}:{port}", store
@@ -51,7 +58,7 @@ def rank1() -> Iterator[tuple[str, AssignmentStore]]:
 
 def _put(base: str, payload: Any) -> tuple[int, dict[str, Any]]:
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    status, kind, raw = _request(base + "/assignment", "PUT", body)
+    status, kind, raw = _request(base + "/assignment", "PUT", body, token=TOKEN)
     assert kind == "application/json"
     return status, json.loads(raw)
 
@@ -99,5 +106,6 @@ def test_metrics_and_unknown_paths(rank0: tuple[str, AssignmentStore]) -> None:
     ]
     assert family.samples[0].value == 3
     assert _request(base + "/nothing")[0] == 404
-    assert _request(base + "/metrics", "PUT", b"{}")[0] == 405
+    assert _request(base + "/metrics", "PUT", b"{}", token=TOKEN)[0] == 405
+    assert _request(base + "/metrics", "PUT", b"{}")[0] == 401  # writes are checked before routing
     assert _request(base + "/healthz")[0] == 200

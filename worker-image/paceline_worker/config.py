@@ -50,6 +50,7 @@ class WorkerConfig:
     seed: int
     simulation: SimulationConfig | None
     plan: ExecutionPlan = field(default_factory=ExecutionPlan)
+    token_file: str | None = None  # PACELINE_TOKEN_FILE: control writes need this token (none: all refused)
 
     @property
     def topology(self) -> Topology:
@@ -165,4 +166,5 @@ def config_from_env(env: Mapping[str, str], *, default_batch_size: int | None = 
         process_group_timeout_s=timeout,
         seed=_int(env, "PACELINE_SEED", 0),
         simulation=_simulation(env),
+        token_file=env.get(Env.TOKEN_FILE) or None,
     )

@@ -15,11 +15,13 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .config import WorkerConfig
+from .control_auth import ControlAuth
 from .data import collate_indices, split_pair, to_device
 from .http_server import HttpEndpoint, Routes, common_routes
 from .metrics import WorkerMetrics
 from .signals import StopRequest
 from .simulation import SimulatedDevice, SlowdownSchedule
+from .wire import Env
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +91,16 @@ class RuntimeCore:
 
     def serve(self, routes: Routes, status: Callable[[], Mapping[str, Any]]) -> tuple[str, int]:
         """Start the HTTP endpoint: /metrics, /healthz, /status plus the role's routes."""
+        auth = ControlAuth.from_env(
+            {Env.TOKEN_FILE: self.config.token_file or ""},
+            on_refused=lambda refusal: self.metrics.refused(refusal),
+            who=f"rank {self.config.rank}'s endpoint",
+        )
         self._http = HttpEndpoint(
             {**common_routes(self.metrics.registry, status), **routes},
             host=self.config.bind_address,
             port=self.config.metrics_port,
+            auth=auth,
         ).start()
         return self._http.address
 

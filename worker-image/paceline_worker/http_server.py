@@ -1,5 +1,6 @@
-"""The one HTTP endpoint of workers and parameter servers: a route table served by a ThreadingHTTPServer in a
-daemon thread. Routes and payloads are the wire contract's (`paceline_worker.wire.Route`)."""
+"""The one HTTP endpoint of workers, parameter servers and launchers: a route table served by a
+ThreadingHTTPServer in a daemon thread. Routes and payloads are the wire contract's
+(`paceline_worker.wire.Route`); every write must bear the job's control token (`control_auth`)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from urllib.parse import parse_qs, urlsplit
 from prometheus_client import CollectorRegistry, exposition
 
 from .assignment_store import AssignmentStore, OfferOutcome
-from .wire import Route
+from .control_auth import ControlAuth
+from .wire import AUTHORIZATION, Route
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,9 @@ def assignment_routes(store: AssignmentStore, status: Callable[[], Mapping[str, 
     return {("GET", Route.ASSIGNMENT): get, ("PUT", Route.ASSIGNMENT): put}
 
 
-def _handler_class(routes: Mapping[tuple[str, str], Handler]) -> type[BaseHTTPRequestHandler]:
+def _handler_class(
+    routes: Mapping[tuple[str, str], Handler], auth: ControlAuth
+) -> type[BaseHTTPRequestHandler]:
     class RequestHandler(BaseHTTPRequestHandler):
         server_version = "paceline"
 
@@ -94,9 +98,15 @@ def _handler_class(routes: Mapping[tuple[str, str], Handler]) -> type[BaseHTTPRe
         def _dispatch(self, method: str) -> None:
             parts = urlsplit(self.path)
             query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+            refusal = auth.check(method, self.headers.get(AUTHORIZATION))
+            if refusal is not None:  # before the body is read: an unauthenticated write costs nothing more
+                response = Response.json(refusal.status, {"error": refusal.message, "reason": refusal.value})
+                self.close_connection = True
+                self._reply(response, challenge=refusal.status == HTTPStatus.UNAUTHORIZED)
+                return
             handler = routes.get((method, parts.path))
             body = b""
-            if method == "PUT":
+            if method in ("PUT", "POST"):
                 try:
                     length = int(self.headers.get("Content-Length", "0"))
                 except ValueError:
@@ -117,8 +127,10 @@ def _handler_class(routes: Mapping[tuple[str, str], Handler]) -> type[BaseHTTPRe
                 response = Response.json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": str(exc)})
             self._reply(response)
 
-        def _reply(self, response: Response) -> None:
+        def _reply(self, response: Response, *, challenge: bool = False) -> None:
             self.send_response(response.status)
+            if challenge:
+                self.send_header("WWW-Authenticate", 'Bearer realm="paceline"')
             self.send_header("Content-Type", response.content_type)
             self.send_header("Content-Length", str(len(response.body)))
             self.end_headers()
@@ -130,6 +142,12 @@ def _handler_class(routes: Mapping[tuple[str, str], Handler]) -> type[BaseHTTPRe
         def do_PUT(self) -> None:
             self._dispatch("PUT")
 
+        def do_POST(self) -> None:
+            self._dispatch("POST")
+
+        def do_DELETE(self) -> None:
+            self._dispatch("DELETE")
+
     return RequestHandler
 
 
@@ -138,11 +156,14 @@ class _IPv6Server(ThreadingHTTPServer):
 
 
 class HttpEndpoint:
-    """Serves `routes` on host:port (IPv6 when the host is an IPv6 address) from a daemon thread."""
+    """Serves `routes` on host:port (IPv6 when the host is an IPv6 address) from a daemon thread; writes only
+    with `auth`'s token."""
 
-    def __init__(self, routes: Mapping[tuple[str, str], Handler], *, host: str, port: int) -> None:
+    def __init__(
+        self, routes: Mapping[tuple[str, str], Handler], *, host: str, port: int, auth: ControlAuth
+    ) -> None:
         server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
-        self._server = server_class((host, port), _handler_class(dict(routes)))
+        self._server = server_class((host, port), _handler_class(dict(routes), auth))
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever,

@@ -31,7 +31,11 @@ from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
 
-from .http_server import HttpEndpoint, Response, Routes
+from prometheus_client import CollectorRegistry
+
+from .control_auth import ControlAuth
+from .http_server import HttpEndpoint, Response, Routes, common_routes
+from .metrics import launcher_metrics
 from .wire import (
     LAUNCHER_PORT,
     Env,
@@ -190,6 +194,11 @@ def generation_routes(supervisor: Supervisor) -> Routes:
     return {("GET", Route.GENERATION): get, ("PUT", Route.GENERATION): put}
 
 
+def launcher_metric_routes(registry: CollectorRegistry) -> Routes:
+    """GET /metrics and /healthz of the launcher (its refused control writes)."""
+    return {key: route for key, route in common_routes(registry, dict).items() if key[1] != Route.STATUS}
+
+
 def supervise(command: Sequence[str]) -> int:
     """The supervisor: serve PUT /generation (when PACELINE_LAUNCHER_PORT is set) and run the agent."""
     env = os.environ
@@ -200,7 +209,10 @@ def supervise(command: Sequence[str]) -> int:
     if env.get(Env.LAUNCHER_PORT):
         host = env.get("PACELINE_BIND_ADDRESS") or env.get(Env.POD_IP) or "127.0.0.1"
         port = int(env.get(Env.LAUNCHER_PORT) or LAUNCHER_PORT)
-        server = HttpEndpoint(generation_routes(supervisor), host=host, port=port).start()
+        registry, refused = launcher_metrics(env.get(Env.JOB, "local"))
+        auth = ControlAuth.from_env(env, on_refused=refused, who="the launcher")
+        routes = {**generation_routes(supervisor), **launcher_metric_routes(registry)}
+        server = HttpEndpoint(routes, host=host, port=port, auth=auth).start()
         log.info("launcher serving http://%s:%d%s", *server.address, Route.GENERATION)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda s, _f: supervisor.terminate(s))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from .control_auth import Refusal
 from .gpu_metrics import register_gpu_collector
-from .wire import PHASES, Label, WorkerMetric
+from .wire import LAUNCHER_REFUSED_WRITES, PHASES, Label, WorkerMetric
 
 _STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -28,6 +30,26 @@ class StepTiming:
     @property
     def total(self) -> float:
         return self.data + self.compute + self.communication
+
+
+def refusal_counter(
+    registry: CollectorRegistry, name: str, labels: Mapping[str, str]
+) -> Callable[[Refusal], None]:
+    """A counter of refused control writes by reason (every reason exported from 0); returns its `inc`."""
+    counter = Counter(
+        name,
+        "Control writes refused: no bearer token (missing), another one (wrong), none here (unconfigured)",
+        [*labels, Label.REASON.value],
+        registry=registry,
+    )
+    children = {r: counter.labels(**labels, **{Label.REASON.value: r.value}) for r in Refusal}
+    return lambda refusal: children[refusal].inc()
+
+
+def launcher_metrics(job: str) -> tuple[CollectorRegistry, Callable[[Refusal], None]]:
+    """The launcher's registry (GET /metrics on its port) and its refused-writes counter."""
+    registry = CollectorRegistry(auto_describe=True)
+    return registry, refusal_counter(registry, LAUNCHER_REFUSED_WRITES, {Label.JOB.value: job})
 
 
 class WorkerMetrics:
@@ -126,6 +148,7 @@ class WorkerMetrics:
             names,
             registry=r,
         ).labels(**labels)
+        self.refused = refusal_counter(r, WorkerMetric.REFUSED_WRITES, labels)
         self.gpu_enabled = gpu_index is not None and register_gpu_collector(
             r, gpu_index=gpu_index, labels=labels
         )

@@ -18,6 +18,19 @@ METRICS_PORT = 9400  # every worker pod and parameter server: /metrics and the c
 LAUNCHER_PORT = 9401  # every synchronous worker pod's launcher: GET/PUT /generation
 PS_PORT = 29600  # parameter servers' TCP update protocol
 
+# Control writes (every PUT) carry the job's token: `Authorization: Bearer <token>`. The operator keeps it in
+# the Secret `<job>-control-token` (key `token`), mounted into every pod of the job at TOKEN_MOUNT.
+TOKEN_KEY = "token"
+TOKEN_MOUNT = "/var/run/secrets/paceline.dev/control"
+TOKEN_FILE = f"{TOKEN_MOUNT}/{TOKEN_KEY}"
+AUTHORIZATION = "Authorization"
+BEARER = "Bearer "
+
+
+def authorization(token: str) -> dict[str, str]:
+    """The header of a control write carrying `token`."""
+    return {AUTHORIZATION: f"{BEARER}{token}"}
+
 
 class Route(StrEnum):
     """HTTP paths of the worker (rank 0 of a pod) and the parameter-server endpoints."""
@@ -67,6 +80,7 @@ class Env(StrEnum):
     HYPERPARAMETERS = "PACELINE_HYPERPARAMETERS"
     MAX_STALENESS = "PACELINE_MAX_STALENESS"  # PS: drop updates older than this many versions (0: no bound)
     CURVATURE_EVERY = "PACELINE_CURVATURE_EVERY"  # async worker: top-Hessian estimate every N steps (0: off)
+    TOKEN_FILE = "PACELINE_TOKEN_FILE"  # the control token's file (writes without that token are refused)
     POD_IP = "POD_IP"
     POD_NAME = "POD_NAME"
     NODE_NAME = "NODE_NAME"
@@ -80,6 +94,7 @@ class Label(StrEnum):
     PHASE = "phase"
     SHARD = "shard"
     WORKER = "worker"
+    REASON = "reason"  # why a control write was refused: missing, wrong, unconfigured
 
 
 PHASES = ("data", "compute", "communication")  # values of Label.PHASE
@@ -104,6 +119,7 @@ class WorkerMetric(StrEnum):
     EPOCH = "paceline_worker_epoch"
     SIMULATED_SLOWDOWN = "paceline_worker_simulated_slowdown_ratio"
     CURVATURE = "paceline_worker_curvature"  # top Hessian eigenvalue estimate (0 until the first estimate)
+    REFUSED_WRITES = "paceline_worker_refused_writes"  # counter per reason: control writes without the token
 
 
 class PsMetric(StrEnum):
@@ -118,6 +134,10 @@ class PsMetric(StrEnum):
     PARAMETERS = "paceline_ps_parameters"
     CONNECTED_WORKERS = "paceline_ps_connected_workers"
     DROPPED = "paceline_ps_dropped_updates"  # counter per worker: staleness above maxStaleness
+    REFUSED_WRITES = "paceline_ps_refused_writes"  # counter per reason: control writes without the token
+
+
+LAUNCHER_REFUSED_WRITES = "paceline_launcher_refused_writes"  # the launcher's (port 9401) refusals
 
 
 class AssignmentError(ValueError):

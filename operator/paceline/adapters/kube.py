@@ -5,6 +5,8 @@ Writes return the object the API server answered with, so the caller can keep it
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import threading
@@ -73,6 +75,7 @@ _PATHS = {
     "ConfigMap": "configmaps",
     "Event": "events",
     "PersistentVolumeClaim": "persistentvolumeclaims",
+    "Secret": "secrets",
 }
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -95,6 +98,22 @@ def get_configmap(namespace: str, name: str) -> dict[str, Any] | None:
         raise
 
 
+def get_token(namespace: str, name: str, key: str) -> str | None:
+    """The value of `key` in Secret `name` (a job's control token), or None when the Secret or the key is
+    missing. Only the operator's own token Secrets are read, each once per job (then remembered)."""
+    try:
+        secret = _call("GET", f"{_collection(namespace, 'Secret')}/{name}")
+    except ApiException as err:
+        if err.status == 404:
+            return None
+        raise
+    value = (secret.get("data") or {}).get(key)
+    try:
+        return base64.b64decode(value).decode() if value else None
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+
+
 def list_nodes() -> list[dict[str, Any]]:
     """Every Node (for `paceline plan` against a live cluster)."""
     return list(_call("GET", "/api/v1/nodes")["items"])
@@ -112,9 +131,9 @@ def list_jobs(namespace: str | None = None) -> list[dict[str, Any]]:
 
 
 def create(obj: Mapping[str, Any]) -> bool:
-    """Create a Pod, Service, ConfigMap or PersistentVolumeClaim; False when it already exists (409); raises
-    `Rejected` when the API server refuses it as invalid (422). The answer is not read: the watch brings
-    the object anyway."""
+    """Create a Pod, Service, ConfigMap, PersistentVolumeClaim or Secret; False when it already exists
+    (409); raises `Rejected` when the API server refuses it as invalid (422). The answer is not read: the
+    watch brings the object anyway (a Secret: the operator remembers the token it wrote)."""
     try:
         _call("POST", _collection(obj["metadata"]["namespace"], obj["kind"]), obj, answer=False)
         return True

@@ -1,6 +1,7 @@
 """HTTP to workers and parameter servers: scrape /metrics, PUT an assignment to rank 0, read staleness and
 PUT momentum to the shards. Requests never go through a proxy (`http_proxy` and friends are ignored):
-pods are addressed directly by IP. Payloads are the wire contract's (`paceline_worker.wire`)."""
+pods are addressed directly by IP. Payloads are the wire contract's (`paceline_worker.wire`). Every write
+bears the job's control token (`Authorization: Bearer`); reads need none."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from paceline.controller.samples import WorkerSample, parse_worker_metrics
-from paceline_worker.wire import HyperparameterUpdate, Route, parse_staleness_page
+from paceline_worker.wire import HyperparameterUpdate, Route, authorization, parse_staleness_page
 
 log = logging.getLogger(__name__)
 
@@ -65,28 +66,35 @@ def scrape_all(
     return out
 
 
-def http_json(url: str, *, method: str = "GET", body: str | None = None, timeout_s: float = 1.0) -> Any:
-    """A JSON request to a worker or parameter server, never through a proxy; raises OSError/ValueError."""
+def _headers(token: str | None) -> dict[str, str]:
+    return {"Content-Type": "application/json", **(authorization(token) if token else {})}
+
+
+def http_json(
+    url: str,
+    *,
+    method: str = "GET",
+    body: str | None = None,
+    token: str | None = None,
+    timeout_s: float = 1.0,
+) -> Any:
+    """A JSON request to a worker or parameter server (a write bearing `token`), never through a proxy;
+    raises OSError/ValueError."""
     request = urllib.request.Request(
-        url,
-        data=None if body is None else body.encode(),
-        method=method,
-        headers={"Content-Type": "application/json"},
+        url, data=None if body is None else body.encode(), method=method, headers=_headers(token)
     )
     with _OPENER.open(request, timeout=timeout_s) as response:
         return json.loads(response.read() or b"{}")
 
 
-def put_json(url: str, body: str, *, timeout_s: float = 1.0) -> int:
-    """PUT a JSON document to a worker endpoint (an assignment to rank 0's /assignment, a generation to a
-    launcher's /generation) and return the HTTP status.
+def put_json(url: str, body: str, *, token: str, timeout_s: float = 1.0) -> int:
+    """PUT a JSON document bearing the job's control `token` to a worker endpoint (an assignment to rank
+    0's /assignment, a generation to a launcher's /generation) and return the HTTP status.
 
     202: accepted; 409: the worker already holds this or a newer version (both fine); 400/421: rejected
-    (the body says why, logged at warning). Raises OSError when no HTTP answer came back (connection
-    refused, timeout)."""
-    request = urllib.request.Request(
-        url, data=body.encode(), method="PUT", headers={"Content-Type": "application/json"}
-    )
+    (the body says why, logged at warning); 401/403: the token was refused (logged at warning). Raises
+    OSError when no HTTP answer came back (connection refused, timeout)."""
+    request = urllib.request.Request(url, data=body.encode(), method="PUT", headers=_headers(token))
     try:
         with _OPENER.open(request, timeout=timeout_s) as response:
             response.read()
@@ -108,12 +116,15 @@ def read_staleness(url: str, after: int) -> tuple[list[int], int] | None:
         return None
 
 
-def put_momentum(url: str, *, version: int, momentum: float) -> bool:
-    """PUT a new explicit momentum to one shard (base URL); True when it holds that version (200, or 409)."""
+def put_momentum(url: str, *, token: str, version: int, momentum: float) -> bool:
+    """PUT a new explicit momentum, bearing the job's control `token`, to one shard (base URL); True when it
+    holds that version (200, or 409)."""
     body = HyperparameterUpdate(version=version, learning_rate=None, momentum=momentum).to_json()
     try:
-        http_json(f"{url}{Route.HYPERPARAMETERS}", method="PUT", body=body)
+        http_json(f"{url}{Route.HYPERPARAMETERS}", method="PUT", body=body, token=token)
     except urllib.error.HTTPError as err:
+        if err.code in (401, 403):
+            log.warning("PUT %s%s refused the control token (%d)", url, Route.HYPERPARAMETERS, err.code)
         return err.code == 409
     except OSError:
         return False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from paceline_worker.wire import METRICS_PORT, PS_PORT
+from paceline_worker.wire import LAUNCHER_PORT, METRICS_PORT, PS_PORT, TOKEN_FILE, TOKEN_KEY, TOKEN_MOUNT
 
 GROUP = "paceline.dev"
 VERSION = "v1alpha1"
@@ -35,6 +35,10 @@ LAUNCHER_ENTRYPOINT = ("python", "-m", LAUNCHER)  # torchrun, one process per GP
 DEFAULT_CHECKPOINT_ROOT = "/tmp/paceline"  # in the container: lost with it; see spec.checkpoint
 CHECKPOINT_MOUNT = "/var/run/paceline/checkpoint"  # where spec.checkpoint's volume is mounted
 CHECKPOINT_VOLUME = "paceline-checkpoint"
+TOKEN_VOLUME = "paceline-control-token"  # the job's control token (a Secret), read-only in every pod
+ROLE_TOKEN = "control-token"  # LABEL_ROLE of the token Secret
+TMP_VOLUME = "paceline-tmp"  # an emptyDir at /tmp: the root filesystem is read-only
+POD_USER = 65532  # runAsUser, runAsGroup and fsGroup of every pod Paceline creates (non-root)
 
 __all__ = [
     "ANNOTATION_GENERATION",
@@ -55,19 +59,28 @@ __all__ = [
     "LABEL_ROLE",
     "LAUNCHER",
     "LAUNCHER_ENTRYPOINT",
+    "LAUNCHER_PORT",
     "MANAGED_BY",
     "METRICS_PORT",
     "NODEPOOL_LABEL",
     "PLACEHOLDER_IMAGE",
     "PLURAL",
+    "POD_USER",
     "PRICE_ANNOTATION",
     "PS_ENTRYPOINT",
     "PS_PORT",
+    "ROLE_TOKEN",
+    "TMP_VOLUME",
+    "TOKEN_FILE",
+    "TOKEN_KEY",
+    "TOKEN_MOUNT",
+    "TOKEN_VOLUME",
     "VERSION",
     "capacity_pod_name",
     "control_name",
     "master_port",
     "ps_pod_name",
+    "token_secret_name",
     "worker_pod_name",
 ]
 
@@ -90,6 +103,11 @@ def ps_pod_name(job: str, shard: int) -> str:
 def control_name(job: str) -> str:
     """ConfigMap holding the job's plan and the versioned assignment workers follow."""
     return f"{job}-control"
+
+
+def token_secret_name(job: str) -> str:
+    """Secret holding the job's control token (the operator's writes to its pods bear it)."""
+    return f"{job}-control-token"
 
 
 def master_port(uid: str, generation: int = 0) -> int:

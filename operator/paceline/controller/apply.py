@@ -20,6 +20,7 @@ T = TypeVar("T")
 # after another, each create waits out a full round trip, and 16 of them make a job wait 16 round trips.
 # The pool is the whole operator's: at most this many pod creates are in flight at once.
 POD_CREATES_IN_FLIGHT = 16
+REFUSED = (401, 403)  # a worker did not take the control token
 _creates = ThreadPoolExecutor(max_workers=POD_CREATES_IN_FLIGHT, thread_name_prefix="paceline-create")
 
 
@@ -32,6 +33,7 @@ class Applied:
     deleted: list[str] = field(default_factory=list)
     rejected: Rejection | None = None
     generations_acked: dict[str, int] = field(default_factory=dict)  # pod uid → generation it now holds
+    token_refused: bool = False  # a worker refused the control token (401/403): read the Secret again
 
 
 def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
@@ -43,9 +45,10 @@ def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, An
     return patch
 
 
-def apply(job: Mapping[str, Any], decision: Decision) -> Applied:
+def apply(job: Mapping[str, Any], decision: Decision, *, token: str | None = None) -> Applied:
     """Carry out `decision`'s objects for `job` (as observed): creates, patches, deletes, then the pushes to
-    workers. The status and the events follow separately (`report`), after the objects they describe."""
+    workers, bearing the job's control `token` (none known yet: no push this pass). The status and the
+    events follow separately (`report`), after the objects they describe."""
     meta = job["metadata"]
     ns, name = meta["namespace"], meta["name"]
     applied = Applied()
@@ -63,9 +66,12 @@ def apply(job: Mapping[str, Any], decision: Decision) -> Applied:
     if applied.created or applied.deleted:
         made = ", ".join(f"{o['kind']} {o['metadata']['name']}" for o in applied.created) or "nothing"
         log.info("%s/%s: created %s; deleted %s", ns, name, made, ", ".join(applied.deleted) or "nothing")
-    if applied.rejected is None:
-        _push(ns, name, decision)
-        applied.generations_acked = _push_generations(ns, name, decision)
+    if applied.rejected is None and token is not None:
+        applied.token_refused = _push(ns, name, decision, token)
+        applied.generations_acked, refused = _push_generations(ns, name, decision, token)
+        applied.token_refused |= refused
+    elif applied.rejected is None and (decision.push or decision.momentum_put or decision.generation_puts):
+        log.info("%s/%s: the control token is not in the cache yet; pushing next pass", ns, name)
     return applied
 
 
@@ -107,34 +113,38 @@ def report(
     return written
 
 
-def _push_generations(ns: str, name: str, decision: Decision) -> dict[str, int]:
-    """PUT each kept pod its new generation; the pods that hold it now (accepted, or had it already)."""
-    acked = {}
+def _push_generations(ns: str, name: str, decision: Decision, token: str) -> tuple[dict[str, int], bool]:
+    """PUT each kept pod its new generation; the pods that hold it now (accepted, or had it already), and
+    whether a launcher refused the token."""
+    acked, refused = {}, False
     for put in decision.generation_puts:
         try:
-            code = workers.put_json(put.url, put.body, timeout_s=2.0)
+            code = workers.put_json(put.url, put.body, token=token, timeout_s=2.0)
         except OSError as err:  # the launcher is not listening (yet): the next pass pushes again
             log.info("%s/%s: generation %d to %s failed: %s", ns, name, put.generation, put.url, err)
             continue
         if code in (202, 409):
             acked[put.pod] = put.generation
+        refused |= code in REFUSED
     if acked:
         log.info(
             "%s/%s: %d pod(s) restart in place as generation %d", ns, name, len(acked), max(acked.values())
         )
-    return acked
+    return acked, refused
 
 
-def _push(ns: str, name: str, decision: Decision) -> None:
+def _push(ns: str, name: str, decision: Decision, token: str) -> bool:
     """Hand the workers and shards what the decision says they should hold (level-based: repeated until
-    they hold it)."""
+    they hold it); whether rank 0 refused the token."""
+    refused = False
     if decision.push is not None:
         url, assignment = decision.push
         try:
-            workers.put_json(url, assignment.to_json())
+            refused = workers.put_json(url, assignment.to_json(), token=token) in REFUSED
         except OSError as err:  # rank 0 not listening yet: the next pass pushes again
             log.info("push of assignment v%d to %s/%s rank 0 failed: %s", assignment.version, ns, name, err)
     if decision.momentum_put is not None:
         put = decision.momentum_put
         for url in put.urls:
-            workers.put_momentum(url, version=put.version, momentum=put.momentum)
+            workers.put_momentum(url, token=token, version=put.version, momentum=put.momentum)
+    return refused

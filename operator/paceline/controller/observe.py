@@ -34,6 +34,7 @@ class JobMemory:
     rejected: Rejection | None = None
     observed_at: float = 0.0  # when the workers were last scraped (monotonic seconds)
     parsed: tuple[int, api.JobSpec | api.InvalidSpec] | None = None  # (generation, spec)
+    token: str | None = None  # the job's control token, once read from (or written to) its Secret
 
     def spec(self, job: Mapping[str, Any]) -> api.JobSpec | api.InvalidSpec:
         """The job's spec parsed once per generation (the API server bumps it on every spec change)."""

@@ -6,6 +6,7 @@ the same job and keeps its cache ahead of the watch with what `apply` wrote.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -65,6 +66,22 @@ def compute_plan(
         return err
 
 
+def _read_token(job: Mapping[str, Any], spec: api.JobSpec | api.InvalidSpec) -> str | None:
+    """The job's control token from its Secret (None: no Secret yet); not read for a spec that is invalid."""
+    if not isinstance(spec, api.JobSpec):
+        return None
+    meta = job["metadata"]
+    return kube.get_token(meta["namespace"], api.token_secret_name(meta["name"]), api.TOKEN_KEY)
+
+
+def _created_token(created: Sequence[Mapping[str, Any]]) -> str | None:
+    """The token of the Secret this pass created, if it created one."""
+    for obj in created:
+        if obj["kind"] == "Secret":
+            return str(obj["stringData"][api.TOKEN_KEY])
+    return None
+
+
 def run_pass(snap: Snapshot, memory: JobMemory, *, new_plan: JobPlan | PlanningError | None) -> PassResult:
     """Observe the workers, decide, apply; what was written comes back for the cache."""
     with operator_metrics.time_reconcile():
@@ -74,6 +91,7 @@ def run_pass(snap: Snapshot, memory: JobMemory, *, new_plan: JobPlan | PlanningE
             if isinstance(spec, api.JobSpec)
             else None
         )
+        token = memory.token or _read_token(snap.job, spec)
         observed = Observed(
             job=snap.job,
             spec=spec,
@@ -89,10 +107,13 @@ def run_pass(snap: Snapshot, memory: JobMemory, *, new_plan: JobPlan | PlanningE
             claims=snap.claims,
             generations_acked=dict(memory.generations_acked),
             offers=snap.offers,
+            token=token,
+            fresh_token=secrets.token_urlsafe(32) if token is None else None,
         )
         decision = decide(observed)
-        applied = apply(snap.job, decision)
+        applied = apply(snap.job, decision, token=token)
         memory.generations_acked.update(applied.generations_acked)
+        memory.token = None if applied.token_refused else token or _created_token(applied.created)
     if applied.rejected is not None:
         memory.rejected = applied.rejected
         return PassResult(decision=decision, applied=applied, requeue_after=0.0)

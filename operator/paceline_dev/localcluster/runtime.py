@@ -11,11 +11,13 @@ deletion is confirmed at once. Pods and nodes are read from watch caches, never 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,7 +45,14 @@ from paceline_dev.localcluster.config import (
 )
 from paceline_dev.localcluster.karpenter import registration_patches
 from paceline_dev.localcluster.volumes import LABEL as VOLUME_LABEL
-from paceline_dev.localcluster.volumes import mount_map, remap, volume_for_claim, waiting_claims
+from paceline_dev.localcluster.volumes import (
+    mount_map,
+    remap,
+    secret_mounts,
+    volume_for_claim,
+    waiting_claims,
+    write_secret,
+)
 from paceline_dev.localcluster.watchcache import WatchCache
 
 log = logging.getLogger("paceline.runtime")
@@ -275,6 +284,31 @@ class ProcessRuntime:
                 out[claim["metadata"]["name"]] = str(path)
         return out
 
+    def _secret_dir(self, uid: str) -> Path:
+        return self.state / "secrets" / uid
+
+    def _secret_paths(self, raw: Mapping[str, Any], container: Mapping[str, Any]) -> dict[str, str] | None:
+        """mountPath → local directory holding each mounted Secret's keys as files (owner-readable only); None
+        while a Secret that is not optional is missing. Secrets are written once, when the process starts."""
+        meta = raw["metadata"]
+        out = {}
+        for mount_path, volume, name, optional in secret_mounts(raw, container):
+            try:
+                secret = self.core.read_namespaced_secret(name, meta["namespace"])
+                data = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+            except ApiException as err:
+                if err.status != 404:
+                    log.warning("reading Secret %s/%s failed: %s", meta["namespace"], name, err.reason)
+                    return None
+                if not optional:
+                    log.info("%s/%s waits for Secret %s", meta["namespace"], meta["name"], name)
+                    return None
+                data = {}
+            directory = self._secret_dir(str(meta["uid"])) / volume
+            write_secret(directory, data)
+            out[mount_path] = str(directory)
+        return out
+
     def provision_volumes(self) -> None:
         """A local volume for every waiting claim; volumes of deleted claims removed (directory kept)."""
         existing = {v["metadata"]["name"] for v in self.volumes.items()}
@@ -318,6 +352,9 @@ class ProcessRuntime:
                 message="the process runtime needs a container command",
             )
             return
+        secret_paths = self._secret_paths(raw, container)
+        if secret_paths is None:
+            return  # a Secret it mounts does not exist yet: the kubelet waits too (the next poll retries)
         pod_env = resolve_env(
             container, raw, lookup_ip=self._lookup_ip, configmap_value=self._configmap_value
         )
@@ -339,7 +376,8 @@ class ProcessRuntime:
                 "PACELINE_TERMINATION_LOG": str(termination_file),  # the container's terminationMessagePath
             }
         )
-        env.update(remap(pod_env, mount_map(raw, container, self._claim_paths(meta["namespace"]))))
+        mounts = {**mount_map(raw, container, self._claim_paths(meta["namespace"])), **secret_paths}
+        env.update(remap(pod_env, mounts))
         command = [VAR_REF.sub(lambda m: env.get(m.group(1), m.group(0)), part) for part in command]
         workdir = container.get("workingDir")
         cwd = Path(workdir) if workdir and Path(workdir).is_dir() else self.workdir
@@ -419,6 +457,7 @@ class ProcessRuntime:
             self.running.pop(run.uid, None)
             self.finished.add(run.uid)
         run.schedule_file.unlink(missing_ok=True)
+        shutil.rmtree(self._secret_dir(run.uid), ignore_errors=True)
         log.info("%s exited with %d", run.key, exit_code)
         if not run.stopping:
             reason = "Completed" if exit_code == 0 else "Error"

@@ -1,5 +1,6 @@
 """Local volumes for the process runtime: a PersistentVolume under the state directory for every claim that
-waits for one (what a storage provisioner does), and a pod's mount paths mapped onto those directories.
+waits for one (what a storage provisioner does), Secret volumes written as files into a directory of the pod's
+own (what the kubelet does), and a pod's mount paths mapped onto those directories.
 
 The kube-controller-manager's volume binder then binds claim and volume as on a real cluster, and the
 scheduler places pods that use the claim. A process cannot mount anything, so the runtime rewrites the mount
@@ -9,6 +10,7 @@ volume's directory.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -78,3 +80,34 @@ def remap(env: Mapping[str, str], mounts: Mapping[str, str]) -> dict[str, str]:
                 out[name] = local + value[len(mount_path) :]
                 break
     return out
+
+
+def secret_mounts(pod: Mapping[str, Any], container: Mapping[str, Any]) -> list[tuple[str, str, str, bool]]:
+    """(mountPath, volume name, secret name, optional) of the container's mounts of Secret volumes."""
+    secrets = {
+        v["name"]: v["secret"] for v in (pod.get("spec") or {}).get("volumes") or [] if v.get("secret")
+    }
+    out = []
+    for mount in container.get("volumeMounts") or []:
+        source = secrets.get(mount["name"])
+        if source is not None and not mount.get("subPath"):
+            out.append(
+                (
+                    mount["mountPath"].rstrip("/"),
+                    mount["name"],
+                    str(source.get("secretName") or ""),
+                    bool(source.get("optional")),
+                )
+            )
+    return out
+
+
+def write_secret(directory: Path, data: Mapping[str, bytes]) -> None:
+    """A Secret's keys as files readable by the owner only (the process runs as this user)."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for key, value in data.items():
+        path = directory / key
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+        with os.fdopen(fd, "wb") as out:
+            out.write(value)

@@ -81,6 +81,7 @@ class PsConfig:
     hyperparameters: HyperparameterUpdate | None
     linger_s: float
     max_staleness: int = 0  # PACELINE_MAX_STALENESS: drop updates staler than this (0: no bound)
+    token_file: str | None = None  # PACELINE_TOKEN_FILE: control writes need this token (none: all refused)
 
 
 def ps_config_from_env(env: Mapping[str, str]) -> PsConfig:
@@ -118,6 +119,7 @@ def ps_config_from_env(env: Mapping[str, str]) -> PsConfig:
         hyperparameters=hyper,
         linger_s=linger,
         max_staleness=max_staleness,
+        token_file=env.get(Env.TOKEN_FILE) or None,
     )
 
 

@@ -18,8 +18,9 @@ from http import HTTPStatus
 from typing import Any
 
 from ..config import ConfigError
+from ..control_auth import ControlAuth
 from ..http_server import HttpEndpoint, Response, Routes, common_routes
-from ..wire import HyperparameterError, Route, parse_update, staleness_page
+from ..wire import Env, HyperparameterError, Route, parse_update, staleness_page
 from .config import PsConfig, ps_config_from_env
 from .hyperparameters import StaleVersionError
 from .protocol import ProtocolError, from_wire, recv_frame, send_frame, to_wire
@@ -44,7 +45,14 @@ class ParameterServer:
         self._finished: set[str] = set()
         self.stop_event = threading.Event()
         self._tcp = self._tcp_server()
-        self._http = HttpEndpoint(self._routes(), host=config.bind_address, port=config.metrics_port)
+        auth = ControlAuth.from_env(
+            {Env.TOKEN_FILE: config.token_file or ""},
+            on_refused=self.metrics.refused,
+            who=f"parameter server {config.shard}",
+        )
+        self._http = HttpEndpoint(
+            self._routes(), host=config.bind_address, port=config.metrics_port, auth=auth
+        )
 
     # ---- worker protocol -------------------------------------------------------------------------
     def _tcp_server(self) -> socketserver.ThreadingTCPServer:

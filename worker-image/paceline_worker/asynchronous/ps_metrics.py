@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from ..metrics import refusal_counter
 from ..wire import Label, PsMetric
 from .hyperparameters import Hyperparameters
 from .shard import AppliedUpdate
@@ -55,6 +56,7 @@ class PsMetrics:
         self._workers = Gauge(
             PsMetric.CONNECTED_WORKERS, "Workers with an open connection", names, registry=r
         ).labels(**self._labels)
+        self.refused = refusal_counter(r, PsMetric.REFUSED_WRITES, self._labels)
 
     def observe_update(self, update: AppliedUpdate) -> None:
         labels = {**self._labels, Label.WORKER.value: update.worker}

@@ -18,6 +18,7 @@ from paceline.controller.decide.children import (
     deleting,
     missing,
     service,
+    token_secret,
     unschedulable,
 )
 from paceline.controller.decide.failures import Failure, Restart, backoff_until, judge
@@ -109,7 +110,11 @@ def _progress(obs: Observed, spec: api.JobSpec, planned: Planned) -> Decision:
     attempt = int(old.get("attempt") or 0)
     children = classify(obs.pods, attempt=attempt, planned=planned, in_place=in_place(spec))
     decision = Decision(
-        create=[*planned.create, *service(obs.job, obs.service)],
+        create=[
+            *token_secret(obs.job, obs.token, obs.fresh_token),
+            *planned.create,
+            *service(obs.job, obs.service),
+        ],
         patch_control=planned.patch_control,
         delete_pods=list(children.stale),
         events=list(planned.events),

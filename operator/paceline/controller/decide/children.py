@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from paceline import api
-from paceline.builders import build_ps_pod, build_service, build_worker_pod
+from paceline.builders import build_ps_pod, build_service, build_token_secret, build_worker_pod
 from paceline.controller.decide.plan import Planned, job_ref
 from paceline.momentum import MomentumPolicy, StalenessEstimator, explicit_momentum
 from paceline.plan_types import sharding_json
@@ -132,6 +132,14 @@ def service(job: Mapping[str, Any], observed: Mapping[str, Any] | None) -> list[
     """The headless Service giving every pod a DNS name, when it does not exist yet."""
     ref = job_ref(job)
     return [] if observed is not None else [build_service(ref, port=api.master_port(ref.uid))]
+
+
+def token_secret(job: Mapping[str, Any], token: str | None, fresh_token: str | None) -> list[dict[str, Any]]:
+    """The Secret with the job's control token when none exists yet (`token` None), holding `fresh_token`;
+    an existing one is never replaced (its token is in the running pods)."""
+    if token is not None or not fresh_token:
+        return []
+    return [build_token_secret(job_ref(job), token=fresh_token)]
 
 
 def unschedulable(

@@ -83,6 +83,8 @@ class Observed:
     claims: frozenset[str] | None = None  # PersistentVolumeClaims in the job's namespace (None: not known)
     generations_acked: Mapping[str, int] = field(default_factory=dict)  # pod uid → generation it holds
     offers: tuple[Offer, ...] | None = None  # what the autoscaler's NodePools offer (None: no autoscaler)
+    token: str | None = None  # the job's control token, from its Secret (None: no Secret seen)
+    fresh_token: str | None = None  # a new random token for the Secret to create when there is none
 
 
 @dataclass(kw_only=True)
