@@ -6,6 +6,7 @@ need (counted by a watch that survives the control-plane restarts)."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -132,9 +133,13 @@ def test_worker_killed_restarts_from_the_checkpoint_and_keeps_every_sample(
     assert_every_sample_once(cluster, namespace, job, steps)
 
 
+@pytest.mark.parametrize("operator_down", [False, True], ids=["operator-up", "operator-down"])
 def test_control_configmap_deleted_is_recreated_without_restarting_workers(
-    cluster: LocalCluster, kube: Kube, namespace: str
+    cluster: LocalCluster, kube: Kube, namespace: str, operator_down: bool
 ) -> None:
+    """Deleted under a running operator, the ConfigMap is written again as it was; deleted while the operator
+    is down, the job re-plans and the assignment version goes on from the status. Either way the workers'
+    pods and processes stay."""
     steps, job = 80, "steady"
     assert kube.apply(recorded_job(job, steps), namespace).returncode == 0
     wait_for("workers running", lambda: status(kube, namespace, job).get("workersReady") == "2/2", 240)
@@ -143,15 +148,20 @@ def test_control_configmap_deleted_is_recreated_without_restarting_workers(
     assert control is not None
     pids = {r: faults.pod_process(cluster, namespace, f"{job}-worker-{r}") for r in (0, 1)}
     pods = {p["metadata"]["name"]: p["metadata"]["uid"] for p in kube.items("pods", namespace)}
+    if operator_down:
+        faults.kill_operator(cluster)
     kube.run("delete", "configmap", f"{job}-control", "-n", namespace)
+    if operator_down:
+        cluster.start_operator()
 
     def recreated() -> dict[str, Any] | None:
         again = kube.get("configmap", f"{job}-control", namespace)
         return again if again and again["metadata"]["uid"] != control["metadata"]["uid"] else None
 
     again = wait_for("the control ConfigMap recreated", recreated, timeout_s=120)
-    for key in ("planHash", "plan.json", "assignment.json"):
-        assert again["data"][key] == control["data"][key], key
+    version = json.loads(control["data"]["assignment.json"])["version"]
+    assert json.loads(again["data"]["assignment.json"])["version"] == version + operator_down
+    assert again["data"]["planHash"] == control["data"]["planHash"]
     final = succeeded(kube, namespace, job)
     assert final.get("restarts", 0) == 0
     assert {p["metadata"]["name"]: p["metadata"]["uid"] for p in kube.items("pods", namespace)} == pods

@@ -193,3 +193,29 @@ def test_without_any_control_the_version_goes_on_from_the_status() -> None:
     obs = Observed(job=tj, spec=SPEC, pods=[], service=None, control=None, now=T0, new_plan=PLAN)
     planned = adopt_plan(obs, SPEC)
     assert isinstance(planned, Planned) and planned.assignment.version == 8
+
+
+def test_a_control_lost_while_the_operator_was_down_keeps_the_pods_the_status_names() -> None:
+    """The status says generation 2 runs on demo-worker-2 (T4) and demo-worker-5 (H100): with no control
+    ConfigMap and nothing remembered, the job re-plans and keeps both pods (generation 3, ranks restart in
+    place); pods named by rank are kept as they are, in the generation the status names."""
+    from jobs import pod
+
+    tj = job()
+    rows = [{"rank": 0, "pod": "demo-worker-2"}, {"rank": 1, "pod": "demo-worker-5"}]
+    tj["status"] = {"assignmentVersion": 6, "membersGeneration": 2, "workers": rows}
+    pods = [
+        pod("demo-worker-2", rank=0, node="gpu-t4-0", phase="Running"),
+        pod("demo-worker-5", rank=1, node="gpu-h100-0", phase="Running"),
+    ]
+    obs = Observed(job=tj, spec=SPEC, pods=pods, service=None, control=None, now=T0, new_plan=PLAN)
+    planned = adopt_plan(obs, SPEC)
+    assert isinstance(planned, Planned) and planned.members.generation == 3
+    assert planned.members.pods[:2] == ("demo-worker-2", "demo-worker-5")  # kept pods first, in their order
+    assert planned.assignment.version == 7
+    tj["status"] = {"membersGeneration": 1, "workers": [{"pod": f"demo-worker-{r}"} for r in range(3)]}
+    by_rank = adopt_plan(
+        Observed(job=tj, spec=SPEC, pods=[], service=None, control=None, now=T0, new_plan=PLAN), SPEC
+    )
+    assert isinstance(by_rank, Planned) and by_rank.members.generation == 1
+    assert by_rank.members.pods == ("demo-worker-0", "demo-worker-1", "demo-worker-2")

@@ -121,6 +121,7 @@ def _progress(obs: Observed, spec: api.JobSpec, planned: Planned) -> Decision:
     )
     status = {**old, **live_status(obs, obs.telemetry), "plan": plan_status(planned.plan)}
     status["assignmentVersion"] = planned.assignment.version
+    status["membersGeneration"] = planned.members.generation
     world, restarts = len(planned.plan.workers), int(old.get("restarts") or 0)
     verdict = judge(children, spec, world=world, restarts=restarts)
     if verdict is None:

@@ -199,7 +199,7 @@ def _replanned(
     previous_assignment = stored_assignment(obs.control)
     previous = first_members(ref.name, 0)
     if obs.control is None:
-        members = first_members(ref.name, len(plan.workers))
+        plan, members = _recovered(obs, spec, plan)
     else:
         previous = stored_members(obs.control, ref.name, _stored_world(obs.control))
         if stored is None:  # the spec changed: every pod is new, named by rank again
@@ -224,6 +224,21 @@ def _replanned(
     kept = len(set(members.pods) & set(previous.pods)) if stored is not None else 0
     event = _resized(stored, lost, plan, members, kept=kept)
     return dataclasses.replace(planned, patch_control=control, events=[event])
+
+
+def _recovered(obs: Observed, spec: api.JobSpec, plan: JobPlan) -> tuple[JobPlan, Members]:
+    """No control ConfigMap: a new job's first membership — or, for a job whose ConfigMap was deleted while
+    the operator was down, the membership its status last reported (status.workers' pods and
+    status.membersGeneration), so its pods are kept: as they are when named by rank, else regrouped onto
+    `plan` (their launchers restart the ranks in place)."""
+    name, old = obs.job["metadata"]["name"], obs.job.get("status") or {}
+    rows = tuple(str(row.get("pod") or "") for row in old.get("workers") or ())
+    generation = int(old.get("membersGeneration") or 0)
+    if rows and rows == first_members(name, len(plan.workers)).pods:
+        return plan, first_members(name, len(plan.workers), generation)
+    if not rows or not all(rows) or not in_place(spec):
+        return plan, first_members(name, len(plan.workers))
+    return regroup(plan, Members(generation=generation, pods=rows), obs.pods, job=name, keep=True)
 
 
 def _stored_world(control: Mapping[str, Any]) -> int:
