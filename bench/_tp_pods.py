@@ -16,11 +16,12 @@ from typing import Any
 
 import torch
 
+from paceline_dev.control_token import control_token_file
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 WORKER = BENCH / "_tp_worker.py"
 LOOPBACK = "127.0.0.1"
-CONTROL_TOKEN = "local-control-token"  # what the operator would keep in the job's Secret
 
 sys.path.insert(0, str(BENCH))
 from _tp_worker import make_dataset, make_model  # noqa: E402
@@ -30,14 +31,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])
-
-
-def control_token_file(directory: Path) -> Path:
-    """The pods' control token file (what the job's Secret volume holds in a pod)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "control-token"
-    path.write_text(CONTROL_TOKEN)
-    return path
 
 
 def pod_env(

@@ -65,19 +65,11 @@ from paceline.balancer import (
 from paceline.balancer.optimizer import round_largest_remainder, water_fill
 from paceline.controller.rebalance import JobControl, control_step
 from paceline.reasons import EventReason
+from paceline_dev.control_token import CONTROL_TOKEN, control_token_file
 from paceline_worker.wire import Assignment
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER_SCRIPT = Path(__file__).with_name("_workers.py")
-CONTROL_TOKEN = "bench-control-token"  # what the operator would keep in the job's Secret
-
-
-def control_token_file(directory: Path) -> Path:
-    """The workers' control token file (what the job's Secret volume holds in a pod)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "control-token"
-    path.write_text(CONTROL_TOKEN)
-    return path
 
 
 LOOPBACK = "127.0.0.1"

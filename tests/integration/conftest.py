@@ -18,24 +18,17 @@ from typing import Any
 
 import pytest
 
+from paceline_dev.control_token import CONTROL_TOKEN, control_token_file
+
 REPO = Path(__file__).resolve().parents[2]
 HARNESS = Path(__file__).with_name("worker_harness.py")
 LOOPBACK = "127.0.0.1"
-CONTROL_TOKEN = "itest-control-token"  # what the operator would keep in the job's Secret
 
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])
-
-
-def control_token_file(directory: Path) -> Path:
-    """The control token as a file, as the job's Secret volume holds it in a pod."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "control-token"
-    path.write_text(CONTROL_TOKEN)
-    return path
 
 
 def http(

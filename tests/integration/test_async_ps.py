@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from paceline_dev.control_token import CONTROL_TOKEN, control_token_file
 from paceline_worker.asynchronous import PsAddress, PsError, ShardConnection
 
 pytestmark = pytest.mark.integration
@@ -30,17 +31,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])
-
-
-CONTROL_TOKEN = "itest-control-token"  # what the operator would keep in the job's Secret
-
-
-def token_file(directory: Path) -> Path:
-    """The control token as a file, as the job's Secret volume holds it in a pod."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "control-token"
-    path.write_text(CONTROL_TOKEN)
-    return path
 
 
 def request(
@@ -70,7 +60,7 @@ class PsProcess:
                 "PACELINE_PS_PORT": str(self.port),
                 "PACELINE_METRICS_PORT": str(self.http_port),
                 "PACELINE_JOB": "itest",
-                "PACELINE_TOKEN_FILE": str(token_file(log_path.parent)),
+                "PACELINE_TOKEN_FILE": str(control_token_file(log_path.parent)),
                 **env,
             }
         )

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_async_ps import LOOPBACK, REPO, free_port, request, token_file
+from test_async_ps import LOOPBACK, REPO, free_port, request
+
+from paceline_dev.control_token import control_token_file
 
 pytestmark = pytest.mark.integration
 STEPS = 120
@@ -47,7 +49,7 @@ def test_two_workers_two_shards_live_momentum(tmp_path: Path) -> None:
             "PACELINE_PS_ADDRS": ",".join(f"{LOOPBACK}:{p}" for p in ports),
             "WORLD_SIZE": str(WORKERS),
             "PACELINE_JOB": "itest",
-            "PACELINE_TOKEN_FILE": str(token_file(tmp_path)),
+            "PACELINE_TOKEN_FILE": str(control_token_file(tmp_path)),
             "OMP_NUM_THREADS": "1",
             "POD_IP": LOOPBACK,
         }

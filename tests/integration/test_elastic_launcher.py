@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from paceline_dev.control_token import CONTROL_TOKEN
 from paceline_worker.wire import authorization
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from _tp_pods import (
-    CONTROL_TOKEN,
     free_port,
     global_batches,
     logs,
