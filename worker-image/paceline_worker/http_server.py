@@ -84,7 +84,9 @@ def assignment_routes(store: AssignmentStore, status: Callable[[], Mapping[str, 
     return {("GET", Route.ASSIGNMENT): get, ("PUT", Route.ASSIGNMENT): put}
 
 
-def _handler_class(routes: Mapping[tuple[str, str], Handler]) -> type[BaseHTTPRequestHandler]:
+def _handler_class(
+    routes: Mapping[tuple[str, str], Handler], max_body_bytes: int = MAX_BODY_BYTES
+) -> type[BaseHTTPRequestHandler]:
     class RequestHandler(BaseHTTPRequestHandler):
         server_version = "paceline"
 
@@ -101,7 +103,7 @@ def _handler_class(routes: Mapping[tuple[str, str], Handler]) -> type[BaseHTTPRe
                     length = int(self.headers.get("Content-Length", "0"))
                 except ValueError:
                     length = -1
-                if not 0 <= length <= MAX_BODY_BYTES:
+                if not 0 <= length <= max_body_bytes:
                     self._reply(Response.json(HTTPStatus.BAD_REQUEST, {"error": "missing or too large body"}))
                     return
                 body = self.rfile.read(length)
@@ -140,9 +142,16 @@ class _IPv6Server(ThreadingHTTPServer):
 class HttpEndpoint:
     """Serves `routes` on host:port (IPv6 when the host is an IPv6 address) from a daemon thread."""
 
-    def __init__(self, routes: Mapping[tuple[str, str], Handler], *, host: str, port: int) -> None:
+    def __init__(
+        self,
+        routes: Mapping[tuple[str, str], Handler],
+        *,
+        host: str,
+        port: int,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
         server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
-        self._server = server_class((host, port), _handler_class(dict(routes)))
+        self._server = server_class((host, port), _handler_class(dict(routes), max_body_bytes))
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever,
