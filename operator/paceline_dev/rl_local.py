@@ -41,7 +41,7 @@ class LocalRlJob:
     def _env(self, role: str, index: int) -> dict[str, str]:
         root = Path(__file__).resolve().parents[2]
         env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if not k.startswith("PACELINE_")},
             "PYTHONPATH": os.pathsep.join([str(root / "worker-image"), os.environ.get("PYTHONPATH", "")]),
             "OMP_NUM_THREADS": "1",
             Env.ROLE: role,
