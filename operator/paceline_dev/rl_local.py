@@ -75,11 +75,14 @@ class LocalRlJob:
     def restart_learner(self, index: int) -> None:
         self.learners[index] = self._spawn("learner", index)
 
+    def final_line(self, role: str, index: int) -> dict[str, Any]:
+        """The JSON summary a learner or actor prints when it exits ({} when it printed none)."""
+        lines = (self.log_dir / f"{role}-{index}.out").read_text().strip().splitlines()
+        summary: dict[str, Any] = json.loads(lines[-1]) if lines else {}
+        return summary
+
     def learner_status(self, index: int) -> dict[str, Any]:
-        """The status line a learner prints when it exits."""
-        lines = (self.log_dir / f"learner-{index}.out").read_text().strip().splitlines()
-        status: dict[str, Any] = json.loads(lines[-1])
-        return status
+        return self.final_line("learner", index)
 
     def wait(self, timeout_s: float) -> list[dict[str, Any]]:
         """Wait for every learner to exit (then for the actors); stops everything left at the deadline."""

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+from dataclasses import asdict
 
 from ..config import ConfigError
 from ..signals import StopRequest
@@ -45,7 +46,7 @@ def main() -> int:
         write_termination_message(f"LearnerUnreachable: {exc}")
         print(f"paceline actor: {exc}", file=sys.stderr)
         return 1
-    logging.getLogger("paceline_worker.reinforcement.actor").info("actor finished: %s", stats)
+    print(json.dumps({"role": "actor", "index": config.actor.index, **asdict(stats)}), flush=True)
     return 0
 
 

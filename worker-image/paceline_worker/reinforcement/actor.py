@@ -12,6 +12,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -47,6 +48,9 @@ class ActorStats:
     batches_dropped: int = 0  # relaxed: dropped from a full send queue
     policy_switches: int = 0
     episodes: int = 0
+    env_s: float = 0.0  # profile: stepping environments
+    policy_s: float = 0.0  # profile: choosing actions
+    exchange_s: float = 0.0  # profile: sending batches and waiting for policies on the actor's own thread
 
 
 class Actor:
@@ -160,7 +164,10 @@ class Actor:
         version = self.version
         for t in range(steps):
             obs[:, t] = self.obs
+            started = time.perf_counter()
             actions[:, t], logp[:, t] = self._act(self.obs)
+            stepped = time.perf_counter()
+            self.stats.policy_s += stepped - started
             for i, env in enumerate(self.envs):
                 nxt, reward, term, trunc, _ = env.step(int(actions[i, t]))
                 rewards[i, t], terminated[i, t], truncated[i, t] = reward, term, trunc
@@ -171,6 +178,7 @@ class Actor:
                     self.episode_return[i] = 0.0
                     nxt, _ = env.reset()
                 self.obs[i] = nxt
+            self.stats.env_s += time.perf_counter() - stepped
         self.stats.env_steps += n * steps
         self.stats.episodes += len(finished)
         return Segment(
@@ -202,6 +210,7 @@ class Actor:
     def _run_strict(self) -> None:
         while not self.done and not self.stop.requested:
             segment = self.collect()
+            started = time.perf_counter()
             reply = self.client.push(segment)
             self.stats.batches_sent += 1
             if reply.done:
@@ -212,6 +221,7 @@ class Actor:
                 self._adopt(self.client.policy(after=before, wait_s=POLL_WAIT_S))
                 if self.version > before:
                     break
+            self.stats.exchange_s += time.perf_counter() - started
 
     def _run_relaxed(self) -> None:
         poller = threading.Thread(target=self._poll, name="rl-policy-poller", daemon=True)
@@ -220,8 +230,11 @@ class Actor:
         sender.start()
         try:
             while not self.done and not self.stop.requested and self._failure is None:
+                segment = self.collect()
+                started = time.perf_counter()
                 self._take_newest()
-                self._enqueue(self.collect())
+                self._enqueue(segment)
+                self.stats.exchange_s += time.perf_counter() - started
         finally:
             self._enqueue_end()
             sender.join(timeout=10)

@@ -7,6 +7,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from http import HTTPStatus
 
 import torch
 
@@ -53,13 +54,16 @@ class LearnerClient:
             try:
                 with urllib.request.urlopen(request, timeout=timeout) as response:
                     return response.headers.get("Content-Type", ""), response.read()
-            except urllib.error.HTTPError:
-                raise
+            except urllib.error.HTTPError as exc:
+                if exc.code != HTTPStatus.SERVICE_UNAVAILABLE:  # 503: the learner is stopping, retry
+                    raise
+                error: Exception = exc
             except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-                if time.monotonic() >= deadline:
-                    raise LearnerGone(f"learner at {self.base} unreachable: {exc}") from exc
-                time.sleep(delay)
-                delay = min(2 * delay, 1.0)
+                error = exc
+            if time.monotonic() >= deadline:
+                raise LearnerGone(f"learner at {self.base} unreachable: {error}") from error
+            time.sleep(delay)
+            delay = min(2 * delay, 1.0)
 
     def push(self, segment: Segment) -> PushReply:
         body = encode_segment(segment)

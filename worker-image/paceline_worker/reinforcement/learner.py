@@ -122,11 +122,14 @@ class Learner:
         self.env_steps = 0
         self.batches = 0
         self.evicted = 0  # samples pushed out of the buffer before any round used them
+        self.train_s = 0.0  # profile: time in training rounds
+        self.wait_s = 0.0  # profile: time waiting for usable (relaxed) or fresh (strict) data
         self.done: StopReason | None = None
         self.reached_after_s: float | None = None
         self._started = time.monotonic()
         self._elapsed_before = 0.0  # training time before a resume
         self._cond = threading.Condition()
+        self._closing = False
         self._published = b""
         self._snapshots: dict[int, bytes] = {}
         self._peers = [
@@ -153,7 +156,13 @@ class Learner:
         except SegmentError as exc:
             return Response.json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
         with self._cond:
+            if (
+                self._closing and self.done is None
+            ):  # stopping after SIGTERM: the actor retries, then a restart
+                return Response.json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "learner is stopping"})
             if self.done is None:
+                if self.batches == 0 and self._elapsed_before == 0.0:
+                    self._started = time.monotonic()  # the training clock starts with the first batch
                 self.evicted += self.trainer.ingest(segment)
                 self.env_steps += segment.samples
                 self.batches += 1
@@ -240,6 +249,7 @@ class Learner:
                 "done": self.done is not None,
                 "stopReason": None if self.done is None else self.done.value,
                 "reachedAfterSeconds": self.reached_after_s,
+                "profile": {"trainSeconds": round(self.train_s, 3), "waitSeconds": round(self.wait_s, 3)},
             }
 
     # ---- checkpoint -------------------------------------------------------------------------------------
@@ -291,7 +301,9 @@ class Learner:
         try:
             while not self.stop.requested:
                 with self._cond:
+                    waited = time.perf_counter()
                     ready = self._cond.wait_for(self._ready, timeout=0.5)
+                    self.wait_s += time.perf_counter() - waited
                     if self.done is not None:
                         break
                     if not ready:
@@ -302,7 +314,9 @@ class Learner:
                         version=self.version, relaxed=self.settings.relaxed, lags=self.lags
                     )
                     self._observe_lag_metrics(lag_samples_before, dropped_before)
+                trained = time.perf_counter()
                 steps = self.trainer.train(selection)
+                self.train_s += time.perf_counter() - trained
                 if self._end_round(steps):
                     self._average()
                 if (
@@ -311,6 +325,8 @@ class Learner:
                 ):
                     self._checkpoint()
         finally:
+            with self._cond:
+                self._closing = True  # take no more batches: the checkpoint holds everything counted
             self._checkpoint()
             with self._cond:
                 self._cond.notify_all()
