@@ -32,8 +32,8 @@ def test_valid_spec_parses_with_decimals_kept_exact() -> None:
         ({"model": {"preset": "alexnet", "graph": {}}}, "at most one of preset, graph or configMapRef"),
         ({"mode": "Turbo"}, "spec.mode must be one of"),
         (
-            {"mode": "Reinforcement"},
-            "spec.mode Reinforcement is not implemented by this Paceline version yet",
+            {"mode": "Reinforcement", "reinforcement": {"stopping": {"targetReturn": 475}}},
+            "this operator does not run Reinforcement jobs yet (the spec is valid)",
         ),
         ({"runPolicy": {"restartPolicy": "Always"}}, "restartPolicy must be one of"),
     ],

@@ -20,6 +20,16 @@ from paceline.api.defaults import CONFIG_MAP_KEY, DEFAULTS, with_defaults
 from paceline.api.names import GPU_RESOURCE
 from paceline.balancer import BalancingPolicy, BalancingSettings
 from paceline.momentum import MomentumPolicy, MomentumSettings
+from paceline_worker.rl_settings import (
+    DEFAULT_MAX_POLICY_LAG,
+    Algorithm,
+    Dependencies,
+    RlSettings,
+    RlSettingsError,
+    settings_from_mapping,
+)
+
+PPO_MAX_POLICY_LAG = 8  # the CRD's CEL bound for the on-policy algorithm
 
 
 class Mode(StrEnum):
@@ -57,6 +67,15 @@ class AsyncSettings:
 
     parameter_servers: int
     max_staleness: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReinforcementSettings:
+    """spec.reinforcement: what actors and learners run (`rl`, passed to them as PACELINE_RL) and what the
+    operator alone needs (GPUs per learner)."""
+
+    rl: RlSettings
+    learner_gpus: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,6 +141,7 @@ class JobSpec:
     template: Mapping[str, Any]
     checkpoint: CheckpointSettings
     elastic: ElasticSettings
+    reinforcement: ReinforcementSettings | None = None  # mode Reinforcement only
 
     @property
     def elastic_range(self) -> bool:
@@ -317,6 +337,64 @@ def _provision(raw: Any) -> ProvisionSettings | None:
     return ProvisionSettings(gpu_products=tuple(products), budget_per_hour=price)
 
 
+def parse_reinforcement(raw: Mapping[str, Any]) -> ReinforcementSettings:
+    """spec.reinforcement, defaults applied (maxPolicyLag's depends on the algorithm)."""
+    path, block = "spec.reinforcement", with_defaults(raw, DEFAULTS["reinforcement"])
+    for key in ("actors", "learners", "stopping"):
+        if not isinstance(block.get(key), Mapping):
+            raise InvalidSpec(f"{path}.{key} must be an object, got {block.get(key)!r}")
+    actors, learners, stopping = block["actors"], block["learners"], block["stopping"]
+    algorithm = _choice(Algorithm, block.get("algorithm"), f"{path}.algorithm")
+    lag = DEFAULT_MAX_POLICY_LAG[algorithm]
+    if block.get("maxPolicyLag") is not None:
+        lag = _int(block, "maxPolicyLag", f"{path}.maxPolicyLag", low=0, high=100_000)
+    if algorithm is Algorithm.PPO and lag > PPO_MAX_POLICY_LAG:
+        raise InvalidSpec(
+            f"PPO is on-policy: keep {path}.maxPolicyLag at {PPO_MAX_POLICY_LAG} or less (2 is a good start), "
+            "or use algorithm DQN for larger lags"
+        )
+    actor_count = _int(actors, "count", f"{path}.actors.count", low=1, high=1024)
+    learner_count = _int(learners, "count", f"{path}.learners.count", low=1, high=64)
+    if learner_count > actor_count:
+        raise InvalidSpec(
+            f"{path}.learners.count ({learner_count}) must not exceed actors.count ({actor_count}): every "
+            "learner needs at least one actor"
+        )
+    target = stopping.get("targetReturn")
+    if target is not None:
+        target = _int(stopping, "targetReturn", f"{path}.stopping.targetReturn", low=-(10**9), high=10**9)
+    max_steps = _int(stopping, "maxEnvSteps", f"{path}.stopping.maxEnvSteps", low=0, high=10**12)
+    if target is None and max_steps == 0:
+        raise InvalidSpec(
+            f"{path}.stopping needs a rule: set targetReturn (e.g. 475 for CartPole-v1), maxEnvSteps, or both"
+        )
+    env = block.get("env")
+    if not isinstance(env, str) or not env:
+        raise InvalidSpec(f"{path}.env must be a Gymnasium id such as CartPole-v1, got {env!r}")
+    try:
+        rl = settings_from_mapping(
+            {
+                "env": env,
+                "algorithm": algorithm.value,
+                "actors": actor_count,
+                "envsPerActor": _int(actors, "envsPerActor", f"{path}.actors.envsPerActor", low=1, high=1024),
+                "learners": learner_count,
+                "maxPolicyLag": lag,
+                "exchangeSteps": _int(block, "exchangeSteps", f"{path}.exchangeSteps", low=1, high=100_000),
+                "averageEvery": _int(block, "averageEvery", f"{path}.averageEvery", low=1, high=1_000_000),
+                "dependencies": _choice(Dependencies, block.get("dependencies"), f"{path}.dependencies").value,
+                "targetReturn": target,
+                "returnEpisodes": _int(stopping, "episodes", f"{path}.stopping.episodes", low=1, high=100_000),
+                "maxEnvSteps": max_steps,
+            }
+        )
+    except RlSettingsError as err:  # the checks above mirror these; this keeps the two in step
+        raise InvalidSpec(f"{path}: {err}") from err
+    return ReinforcementSettings(
+        rl=rl, learner_gpus=_int(learners, "gpus", f"{path}.learners.gpus", low=0, high=16)
+    )
+
+
 def _replicas(spec: Mapping[str, Any]) -> tuple[int, int]:
     replicas = spec["replicas"]
     rmin = _int(replicas, "min", "spec.replicas.min", low=1, high=1024)
@@ -359,9 +437,11 @@ def parse_spec(raw: Mapping[str, Any]) -> JobSpec:
             raise InvalidSpec(f"spec.{key} must be an object, got {spec.get(key)!r}")
     mode = _choice(Mode, spec["mode"], "spec.mode")
     if mode is Mode.REINFORCEMENT:
+        parse_reinforcement(spec["reinforcement"])  # say what to fix in the block first
         raise InvalidSpec(
-            f"spec.mode {mode.value} is not implemented by this Paceline version yet (the API reserves it); "
-            "use mode: Synchronous or Asynchronous"
+            f"spec.mode {mode.value}: this operator does not run Reinforcement jobs yet (the spec is valid); "
+            "run the actors and learners with `python -m paceline_worker.reinforcement` (README, "
+            "Reinforcement mode), or use mode: Synchronous or Asynchronous"
         )
     rmin, rmax = _replicas(spec)
     if "globalBatchSize" not in spec:
