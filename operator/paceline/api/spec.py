@@ -208,7 +208,7 @@ def _choice(enum: type[E], value: Any, field: str) -> E:
         raise InvalidSpec(f"{field} must be one of {[e.value for e in enum]}, got {value!r}") from None
 
 
-def _validate_template(template: Any) -> Mapping[str, Any]:
+def _validate_template(template: Any, *, command_required: bool = True) -> Mapping[str, Any]:
     if not isinstance(template, Mapping):
         raise InvalidSpec("spec.template is required: the pod template of every worker")
     pod_spec = template.get("spec")
@@ -223,7 +223,7 @@ def _validate_template(template: Any) -> Mapping[str, Any]:
         if not isinstance(container, Mapping) or not container.get("name") or not container.get("image"):
             raise InvalidSpec(f"spec.template.spec.containers[{i}] needs a name and an image")
     first = containers[0]
-    if not first.get("command") and not first.get("args"):
+    if command_required and not first.get("command") and not first.get("args"):
         raise InvalidSpec(
             f"spec.template.spec.containers[0] ({first['name']}) needs a command or args that start the "
             "training script, e.g. command: [python, train.py]"
@@ -350,8 +350,8 @@ def parse_reinforcement(raw: Mapping[str, Any]) -> ReinforcementSettings:
         lag = _int(block, "maxPolicyLag", f"{path}.maxPolicyLag", low=0, high=100_000)
     if algorithm is Algorithm.PPO and lag > PPO_MAX_POLICY_LAG:
         raise InvalidSpec(
-            f"PPO is on-policy: keep {path}.maxPolicyLag at {PPO_MAX_POLICY_LAG} or less (2 is a good start), "
-            "or use algorithm DQN for larger lags"
+            f"PPO is on-policy: keep {path}.maxPolicyLag at {PPO_MAX_POLICY_LAG} or less (2 is a good "
+            "start), or use algorithm DQN for larger lags"
         )
     actor_count = _int(actors, "count", f"{path}.actors.count", low=1, high=1024)
     learner_count = _int(learners, "count", f"{path}.learners.count", low=1, high=64)
@@ -382,9 +382,13 @@ def parse_reinforcement(raw: Mapping[str, Any]) -> ReinforcementSettings:
                 "maxPolicyLag": lag,
                 "exchangeSteps": _int(block, "exchangeSteps", f"{path}.exchangeSteps", low=1, high=100_000),
                 "averageEvery": _int(block, "averageEvery", f"{path}.averageEvery", low=1, high=1_000_000),
-                "dependencies": _choice(Dependencies, block.get("dependencies"), f"{path}.dependencies").value,
+                "dependencies": _choice(
+                    Dependencies, block.get("dependencies"), f"{path}.dependencies"
+                ).value,
                 "targetReturn": target,
-                "returnEpisodes": _int(stopping, "episodes", f"{path}.stopping.episodes", low=1, high=100_000),
+                "returnEpisodes": _int(
+                    stopping, "episodes", f"{path}.stopping.episodes", low=1, high=100_000
+                ),
                 "maxEnvSteps": max_steps,
             }
         )
@@ -436,14 +440,10 @@ def parse_spec(raw: Mapping[str, Any]) -> JobSpec:
         if not isinstance(spec.get(key), Mapping):
             raise InvalidSpec(f"spec.{key} must be an object, got {spec.get(key)!r}")
     mode = _choice(Mode, spec["mode"], "spec.mode")
-    if mode is Mode.REINFORCEMENT:
-        parse_reinforcement(spec["reinforcement"])  # say what to fix in the block first
-        raise InvalidSpec(
-            f"spec.mode {mode.value}: this operator does not run Reinforcement jobs yet (the spec is valid); "
-            "run the actors and learners with `python -m paceline_worker.reinforcement` (README, "
-            "Reinforcement mode), or use mode: Synchronous or Asynchronous"
-        )
+    reinforcement = parse_reinforcement(spec["reinforcement"]) if mode is Mode.REINFORCEMENT else None
     rmin, rmax = _replicas(spec)
+    if "globalBatchSize" not in spec and reinforcement is not None:
+        spec["globalBatchSize"] = reinforcement.rl.round_samples  # unused by learners and actors
     if "globalBatchSize" not in spec:
         raise InvalidSpec("spec.globalBatchSize is required: samples per optimizer step across all workers")
     batch = _int(spec, "globalBatchSize", "spec.globalBatchSize", low=1, high=1_048_576)
@@ -495,7 +495,8 @@ def parse_spec(raw: Mapping[str, Any]) -> JobSpec:
             backoff_limit=_int(run, "backoffLimit", "spec.runPolicy.backoffLimit", low=0, high=100),
             backoff_seconds=_int(run, "backoffSeconds", "spec.runPolicy.backoffSeconds", low=0, high=300),
         ),
-        template=_validate_template(spec.get("template")),
+        template=_validate_template(spec.get("template"), command_required=reinforcement is None),
         checkpoint=_checkpoint(spec["checkpoint"]),
         elastic=_elastic(spec["elastic"]),
+        reinforcement=reinforcement,
     )

@@ -82,6 +82,7 @@ class Observed:
     claims: frozenset[str] | None = None  # PersistentVolumeClaims in the job's namespace (None: not known)
     generations_acked: Mapping[str, int] = field(default_factory=dict)  # pod uid → generation it holds
     offers: tuple[Offer, ...] | None = None  # what the autoscaler's NodePools offer (None: no autoscaler)
+    learners: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)  # RL: learner index → /status
 
 
 @dataclass(kw_only=True)
