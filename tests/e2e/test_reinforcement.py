@@ -84,7 +84,7 @@ def test_an_rl_job_reaches_the_target_return_and_reports_it(
 
 def _pid(cluster: LocalCluster, namespace: str, pod: str) -> int | None:
     """The process the local runtime started for `pod` (its log names it), once it has started."""
-    text = cluster.paths.log("runtime").read_text(errors="replace")
+    text = cluster.paths.log("process-runtime").read_text(errors="replace")
     found = re.findall(rf"started {re.escape(namespace)}/{re.escape(pod)} on \S+ \(pid (\d+)", text)
     return int(found[-1]) if found else None
 

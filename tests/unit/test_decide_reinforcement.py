@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import yaml
 from jobs import job, pod
 
 from paceline import api
@@ -166,3 +168,9 @@ def test_a_learner_stopped_early_is_recreated_until_the_backoff_limit() -> None:
     last = decide(observe(tj, pods))
     assert (last.status or {})["phase"] == "Failed"
     assert sorted(last.delete_pods) == ["demo-actor-0", "demo-learner-0"]
+
+
+def test_the_example_rl_job_is_valid() -> None:
+    doc = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "rl-job.yaml").read_text())
+    spec = api.parse_spec(doc["spec"])
+    assert spec.reinforcement is not None and spec.reinforcement.rl.target_return == 475
