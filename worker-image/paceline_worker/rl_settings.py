@@ -43,6 +43,7 @@ class RlSettings:
     )
     exchange_steps: int = 64  # steps per environment in one shipped trajectory batch
     average_every: int = 10  # learner rounds between model averages (several learners)
+    actor_run_ahead: int = 0  # relaxed: batches an actor ships per policy version before it waits (0: never)
     dependencies: Dependencies = Dependencies.RELAXED
     target_return: int | None = 475  # stop when the mean return over the last `return_episodes` reaches it
     return_episodes: int = 20
@@ -63,7 +64,10 @@ class RlSettings:
         """Which waits are removed (status.reinforcement.relaxedDependencies)."""
         if not self.relaxed:
             return []
-        waits = ["actorWaitsForPolicy", "learnerWaitsForFreshBatch"]
+        actor = "actorWaitsForPolicy"
+        if self.actor_run_ahead:
+            actor += f" (bounded: {self.actor_run_ahead} batches per policy version)"
+        waits = [actor, "learnerWaitsForFreshBatch"]
         return [*waits, "learnersWaitForAveraging"] if self.learners > 1 else waits
 
     def to_json_dict(self) -> dict[str, Any]:
@@ -82,6 +86,7 @@ _CAMEL = {
     "max_policy_lag": "maxPolicyLag",
     "exchange_steps": "exchangeSteps",
     "average_every": "averageEvery",
+    "actor_run_ahead": "actorRunAhead",
     "dependencies": "dependencies",
     "target_return": "targetReturn",
     "return_episodes": "returnEpisodes",
@@ -96,6 +101,7 @@ _MINIMUM = {
     "max_policy_lag": 0,
     "exchange_steps": 1,
     "average_every": 1,
+    "actor_run_ahead": 0,
     "return_episodes": 1,
     "max_env_steps": 0,
     "seed": 0,

@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
         "learners": {"count": 1, "gpus": 1},
         "exchangeSteps": 64,
         "averageEvery": 10,
+        "actorRunAhead": 0,
         "dependencies": "Relaxed",
         "stopping": {"episodes": 20, "maxEnvSteps": 0},
     },

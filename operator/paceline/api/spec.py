@@ -382,6 +382,7 @@ def parse_reinforcement(raw: Mapping[str, Any]) -> ReinforcementSettings:
                 "maxPolicyLag": lag,
                 "exchangeSteps": _int(block, "exchangeSteps", f"{path}.exchangeSteps", low=1, high=100_000),
                 "averageEvery": _int(block, "averageEvery", f"{path}.averageEvery", low=1, high=1_000_000),
+                "actorRunAhead": _int(block, "actorRunAhead", f"{path}.actorRunAhead", low=0, high=1_000_000),
                 "dependencies": _choice(
                     Dependencies, block.get("dependencies"), f"{path}.dependencies"
                 ).value,

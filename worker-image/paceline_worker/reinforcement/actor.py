@@ -80,6 +80,7 @@ class Actor:
         self.rng = np.random.default_rng(base_seed)
         self._newest: PolicyReply | None = None
         self._newest_lock = threading.Lock()
+        self._fresh = threading.Event()  # the poller got a newer policy
         self._outbox: queue.Queue[Segment | None] = queue.Queue(maxsize=SEND_QUEUE)
         self._failure: BaseException | None = None
 
@@ -92,6 +93,9 @@ class Actor:
             self.version = reply.version
             self.epsilon = reply.meta.get("epsilon", self.epsilon)
             self.stats.policy_switches += 1
+
+    def _stopping(self) -> bool:
+        return self.done or self.stop.requested or self._failure is not None
 
     def _take_newest(self) -> None:
         with self._newest_lock:
@@ -111,6 +115,7 @@ class Actor:
                     after = reply.version
                     with self._newest_lock:
                         self._newest = reply
+                    self._fresh.set()
         except (LearnerGone, OSError) as exc:
             self._failure = exc
 
@@ -228,12 +233,19 @@ class Actor:
         sender = threading.Thread(target=self._send, name="rl-batch-sender", daemon=True)
         poller.start()
         sender.start()
+        shipped: dict[int, int] = {}  # batches shipped per policy version (the run-ahead bound)
+        ahead = self.settings.actor_run_ahead
         try:
             while not self.done and not self.stop.requested and self._failure is None:
                 segment = self.collect()
                 started = time.perf_counter()
-                self._take_newest()
                 self._enqueue(segment)
+                shipped[segment.version] = shipped.get(segment.version, 0) + 1
+                self._take_newest()
+                while ahead and shipped.get(self.version, 0) >= ahead and not self._stopping():
+                    self._fresh.wait(timeout=0.5)  # ran ahead of the learner: wait for a newer policy
+                    self._fresh.clear()
+                    self._take_newest()
                 self.stats.exchange_s += time.perf_counter() - started
         finally:
             self._enqueue_end()
