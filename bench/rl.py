@@ -7,10 +7,10 @@ Every mode runs the same code (paceline_worker.reinforcement, real processes on 
 hyperparameters and the same process count: strict (lock-step), relaxed (actors bounded to actorRunAhead
 batches per policy version: production balanced against consumption) and relaxed_unbounded (actors never
 wait). Main layout: 1 learner + 1 actor × 16 environments (one process per core); then 1 learner + 2
-actors × 8. Each run stops at the target (mean return over the last 20 episodes ≥ 475 on CartPole-v1) or at the wall-clock budget;
-an unreached run counts as the budget. time_to_target_s is the learner's training clock (from its first
-batch), so process start-up is not counted. Medians over seeds. The machine is shared: the load average is
-recorded.
+actors × 8. Each run stops at the target (mean return over the last 20 episodes ≥ 475 on CartPole-v1) or
+at the wall-clock budget; an unreached run counts as the budget. time_to_target_s is the learner's
+training clock (from its first batch), so process start-up is not counted. Medians over seeds. The machine
+is shared: the load average is recorded.
 Profile: where the learner's and actors' time goes (train/wait; environment/policy/exchange).
 """
 
