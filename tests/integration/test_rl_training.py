@@ -78,6 +78,42 @@ def test_relaxed_ppo_reaches_the_target_with_bounded_policy_lag(
     assert status["relaxedDependencies"] == ["actorWaitsForPolicy", "learnerWaitsForFreshBatch"]
 
 
+def test_relaxed_ppo_with_bounded_run_ahead_reaches_the_target(
+    jobs: list[LocalRlJob], tmp_path: Path
+) -> None:
+    job = LocalRlJob(settings=ppo(actors=1, envsPerActor=16, actorRunAhead=1), log_dir=tmp_path).start()
+    jobs.append(job)
+    status = assert_reached(job, job.wait(DEADLINE_S))
+    assert status["policyLag"]["max"] <= 2
+    actor = job.final_line("actor", 0)
+    # one batch per policy version at most: the actor shipped no more batches than versions it saw
+    assert 0 < actor["batches_sent"] <= actor["policy_switches"] + 1
+
+
+@pytest.mark.parametrize("dependencies", ["Relaxed", "Strict"])
+def test_dqn_trains_from_its_replay_until_the_step_budget(
+    jobs: list[LocalRlJob], tmp_path: Path, dependencies: str
+) -> None:
+    settings = settings_from_mapping(
+        {
+            "algorithm": "DQN",
+            "dependencies": dependencies,
+            "actors": 1,
+            "envsPerActor": 4,
+            "actorRunAhead": 2,
+            "targetReturn": None,
+            "maxEnvSteps": 20_000,
+        }
+    )
+    job = LocalRlJob(settings=settings, log_dir=tmp_path).start()
+    jobs.append(job)
+    status = job.wait(DEADLINE_S)[0]
+    assert status["stopReason"] == "EnvStepBudgetSpent", status
+    assert status["updates"] > 1000  # past the warm-up (1000 samples) it trains every round
+    assert status["episodes"] >= 20 and status["bestReturn"] is not None  # episodes counted from the batches
+    assert [p.returncode for p in job.learners + job.actors] == [0, 0]
+
+
 def test_strict_ppo_reaches_the_target_in_lock_step(jobs: list[LocalRlJob], tmp_path: Path) -> None:
     job = LocalRlJob(settings=ppo(dependencies="Strict"), log_dir=tmp_path).start()
     jobs.append(job)

@@ -38,6 +38,8 @@ def test_round_samples_is_one_batch_from_each_of_a_learners_actors() -> None:
 def test_relaxed_dependencies_are_listed_only_when_relaxed() -> None:
     assert RlSettings(dependencies=Dependencies.STRICT).relaxed_dependencies() == []
     assert "learnersWaitForAveraging" in RlSettings(actors=2, learners=2).relaxed_dependencies()
+    bounded = RlSettings(actor_run_ahead=2).relaxed_dependencies()
+    assert bounded[0] == "actorWaitsForPolicy (bounded: 2 batches per policy version)"
 
 
 @pytest.mark.parametrize(

@@ -20,16 +20,15 @@ Minibatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.
 
 @dataclass(frozen=True, kw_only=True)
 class DqnHyperparameters:
-    learning_rate: float = 5e-4
+    learning_rate: float = 2.3e-3
     gamma: float = 0.99
-    batch_size: int = 128
-    samples_per_update: int = 16  # a round makes round_samples / samples_per_update gradient steps
-    target_every_updates: int = 250
-    warmup_samples: int = 2000
-    capacity: int = 50_000
+    batch_size: int = 64
+    updates_per_sample: float = 0.5  # a round makes round_samples × this gradient steps
+    warmup_samples: int = 1000
+    capacity: int = 100_000
     epsilon_start: float = 1.0
-    epsilon_end: float = 0.02
-    epsilon_decay_steps: int = 30_000
+    epsilon_end: float = 0.04
+    epsilon_decay_steps: int = 10_000
     max_grad_norm: float = 10.0
 
 
@@ -70,18 +69,20 @@ class DqnTrainer:
         return overwritten
 
     def can_train(self, *, version: int, relaxed: bool, lags: LagHistogram) -> bool:
+        """Relaxed: whenever the replay is warm, or a batch came in during warm-up (the round trains nothing
+        but publishes a version, so actors bounded by actorRunAhead keep going). Strict: a fresh batch."""
         if relaxed:
-            return self.replay.size >= self.hyper.warmup_samples
-        return self._fresh.get(version, 0) >= self.round_samples  # strict: a round per fresh batch
+            return self.replay.size >= self.hyper.warmup_samples or bool(self._fresh)
+        return self._fresh.get(version, 0) >= self.round_samples
 
     def select(self, *, version: int, relaxed: bool, lags: LagHistogram) -> list[Minibatch]:
         """Minibatches drawn under the lock (strict rounds during warm-up train nothing but still advance)."""
-        self._fresh = {v: n for v, n in self._fresh.items() if v > version}
+        self._fresh = {v: n for v, n in self._fresh.items() if v > version} if not relaxed else {}
         if self.replay.size < self.hyper.warmup_samples:
             return []
         r = self.replay
         minibatches = []
-        for _ in range(max(1, self.round_samples // self.hyper.samples_per_update // self.hyper.batch_size)):
+        for _ in range(max(1, round(self.round_samples * self.hyper.updates_per_sample))):
             rows, row_lags, dropped = r.sample(
                 self._rng, self.hyper.batch_size, learner_version=version, max_lag=self.max_lag
             )
@@ -101,7 +102,10 @@ class DqnTrainer:
         return minibatches
 
     def train(self, minibatches: list[Minibatch]) -> int:
+        """Gradient steps on the drawn minibatches against a target network synced at the round's start."""
         h = self.hyper
+        if minibatches:
+            self.target.load_state_dict(self.model.state_dict())
         for obs, actions, rewards, next_obs, dones in minibatches:
             with torch.no_grad():
                 best = self.model.logits(next_obs).argmax(dim=1, keepdim=True)
@@ -114,8 +118,6 @@ class DqnTrainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), h.max_grad_norm)
             self.optimizer.step()
             self.updates += 1
-            if self.updates % h.target_every_updates == 0:
-                self.target.load_state_dict(self.model.state_dict())
         return len(minibatches)
 
     def policy_meta(self, env_steps: int) -> dict[str, float]:

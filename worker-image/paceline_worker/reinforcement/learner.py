@@ -130,6 +130,7 @@ class Learner:
         self._elapsed_before = 0.0  # training time before a resume
         self._cond = threading.Condition()
         self._closing = False
+        self._stopped_after: float | None = None  # the training clock, frozen when the learner stops
         self._published = b""
         self._snapshots: dict[int, bytes] = {}
         self._peers = [
@@ -201,6 +202,9 @@ class Learner:
     # ---- state -----------------------------------------------------------------------------------------
     @property
     def elapsed_s(self) -> float:
+        """Training time: from the first batch (plus the time before a resume) until the job stopped."""
+        if self._stopped_after is not None:
+            return self._stopped_after
         return self._elapsed_before + time.monotonic() - self._started
 
     def _check_stop(self) -> None:
@@ -211,6 +215,7 @@ class Learner:
             max_env_steps=self.settings.max_env_steps,
         )
         if reason is not None and self.done is None:
+            self._stopped_after = self.elapsed_s  # rates and profile cover training, not the linger after it
             self.done = reason
             if reason is StopReason.TARGET_RETURN:
                 self.reached_after_s = self.elapsed_s
@@ -327,6 +332,8 @@ class Learner:
         finally:
             with self._cond:
                 self._closing = True  # take no more batches: the checkpoint holds everything counted
+                if self._stopped_after is None:
+                    self._stopped_after = self.elapsed_s
             self._checkpoint()
             with self._cond:
                 self._cond.notify_all()
