@@ -308,7 +308,8 @@ class Learner:
                 with self._cond:
                     waited = time.perf_counter()
                     ready = self._cond.wait_for(self._ready, timeout=0.5)
-                    self.wait_s += time.perf_counter() - waited
+                    if self.batches and self._stopped_after is None:  # the profile covers the training clock
+                        self.wait_s += time.perf_counter() - waited
                     if self.done is not None:
                         break
                     if not ready:
@@ -321,7 +322,8 @@ class Learner:
                     self._observe_lag_metrics(lag_samples_before, dropped_before)
                 trained = time.perf_counter()
                 steps = self.trainer.train(selection)
-                self.train_s += time.perf_counter() - trained
+                if self._stopped_after is None:
+                    self.train_s += time.perf_counter() - trained
                 if self._end_round(steps):
                     self._average()
                 if (
