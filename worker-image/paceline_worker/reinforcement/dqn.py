@@ -48,11 +48,13 @@ class DqnTrainer:
         round_samples: int,
         seed: int,
         hyper: DqnHyperparameters | None = None,
+        device: str = "cpu",
     ) -> None:
         torch.manual_seed(seed)
         self.hyper = hyper or DqnHyperparameters()
-        self.model = QNetwork(obs_dim, n_actions)
-        self.target = QNetwork(obs_dim, n_actions)
+        self.device = torch.device(device)
+        self.model = QNetwork(obs_dim, n_actions).to(self.device)
+        self.target = QNetwork(obs_dim, n_actions).to(self.device)
         self.target.load_state_dict(self.model.state_dict())
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.hyper.learning_rate)
         self.max_lag = max_lag
@@ -106,7 +108,8 @@ class DqnTrainer:
         h = self.hyper
         if minibatches:
             self.target.load_state_dict(self.model.state_dict())
-        for obs, actions, rewards, next_obs, dones in minibatches:
+        for batch in minibatches:
+            obs, actions, rewards, next_obs, dones = (t.to(self.device) for t in batch)
             with torch.no_grad():
                 best = self.model.logits(next_obs).argmax(dim=1, keepdim=True)
                 next_q = self.target.logits(next_obs).gather(1, best).squeeze(1)

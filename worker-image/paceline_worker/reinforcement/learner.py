@@ -67,7 +67,12 @@ def env_shape(env_id: str) -> tuple[int, int]:
         env.close()
 
 
-def make_trainer(settings: RlSettings, *, seed: int) -> Trainer:
+def learner_device() -> str:
+    """The learner's GPU when torch sees one (learners.gpus > 0 on a GPU node), else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def make_trainer(settings: RlSettings, *, seed: int, device: str = "cpu") -> Trainer:
     obs_dim, n_actions = env_shape(settings.env)
     if settings.algorithm is Algorithm.PPO:
         from .ppo import PpoTrainer
@@ -78,6 +83,7 @@ def make_trainer(settings: RlSettings, *, seed: int) -> Trainer:
             max_lag=settings.max_policy_lag,
             round_samples=settings.round_samples,
             seed=seed,
+            device=device,
         )
     from .dqn import DqnTrainer
 
@@ -87,6 +93,7 @@ def make_trainer(settings: RlSettings, *, seed: int) -> Trainer:
         max_lag=settings.max_policy_lag,
         round_samples=settings.round_samples,
         seed=seed,
+        device=device,
     )
 
 
@@ -112,7 +119,10 @@ class Learner:
         self.config = config
         self.settings = config.settings
         self.stop = stop or StopRequest()
-        self.trainer = make_trainer(self.settings, seed=self.settings.seed * 100 + config.index)
+        self.device = learner_device()
+        self.trainer = make_trainer(
+            self.settings, seed=self.settings.seed * 100 + config.index, device=self.device
+        )
         self.metrics = LearnerMetrics(job=config.job, learner=config.index)
         self.lags = LagHistogram()
         self.window = ReturnWindow(self.settings.return_episodes)
@@ -235,6 +245,7 @@ class Learner:
                 "role": "learner",
                 "index": self.config.index,
                 "algorithm": self.settings.algorithm.value,
+                "device": self.device,
                 "dependencies": self.settings.dependencies.value,
                 "relaxedDependencies": self.settings.relaxed_dependencies(),
                 "version": self.version,
@@ -301,7 +312,8 @@ class Learner:
         with self._cond:
             self._publish()
         self._endpoint.start()
-        log.info("learner %d serving on %s:%d", self.config.index, *self._endpoint.address)
+        host, port = self._endpoint.address
+        log.info("learner %d serving on %s:%d, training on %s", self.config.index, host, port, self.device)
         self._started = time.monotonic()
         try:
             while not self.stop.requested:

@@ -86,4 +86,4 @@ def decode_parameters(body: bytes) -> tuple[int, dict[str, torch.Tensor], dict[s
 
 def average_state(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Element-wise mean of equally shaped state dicts (model averaging across learners)."""
-    return {name: torch.stack([s[name].float() for s in states]).mean(dim=0) for name in states[0]}
+    return {name: torch.stack([s[name].float().cpu() for s in states]).mean(dim=0) for name in states[0]}

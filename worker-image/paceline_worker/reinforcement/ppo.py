@@ -65,10 +65,12 @@ class PpoTrainer:
         round_samples: int,
         seed: int,
         hyper: PpoHyperparameters | None = None,
+        device: str = "cpu",
     ) -> None:
         torch.manual_seed(seed)
         self.hyper = hyper or PpoHyperparameters()
-        self.model = ActorCritic(obs_dim, n_actions)
+        self.device = torch.device(device)
+        self.model = ActorCritic(obs_dim, n_actions).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.hyper.learning_rate, eps=1e-5)
         self.round_samples = round_samples
         self.buffer = SegmentBuffer(max_lag=max_lag, capacity_samples=4 * round_samples)
@@ -102,7 +104,7 @@ class PpoTrainer:
         size = max(1, n // self.hyper.minibatches)
         steps = 0
         for _ in range(self.hyper.epochs):
-            order = torch.from_numpy(self._rng.permutation(n))
+            order = torch.from_numpy(self._rng.permutation(n)).to(self.device)
             for start in range(0, n - size + 1, size):
                 rows = order[start : start + size]
                 self._step(obs[rows], actions[rows], old_logp[rows], advantages[rows], targets[rows])
@@ -114,14 +116,8 @@ class PpoTrainer:
         with torch.no_grad():
             for s in segments:
                 envs, steps, dim = s.obs.shape
-                values = (
-                    self.model.value(torch.from_numpy(s.obs.reshape(-1, dim))).numpy().reshape(envs, steps)
-                )
-                next_values = (
-                    self.model.value(torch.from_numpy(s.next_obs.reshape(-1, dim)))
-                    .numpy()
-                    .reshape(envs, steps)
-                )
+                values = self._values(s.obs.reshape(-1, dim)).reshape(envs, steps)
+                next_values = self._values(s.next_obs.reshape(-1, dim)).reshape(envs, steps)
                 adv, targets = gae(
                     rewards=s.rewards,
                     values=values,
@@ -140,7 +136,13 @@ class PpoTrainer:
                         targets.reshape(-1),
                     )
                 )
-        return tuple(torch.from_numpy(np.concatenate([p[i] for p in parts])) for i in range(5))
+        return tuple(
+            torch.from_numpy(np.concatenate([p[i] for p in parts])).to(self.device) for i in range(5)
+        )
+
+    def _values(self, obs: FloatArray) -> FloatArray:
+        values: FloatArray = self.model.value(torch.from_numpy(obs).to(self.device)).cpu().numpy()
+        return values
 
     def _step(
         self,
