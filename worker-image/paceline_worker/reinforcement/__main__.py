@@ -1,4 +1,4 @@
-"""`python -m paceline_worker.reinforcement`: an actor or a learner (PACELINE_ROLE); docs/reinforcement.md.
+"""`python -m paceline_worker.reinforcement`: an actor or a learner (PACELINE_ROLE); see the README.
 
 Exit status: 0 when the stopping rule was met or after SIGTERM (the learner checkpoints first), 2 for a bad
 configuration, 1 when an actor's learner stayed unreachable.
