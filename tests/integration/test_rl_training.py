@@ -124,6 +124,20 @@ def test_strict_ppo_reaches_the_target_in_lock_step(jobs: list[LocalRlJob], tmp_
     assert status["batches"] - 2 * status["rounds"] in (0, 1, 2)
 
 
+def test_strict_rounds_follow_the_live_actors_when_one_goes_away(
+    jobs: list[LocalRlJob], tmp_path: Path
+) -> None:
+    job = LocalRlJob(settings=ppo(dependencies="Strict", seed=6), log_dir=tmp_path).start()
+    jobs.append(job)
+    wait_for(lambda: (learner_status(job) or {}).get("liveActors", 0) == 2, what="both actors sending")
+    job.actors[1].send_signal(signal.SIGKILL)  # removed for good: the strict learner must not wait forever
+    assert job.actors[1].wait(timeout=60) == -signal.SIGKILL
+    status = job.wait(DEADLINE_S)[0]
+    assert status["stopReason"] == "TargetReturnReached", status
+    assert status["liveActors"] == 1
+    assert [job.learners[0].returncode, job.actors[0].returncode] == [0, 0]
+
+
 def test_two_learners_averaging_models_reach_the_target(jobs: list[LocalRlJob], tmp_path: Path) -> None:
     job = LocalRlJob(settings=ppo(actors=2, learners=2, averageEvery=5), log_dir=tmp_path).start()
     jobs.append(job)

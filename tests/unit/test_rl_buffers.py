@@ -52,6 +52,7 @@ def test_strict_round_takes_only_batches_of_the_current_version_and_removes_them
     buffer.add(segment(3, actor=0))
     buffer.add(segment(3, actor=1))
     assert buffer.fresh_samples(3) == 16
+    assert buffer.fresh_actors(3) == {0, 1} and buffer.fresh_actors(2) == {0}
     taken = buffer.take_fresh(3)
     assert sorted(s.actor for s in taken) == [0, 1]
     assert buffer.fresh_samples(3) == 0 and buffer.samples == 8

@@ -39,8 +39,11 @@ def test_ppo_rounds_raise_the_probability_of_the_paying_action() -> None:
     before = torch.softmax(trainer.model.logits(obs), dim=1)[0, 1].item()
     for version in range(5):
         trainer.ingest(bandit_segment(version, rng))
-        assert trainer.can_train(version=version, relaxed=False, lags=lags)
+        assert trainer.can_train(version=version, relaxed=False, lags=lags, actors=frozenset({0}))
         assert trainer.train(trainer.select(version=version, relaxed=False, lags=lags)) == 16  # 4 epochs × 4
+    trainer.ingest(bandit_segment(5, rng))  # actor 0's batch; actor 1 is live too: a strict round waits
+    assert not trainer.can_train(version=5, relaxed=False, lags=lags, actors=frozenset({0, 1}))
+    assert trainer.can_train(version=5, relaxed=False, lags=lags, actors=frozenset({0}))
     after = torch.softmax(trainer.model.logits(obs), dim=1)[0, 1].item()
     assert after > before + 0.2
     assert lags.counts == {0: 5 * 256}
@@ -54,7 +57,7 @@ def test_dqn_rounds_learn_the_paying_actions_value() -> None:
     steps = 0
     for version in range(8):
         trainer.ingest(bandit_segment(version, rng))
-        assert trainer.can_train(version=version, relaxed=True, lags=lags)
+        assert trainer.can_train(version=version, relaxed=True, lags=lags, actors=frozenset({0}))
         steps += trainer.train(trainer.select(version=version, relaxed=True, lags=lags))
     q = trainer.model.logits(torch.ones(1, 2))[0]
     assert steps == 8 * 64

@@ -66,6 +66,10 @@ class SegmentBuffer:
     def fresh_samples(self, version: int) -> int:
         return sum(s.samples for s in self._segments if s.version == version)
 
+    def fresh_actors(self, version: int) -> frozenset[int]:
+        """Actors with a batch produced by exactly `version` (a strict round needs one from each)."""
+        return frozenset(s.actor for s in self._segments if s.version == version)
+
     def take_fresh(self, version: int) -> list[Segment]:
         """Remove and return the batches produced by exactly `version` (the strict learner's round)."""
         fresh = [s for s in self._segments if s.version == version]

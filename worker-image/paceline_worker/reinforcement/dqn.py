@@ -61,21 +61,23 @@ class DqnTrainer:
         self.round_samples = round_samples
         self.replay = ReplayBuffer(capacity=self.hyper.capacity, obs_dim=obs_dim)
         self.updates = 0
-        self._fresh: dict[int, int] = {}  # samples per policy version not yet counted by a strict round
+        self._fresh: dict[int, frozenset[int]] = {}  # actors with a batch per version since the last round
         self._rng = np.random.default_rng(seed)
 
     def ingest(self, segment: Segment) -> int:
         overwritten = max(0, self.replay.size + segment.samples - self.replay.capacity)
         self.replay.add(segment)
-        self._fresh[segment.version] = self._fresh.get(segment.version, 0) + segment.samples
+        self._fresh[segment.version] = self._fresh.get(segment.version, frozenset()) | {segment.actor}
         return overwritten
 
-    def can_train(self, *, version: int, relaxed: bool, lags: LagHistogram) -> bool:
+    def can_train(self, *, version: int, relaxed: bool, lags: LagHistogram, actors: frozenset[int]) -> bool:
         """Relaxed: whenever the replay is warm, or a batch came in during warm-up (the round trains nothing
-        but publishes a version, so actors bounded by actorRunAhead keep going). Strict: a fresh batch."""
+        but publishes a version, so actors bounded by actorRunAhead keep going). Strict: a batch of this
+        version from every live actor."""
         if relaxed:
             return self.replay.size >= self.hyper.warmup_samples or bool(self._fresh)
-        return self._fresh.get(version, 0) >= self.round_samples
+        fresh = self._fresh.get(version, frozenset())
+        return bool(fresh) and actors <= fresh
 
     def select(self, *, version: int, relaxed: bool, lags: LagHistogram) -> list[Minibatch]:
         """Minibatches drawn under the lock (strict rounds during warm-up train nothing but still advance)."""

@@ -36,6 +36,7 @@ log = logging.getLogger("paceline_worker.reinforcement.learner")
 
 MAX_BATCH_BYTES = 16 * 1024 * 1024
 SNAPSHOTS_KEPT = 4
+ACTOR_TIMEOUT_S = 30.0  # an actor silent this long no longer holds up strict rounds
 
 
 class Trainer(Protocol):
@@ -45,7 +46,9 @@ class Trainer(Protocol):
     def model(self) -> nn.Module: ...
 
     def ingest(self, segment: Any) -> int: ...
-    def can_train(self, *, version: int, relaxed: bool, lags: LagHistogram) -> bool: ...
+    def can_train(
+        self, *, version: int, relaxed: bool, lags: LagHistogram, actors: frozenset[int]
+    ) -> bool: ...
     def select(self, *, version: int, relaxed: bool, lags: LagHistogram) -> Any: ...
     def train(self, selection: Any) -> int: ...
     def policy_meta(self, env_steps: int) -> dict[str, float]: ...
@@ -140,6 +143,7 @@ class Learner:
         self._elapsed_before = 0.0  # training time before a resume
         self._cond = threading.Condition()
         self._closing = False
+        self._actor_seen: dict[int, float] = {}  # actor index → when its last batch came
         self._stopped_after: float | None = None  # the training clock, frozen when the learner stops
         self._published = b""
         self._snapshots: dict[int, bytes] = {}
@@ -174,6 +178,7 @@ class Learner:
             if self.done is None:
                 if self.batches == 0 and self._elapsed_before == 0.0:
                     self._started = time.monotonic()  # the training clock starts with the first batch
+                self._actor_seen[segment.actor] = time.monotonic()
                 self.evicted += self.trainer.ingest(segment)
                 self.env_steps += segment.samples
                 self.batches += 1
@@ -232,6 +237,12 @@ class Learner:
             log.info("stopping: %s after %d env steps, %.1fs", reason.value, self.env_steps, self.elapsed_s)
             self._publish()
 
+    def live_actors(self) -> frozenset[int]:
+        """Actors that sent a batch in the last ACTOR_TIMEOUT_S: a strict round waits for each of them, so an
+        actor that joins counts from its first batch and one that is gone stops counting after the timeout."""
+        now = time.monotonic()
+        return frozenset(a for a, seen in self._actor_seen.items() if now - seen < ACTOR_TIMEOUT_S)
+
     def _publish(self) -> None:
         meta = {**self.trainer.policy_meta(self.env_steps), "done": float(self.done is not None)}
         self._published = encode_parameters(self.trainer.model, version=self.version, meta=meta)
@@ -253,6 +264,7 @@ class Learner:
                 "updates": self.updates,
                 "envSteps": self.env_steps,
                 "batches": self.batches,
+                "liveActors": len(self.live_actors()),
                 "evictedSamples": self.evicted,
                 "episodes": self.window.episodes_seen,
                 "elapsedSeconds": round(elapsed, 3),
@@ -360,7 +372,9 @@ class Learner:
         return (
             self.stop.requested
             or self.done is not None
-            or self.trainer.can_train(version=self.version, relaxed=self.settings.relaxed, lags=self.lags)
+            or self.trainer.can_train(
+                version=self.version, relaxed=self.settings.relaxed, lags=self.lags, actors=self.live_actors()
+            )
         )
 
     def _observe_lag_metrics(self, before: dict[int, int], dropped_before: int) -> None:

@@ -80,11 +80,13 @@ class PpoTrainer:
         """Buffer a batch; returns how many older samples it pushed out unused."""
         return self.buffer.add(segment)
 
-    def can_train(self, *, version: int, relaxed: bool, lags: LagHistogram) -> bool:
+    def can_train(self, *, version: int, relaxed: bool, lags: LagHistogram, actors: frozenset[int]) -> bool:
+        """Relaxed: any usable batch. Strict: a batch of this version from every live actor."""
         if relaxed:
             self.buffer.drop_stale(version, lags)
             return self.buffer.samples > 0
-        return self.buffer.fresh_samples(version) >= self.round_samples
+        fresh = self.buffer.fresh_actors(version)
+        return bool(fresh) and actors <= fresh
 
     def select(self, *, version: int, relaxed: bool, lags: LagHistogram) -> list[Segment]:
         """The round's data (under the learner's lock): the newest usable window, or the fresh batches."""
