@@ -171,9 +171,8 @@ class Learner:
         except SegmentError as exc:
             return Response.json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
         with self._cond:
-            if (
-                self._closing and self.done is None
-            ):  # stopping after SIGTERM: the actor retries, then a restart
+            # stopping after SIGTERM: 503 makes the actor retry until the learner is back
+            if self._closing and self.done is None:
                 return Response.json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "learner is stopping"})
             if self.done is None:
                 if self.batches == 0 and self._elapsed_before == 0.0:
