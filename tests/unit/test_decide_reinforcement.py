@@ -109,6 +109,22 @@ def test_running_job_reports_the_learners_progress_and_relaxed_dependencies() ->
     assert (rl["actors"], rl["learners"]) == ("2/2", "1/1")
 
 
+def test_several_learners_report_the_best_return_and_summed_rates() -> None:
+    second = {
+        **LEARNER_STATUS,
+        "meanReturn": 300.0,
+        "envSteps": 20000,
+        "envStepsPerSecond": 10000.0,
+        "policyLag": {"counts": {"1": 1000, "2": 1000}, "mean": 1.5, "max": 2, "droppedSamples": 7},
+    }
+    decision = decide(observe(rl_job(learners={"count": 2}), [], {0: LEARNER_STATUS, 1: second}))
+    rl = (decision.status or {})["reinforcement"]
+    assert rl["meanReturn"] == "300.00" and rl["envSteps"] == 60960 and rl["envStepsPerSecond"] == "30000.0"
+    assert rl["policyLag"]["counts"] == {"0": 512, "1": 5096, "2": 1000}
+    assert rl["policyLag"]["max"] == 2 and rl["policyLag"]["droppedSamples"] == 7
+    assert rl["policyLag"]["mean"] == f"{(0.889 * 4608 + 1.5 * 2000) / 6608:.3f}"
+
+
 def test_strict_job_lists_no_relaxed_dependencies() -> None:
     decision = decide(observe(rl_job(dependencies="Strict"), []))
     assert (decision.status or {})["reinforcement"]["relaxedDependencies"] == []

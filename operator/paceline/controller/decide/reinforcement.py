@@ -79,6 +79,39 @@ def finished(pods: RlPods) -> tuple[str, dict[str, Any]]:
     return "", {}
 
 
+def combine(learners: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
+    """One learner-status document for the job: the learner with the best mean return (the stopping rule is
+    per learner) with environment steps, rates and the policy-lag counts summed over all learners."""
+    docs = [learners[i] for i in sorted(learners)]
+    best = max(docs, key=lambda d: float("-inf") if d.get("meanReturn") is None else float(d["meanReturn"]))
+    if len(docs) == 1:
+        return dict(best)
+    counts: dict[str, int] = {}
+    for doc in docs:
+        for lag, n in ((doc.get("policyLag") or {}).get("counts") or {}).items():
+            counts[lag] = counts.get(lag, 0) + int(n)
+    summed = {k: sum(float(d.get(k) or 0) for d in docs) for k in ("envStepsPerSecond", "updatesPerSecond")}
+    lags = [d.get("policyLag") or {} for d in docs]
+    samples = [sum(int(n) for n in (lag.get("counts") or {}).values()) for lag in lags]
+    mean = sum(float(lag.get("mean") or 0) * n for lag, n in zip(lags, samples, strict=True)) / max(
+        sum(samples), 1
+    )
+    policy_lag = {
+        **(best.get("policyLag") or {}),
+        "counts": counts,
+        "mean": mean,
+        "max": max(int(lag.get("max") or 0) for lag in lags),
+        "droppedSamples": sum(int(lag.get("droppedSamples") or 0) for lag in lags),
+    }
+    return {
+        **best,
+        **summed,
+        "envSteps": sum(int(d.get("envSteps") or 0) for d in docs),
+        "episodes": sum(int(d.get("episodes") or 0) for d in docs),
+        "policyLag": policy_lag,
+    }
+
+
 def _number(value: Any, digits: int = 2) -> str | None:
     return None if value is None else f"{float(value):.{digits}f}"
 
@@ -130,9 +163,8 @@ def decide_reinforcement(obs: Observed, spec: api.JobSpec) -> Decision:
     conds: list[Condition] = [SPEC_VALID]
     status = {k: v for k, v in old.items() if k not in ("conditions", "phase", "observedGeneration")}
 
-    live = obs.learners.get(0)
-    if live:
-        section |= progress(live)
+    if obs.learners:
+        section |= progress(combine(obs.learners))
     reason, final = finished(pods)
     if reason in STOP_REASONS:
         section |= progress(final)
