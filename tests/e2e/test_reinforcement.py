@@ -129,3 +129,22 @@ def test_an_actor_killed_mid_run_is_replaced_and_the_job_still_succeeds(
     assert float(status["reinforcement"]["meanReturn"]) >= TARGET
     reasons = [e["reason"] for e in kube.events(namespace, "killed")]
     assert "WorkerFailed" in reasons and "Succeeded" in reasons
+
+
+@pytest.mark.parametrize(
+    ("reinforcement", "message"),
+    [
+        ({"stopping": {"episodes": 20}}, "spec.reinforcement.stopping needs a rule"),
+        ({"actors": {"count": 1}, "learners": {"count": 2}}, "learners.count must not exceed actors.count"),
+        ({"maxPolicyLag": 50}, "PPO is on-policy"),
+        ({"algorithm": "A3C"}, "Unsupported value"),
+    ],
+)
+def test_the_api_server_rejects_a_bad_reinforcement_block_saying_what_to_fix(
+    cluster: LocalCluster, kube: Kube, namespace: str, reinforcement: dict[str, Any], message: str
+) -> None:
+    job = _job("bad")
+    job["spec"]["reinforcement"] = {**job["spec"]["reinforcement"], **reinforcement}
+    result = kube.apply(job, namespace)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
