@@ -148,3 +148,11 @@ def test_the_api_server_rejects_a_bad_reinforcement_block_saying_what_to_fix(
     result = kube.apply(job, namespace)
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
+
+
+def test_kubectl_explain_documents_the_reinforcement_block(cluster: LocalCluster, kube: Kube) -> None:
+    text = kube.run("explain", "trainingjobs.spec.reinforcement").stdout
+    for field in ("actorRunAhead", "maxPolicyLag", "dependencies", "stopping", "exchangeSteps"):
+        assert field in text
+    lag = kube.run("explain", "trainingjobs.spec.reinforcement.maxPolicyLag").stdout
+    assert "older samples are dropped" in lag
