@@ -520,3 +520,87 @@ def build_worker_pod(
         ports.append({"name": "rendezvous", "containerPort": port})
     harden(pod_spec)
     return pod
+
+
+def rl_learner_addresses(job: JobRef, learners: int) -> str:
+    """PACELINE_RL_LEARNERS: every learner's stable DNS name and HTTP port, in index order."""
+    return ",".join(
+        f"{api.learner_pod_name(job.name, i)}.{job.name}.{job.namespace}.svc.cluster.local:{api.METRICS_PORT}"
+        for i in range(learners)
+    )
+
+
+def _checkpoint_env(job: JobRef, spec: api.JobSpec, pod_spec: dict[str, Any], first: dict[str, Any]) -> list:
+    """PACELINE_CHECKPOINT_DIR: the claim's mount (mounted here), else a directory carrying the job's uid."""
+    claim = spec.checkpoint.claim(job.name)
+    if claim is None:
+        root = f"{api.DEFAULT_CHECKPOINT_ROOT}/{job.namespace}/{job.name}"
+        return [_env(Env.CHECKPOINT_DIR, f"{root}/{job.uid}")]
+    pod_spec.setdefault("volumes", []).append(
+        {"name": api.CHECKPOINT_VOLUME, "persistentVolumeClaim": {"claimName": claim}}
+    )
+    first.setdefault("volumeMounts", []).append(
+        {"name": api.CHECKPOINT_VOLUME, "mountPath": api.CHECKPOINT_MOUNT}
+    )
+    return [_env(Env.CHECKPOINT_DIR, f"{api.CHECKPOINT_MOUNT}/{job.name}")]
+
+
+def build_rl_pod(job: JobRef, *, spec: api.JobSpec, role: str, index: int) -> dict[str, Any]:
+    """One reinforcement learner (`role` learner: GPUs per spec.reinforcement.learners.gpus, checkpoints) or
+    actor (CPU only, preferring nodes without GPUs): the template's image running the RL entry point."""
+    rl = spec.reinforcement
+    if rl is None:
+        raise ValueError("build_rl_pod needs a Reinforcement spec")
+    learner = role == "learner"
+    name = api.learner_pod_name(job.name, index) if learner else api.actor_pod_name(job.name, index)
+    pod = _pod(
+        job,
+        spec=spec,
+        name=name,
+        role_labels={api.LABEL_ROLE: role, api.LABEL_RANK: str(index)},
+        plan_hash=spec.plan_hash(),
+    )
+    pod_spec = pod["spec"]
+    first = dict(pod_spec["containers"][0])
+    resources = copy.deepcopy(first.get("resources") or {})
+    for kind in ("limits", "requests"):
+        (resources.get(kind) or {}).pop(api.GPU_RESOURCE, None)
+    if learner and rl.learner_gpus:
+        resources.setdefault("limits", {})[api.GPU_RESOURCE] = str(rl.learner_gpus)
+        resources.setdefault("requests", {})[api.GPU_RESOURCE] = str(rl.learner_gpus)
+    if not learner:  # actors step environments on CPUs: a node without GPUs when there is one
+        for key in ("prometheus.io/scrape", "prometheus.io/port"):  # and serve no HTTP
+            pod["metadata"]["annotations"].pop(key, None)
+        no_gpu = {"key": api.GPU_PRODUCT_LABEL, "operator": "DoesNotExist"}
+        preferred = {"weight": 100, "preference": {"matchExpressions": [no_gpu]}}
+        node_affinity = pod_spec.setdefault("affinity", {}).setdefault("nodeAffinity", {})
+        node_affinity.setdefault("preferredDuringSchedulingIgnoredDuringExecution", []).append(preferred)
+    container: dict[str, Any] = {
+        "name": role,
+        "image": first["image"],
+        "command": list(api.RL_ENTRYPOINT),
+        "ports": [{"name": "pl-metrics", "containerPort": api.METRICS_PORT}] if learner else [],
+        **({"resources": resources} if resources else {}),
+        **({"workingDir": first["workingDir"]} if "workingDir" in first else {}),
+    }
+    ours = [
+        _env(Env.JOB, job.name),
+        _env(Env.NAMESPACE, job.namespace),
+        _env(Env.MODE, str(spec.mode)),
+        _env(Env.ROLE, role),
+        _env(Env.RL_INDEX, str(index)),
+        _env(Env.RL_SETTINGS, rl.rl.to_json()),
+        _env(Env.RL_LEARNERS, rl_learner_addresses(job, rl.rl.learners)),
+        _env(Env.METRICS_PORT, str(api.METRICS_PORT)),
+        _env(Env.CHECKPOINT_INTERVAL_STEPS, str(spec.checkpoint.interval_steps)),
+        _field_env(Env.POD_IP, "status.podIP"),
+        _field_env(Env.POD_NAME, "metadata.name"),
+    ]
+    if learner:
+        ours += _checkpoint_env(job, spec, pod_spec, container)
+    ours += _mount_token(job, pod_spec, container)  # actors bear it on every batch they send
+    user = [e for e in first.get("env") or [] if not e["name"].startswith("PACELINE_")]
+    container["env"] = _merge_env(user, ours, [])
+    pod_spec["containers"] = [container]
+    harden(pod_spec)
+    return pod

@@ -36,6 +36,10 @@ class Reason(StrEnum):
     NO_FAILURE = "NoFailure"
     # Succeeded / Failed
     ALL_WORKERS_SUCCEEDED = "AllWorkersSucceeded"
+    TARGET_RETURN_REACHED = "TargetReturnReached"  # reinforcement: the stopping rule's target
+    ENV_STEP_BUDGET_SPENT = "EnvStepBudgetSpent"  # reinforcement: the stopping rule's step budget
+    LEARNER_FAILED = "LearnerFailed"
+    ACTORS_REPLACED = "ActorsReplaced"
     INVALID_SPEC = "InvalidSpec"
     INVALID_POD_TEMPLATE = "InvalidPodTemplate"
     BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
@@ -68,3 +72,4 @@ class EventReason(StrEnum):
     RESIZED = "Resized"
     SCALE_OUT = "ScaleOut"
     CONTROL_RECREATED = "ControlRecreated"
+    ACTORS_SCALED = "ActorsScaled"

@@ -31,9 +31,14 @@ def test_valid_spec_parses_with_decimals_kept_exact() -> None:
         ),
         ({"model": {"preset": "alexnet", "graph": {}}}, "at most one of preset, graph or configMapRef"),
         ({"mode": "Turbo"}, "spec.mode must be one of"),
+        ({"mode": "Reinforcement"}, "spec.reinforcement.stopping needs a rule: set targetReturn"),
         (
-            {"mode": "Reinforcement"},
-            "spec.mode Reinforcement is not implemented by this Paceline version yet",
+            {"mode": "Reinforcement", "reinforcement": {"maxPolicyLag": 20, "stopping": {"maxEnvSteps": 9}}},
+            "PPO is on-policy: keep spec.reinforcement.maxPolicyLag at 8 or less",
+        ),
+        (
+            {"mode": "Reinforcement", "reinforcement": {"actors": {"count": 1}, "learners": {"count": 2}}},
+            "spec.reinforcement.learners.count (2) must not exceed actors.count (1)",
         ),
         ({"runPolicy": {"restartPolicy": "Always"}}, "restartPolicy must be one of"),
     ],

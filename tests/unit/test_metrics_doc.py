@@ -20,6 +20,7 @@ from paceline_worker.asynchronous.ps_metrics import PsMetrics
 from paceline_worker.asynchronous.shard import AppliedUpdate
 from paceline_worker.control_auth import Refusal
 from paceline_worker.metrics import StepTiming, WorkerMetrics, launcher_metrics
+from paceline_worker.reinforcement.rl_metrics import LearnerMetrics
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 ROW = re.compile(r"^\| `(paceline_[a-z_]+)` \| (\w+) \|([^|]*)\| (\w+) \|", re.MULTILINE)
@@ -107,6 +108,13 @@ def launcher_registry() -> CollectorRegistry:
     return registry
 
 
+def learner_registry() -> CollectorRegistry:
+    metrics = LearnerMetrics(job="demo", learner=0)
+    metrics.env_steps.inc(512)
+    metrics.lag.observe(1)
+    return metrics.registry
+
+
 def operator_registry() -> CollectorRegistry:
     operator_metrics.record_rebalance(namespace="ns", job="doc")
     operator_metrics.record_step_times(namespace="ns", job="doc", predicted_s=0.1, measured_s=0.12)
@@ -131,6 +139,7 @@ def test_every_documented_metric_is_exposed_and_every_exposed_one_documented(
         "worker": worker_registry(monkeypatch),
         "ps": ps_registry(),
         "launcher": launcher_registry(),
+        "learner": learner_registry(),
         "operator": operator_registry(),
     }
     assert set(doc) == set(registries)

@@ -87,7 +87,7 @@ def assignment_routes(store: AssignmentStore, status: Callable[[], Mapping[str, 
 
 
 def _handler_class(
-    routes: Mapping[tuple[str, str], Handler], auth: ControlAuth
+    routes: Mapping[tuple[str, str], Handler], auth: ControlAuth, max_body_bytes: int = MAX_BODY_BYTES
 ) -> type[BaseHTTPRequestHandler]:
     class RequestHandler(BaseHTTPRequestHandler):
         server_version = "paceline"
@@ -111,7 +111,7 @@ def _handler_class(
                     length = int(self.headers.get("Content-Length", "0"))
                 except ValueError:
                     length = -1
-                if not 0 <= length <= MAX_BODY_BYTES:
+                if not 0 <= length <= max_body_bytes:
                     self._reply(Response.json(HTTPStatus.BAD_REQUEST, {"error": "missing or too large body"}))
                     return
                 body = self.rfile.read(length)
@@ -160,10 +160,16 @@ class HttpEndpoint:
     with `auth`'s token."""
 
     def __init__(
-        self, routes: Mapping[tuple[str, str], Handler], *, host: str, port: int, auth: ControlAuth
+        self,
+        routes: Mapping[tuple[str, str], Handler],
+        *,
+        host: str,
+        port: int,
+        auth: ControlAuth,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
-        self._server = server_class((host, port), _handler_class(dict(routes), auth))
+        self._server = server_class((host, port), _handler_class(dict(routes), auth, max_body_bytes))
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever,

@@ -42,6 +42,9 @@ class Route(StrEnum):
     HYPERPARAMETERS = "/hyperparameters"  # parameter servers: GET, PUT a HyperparameterUpdate
     STALENESS = "/staleness"  # parameter servers: GET ?after=N → a staleness page
     GENERATION = "/generation"  # worker pods' launcher: GET, PUT a Generation (resize in place)
+    RL_TRAJECTORIES = "/rl/trajectories"  # RL learners: PUT a trajectory batch (npz) from an actor
+    RL_POLICY = "/rl/policy"  # RL learners: GET ?after=V[&wait=S] → the newest parameters (npz)
+    RL_PEER = "/rl/peer"  # RL learners: GET ?round=N[&wait=S] → parameters at an averaging round (npz)
 
 
 class Env(StrEnum):
@@ -81,6 +84,9 @@ class Env(StrEnum):
     MAX_STALENESS = "PACELINE_MAX_STALENESS"  # PS: drop updates older than this many versions (0: no bound)
     CURVATURE_EVERY = "PACELINE_CURVATURE_EVERY"  # async worker: top-Hessian estimate every N steps (0: off)
     TOKEN_FILE = "PACELINE_TOKEN_FILE"  # the control token's file (writes without that token are refused)
+    RL_SETTINGS = "PACELINE_RL"  # reinforcement mode: the job's settings (paceline_worker.rl_settings), JSON
+    RL_INDEX = "PACELINE_RL_INDEX"  # reinforcement mode: this actor's or learner's index
+    RL_LEARNERS = "PACELINE_RL_LEARNERS"  # reinforcement mode: host:port of every learner, in index order
     POD_IP = "POD_IP"
     POD_NAME = "POD_NAME"
     NODE_NAME = "NODE_NAME"
@@ -138,6 +144,19 @@ class PsMetric(StrEnum):
 
 
 LAUNCHER_REFUSED_WRITES = "paceline_launcher_refused_writes"  # the launcher's (port 9401) refusals
+
+
+class RlMetric(StrEnum):
+    """Reinforcement-mode metric families (learners and actors)."""
+
+    ENV_STEPS = "paceline_rl_env_steps"  # counter: environment steps received (learner) or taken (actor)
+    UPDATES = "paceline_rl_updates"  # counter: learner gradient steps
+    POLICY_VERSION = "paceline_rl_policy_version"
+    MEAN_RETURN = "paceline_rl_mean_return"  # over the stopping rule's last N episodes
+    BEST_RETURN = "paceline_rl_best_return"
+    POLICY_LAG = "paceline_rl_policy_lag"  # histogram: versions between a sample's policy and the learner's
+    DROPPED_SAMPLES = "paceline_rl_dropped_samples"  # counter: older than maxPolicyLag
+    REFUSED_WRITES = "paceline_rl_refused_writes"  # counter per reason: batches sent without the token
 
 
 class AssignmentError(ValueError):

@@ -30,6 +30,7 @@ PRICE_ANNOTATION = (
 )
 
 PS_ENTRYPOINT = ("python", "-m", "paceline_worker.asynchronous.ps")
+RL_ENTRYPOINT = ("python", "-m", "paceline_worker.reinforcement")  # actors and learners (PACELINE_ROLE)
 LAUNCHER = "paceline_worker.launch"
 LAUNCHER_ENTRYPOINT = ("python", "-m", LAUNCHER)  # torchrun, one process per GPU; see worker-image
 DEFAULT_CHECKPOINT_ROOT = "/tmp/paceline"  # in the container: lost with it; see spec.checkpoint
@@ -69,6 +70,7 @@ __all__ = [
     "PRICE_ANNOTATION",
     "PS_ENTRYPOINT",
     "PS_PORT",
+    "RL_ENTRYPOINT",
     "ROLE_TOKEN",
     "TMP_VOLUME",
     "TOKEN_FILE",
@@ -76,8 +78,10 @@ __all__ = [
     "TOKEN_MOUNT",
     "TOKEN_VOLUME",
     "VERSION",
+    "actor_pod_name",
     "capacity_pod_name",
     "control_name",
+    "learner_pod_name",
     "master_port",
     "ps_pod_name",
     "token_secret_name",
@@ -98,6 +102,16 @@ def worker_pod_name(job: str, rank: int) -> str:
 def ps_pod_name(job: str, shard: int) -> str:
     """Pod (and hostname) of one parameter-server shard."""
     return f"{job}-ps-{shard}"
+
+
+def learner_pod_name(job: str, index: int) -> str:
+    """Pod (and hostname) of one reinforcement learner."""
+    return f"{job}-learner-{index}"
+
+
+def actor_pod_name(job: str, index: int) -> str:
+    """Pod (and hostname) of one reinforcement actor."""
+    return f"{job}-actor-{index}"
 
 
 def control_name(job: str) -> str:

@@ -20,6 +20,16 @@ from paceline.api.defaults import CONFIG_MAP_KEY, DEFAULTS, with_defaults
 from paceline.api.names import GPU_RESOURCE
 from paceline.balancer import BalancingPolicy, BalancingSettings
 from paceline.momentum import MomentumPolicy, MomentumSettings
+from paceline_worker.rl_settings import (
+    DEFAULT_MAX_POLICY_LAG,
+    Algorithm,
+    Dependencies,
+    RlSettings,
+    RlSettingsError,
+    settings_from_mapping,
+)
+
+PPO_MAX_POLICY_LAG = 8  # the CRD's CEL bound for the on-policy algorithm
 
 
 class Mode(StrEnum):
@@ -57,6 +67,15 @@ class AsyncSettings:
 
     parameter_servers: int
     max_staleness: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReinforcementSettings:
+    """spec.reinforcement: what actors and learners run (`rl`, passed to them as PACELINE_RL) and what the
+    operator alone needs (GPUs per learner)."""
+
+    rl: RlSettings
+    learner_gpus: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,6 +141,7 @@ class JobSpec:
     template: Mapping[str, Any]
     checkpoint: CheckpointSettings
     elastic: ElasticSettings
+    reinforcement: ReinforcementSettings | None = None  # mode Reinforcement only
 
     @property
     def elastic_range(self) -> bool:
@@ -188,7 +208,7 @@ def _choice(enum: type[E], value: Any, field: str) -> E:
         raise InvalidSpec(f"{field} must be one of {[e.value for e in enum]}, got {value!r}") from None
 
 
-def _validate_template(template: Any) -> Mapping[str, Any]:
+def _validate_template(template: Any, *, command_required: bool = True) -> Mapping[str, Any]:
     if not isinstance(template, Mapping):
         raise InvalidSpec("spec.template is required: the pod template of every worker")
     pod_spec = template.get("spec")
@@ -203,7 +223,7 @@ def _validate_template(template: Any) -> Mapping[str, Any]:
         if not isinstance(container, Mapping) or not container.get("name") or not container.get("image"):
             raise InvalidSpec(f"spec.template.spec.containers[{i}] needs a name and an image")
     first = containers[0]
-    if not first.get("command") and not first.get("args"):
+    if command_required and not first.get("command") and not first.get("args"):
         raise InvalidSpec(
             f"spec.template.spec.containers[0] ({first['name']}) needs a command or args that start the "
             "training script, e.g. command: [python, train.py]"
@@ -317,6 +337,69 @@ def _provision(raw: Any) -> ProvisionSettings | None:
     return ProvisionSettings(gpu_products=tuple(products), budget_per_hour=price)
 
 
+def parse_reinforcement(raw: Mapping[str, Any]) -> ReinforcementSettings:
+    """spec.reinforcement, defaults applied (maxPolicyLag's depends on the algorithm)."""
+    path, block = "spec.reinforcement", with_defaults(raw, DEFAULTS["reinforcement"])
+    for key in ("actors", "learners", "stopping"):
+        if not isinstance(block.get(key), Mapping):
+            raise InvalidSpec(f"{path}.{key} must be an object, got {block.get(key)!r}")
+    actors, learners, stopping = block["actors"], block["learners"], block["stopping"]
+    algorithm = _choice(Algorithm, block.get("algorithm"), f"{path}.algorithm")
+    lag = DEFAULT_MAX_POLICY_LAG[algorithm]
+    if block.get("maxPolicyLag") is not None:
+        lag = _int(block, "maxPolicyLag", f"{path}.maxPolicyLag", low=0, high=100_000)
+    if algorithm is Algorithm.PPO and lag > PPO_MAX_POLICY_LAG:
+        raise InvalidSpec(
+            f"PPO is on-policy: keep {path}.maxPolicyLag at {PPO_MAX_POLICY_LAG} or less (2 is a good "
+            "start), or use algorithm DQN for larger lags"
+        )
+    actor_count = _int(actors, "count", f"{path}.actors.count", low=1, high=1024)
+    learner_count = _int(learners, "count", f"{path}.learners.count", low=1, high=64)
+    if learner_count > actor_count:
+        raise InvalidSpec(
+            f"{path}.learners.count ({learner_count}) must not exceed actors.count ({actor_count}): every "
+            "learner needs at least one actor"
+        )
+    target = stopping.get("targetReturn")
+    if target is not None:
+        target = _int(stopping, "targetReturn", f"{path}.stopping.targetReturn", low=-(10**9), high=10**9)
+    max_steps = _int(stopping, "maxEnvSteps", f"{path}.stopping.maxEnvSteps", low=0, high=10**12)
+    if target is None and max_steps == 0:
+        raise InvalidSpec(
+            f"{path}.stopping needs a rule: set targetReturn (e.g. 475 for CartPole-v1), maxEnvSteps, or both"
+        )
+    env = block.get("env")
+    if not isinstance(env, str) or not env:
+        raise InvalidSpec(f"{path}.env must be a Gymnasium id such as CartPole-v1, got {env!r}")
+    try:
+        rl = settings_from_mapping(
+            {
+                "env": env,
+                "algorithm": algorithm.value,
+                "actors": actor_count,
+                "envsPerActor": _int(actors, "envsPerActor", f"{path}.actors.envsPerActor", low=1, high=1024),
+                "learners": learner_count,
+                "maxPolicyLag": lag,
+                "exchangeSteps": _int(block, "exchangeSteps", f"{path}.exchangeSteps", low=1, high=100_000),
+                "averageEvery": _int(block, "averageEvery", f"{path}.averageEvery", low=1, high=1_000_000),
+                "actorRunAhead": _int(block, "actorRunAhead", f"{path}.actorRunAhead", low=0, high=1_000_000),
+                "dependencies": _choice(
+                    Dependencies, block.get("dependencies"), f"{path}.dependencies"
+                ).value,
+                "targetReturn": target,
+                "returnEpisodes": _int(
+                    stopping, "episodes", f"{path}.stopping.episodes", low=1, high=100_000
+                ),
+                "maxEnvSteps": max_steps,
+            }
+        )
+    except RlSettingsError as err:  # the checks above mirror these; this keeps the two in step
+        raise InvalidSpec(f"{path}: {err}") from err
+    return ReinforcementSettings(
+        rl=rl, learner_gpus=_int(learners, "gpus", f"{path}.learners.gpus", low=0, high=16)
+    )
+
+
 def _replicas(spec: Mapping[str, Any]) -> tuple[int, int]:
     replicas = spec["replicas"]
     rmin = _int(replicas, "min", "spec.replicas.min", low=1, high=1024)
@@ -358,12 +441,10 @@ def parse_spec(raw: Mapping[str, Any]) -> JobSpec:
         if not isinstance(spec.get(key), Mapping):
             raise InvalidSpec(f"spec.{key} must be an object, got {spec.get(key)!r}")
     mode = _choice(Mode, spec["mode"], "spec.mode")
-    if mode is Mode.REINFORCEMENT:
-        raise InvalidSpec(
-            f"spec.mode {mode.value} is not implemented by this Paceline version yet (the API reserves it); "
-            "use mode: Synchronous or Asynchronous"
-        )
+    reinforcement = parse_reinforcement(spec["reinforcement"]) if mode is Mode.REINFORCEMENT else None
     rmin, rmax = _replicas(spec)
+    if "globalBatchSize" not in spec and reinforcement is not None:
+        spec["globalBatchSize"] = reinforcement.rl.round_samples  # unused by learners and actors
     if "globalBatchSize" not in spec:
         raise InvalidSpec("spec.globalBatchSize is required: samples per optimizer step across all workers")
     batch = _int(spec, "globalBatchSize", "spec.globalBatchSize", low=1, high=1_048_576)
@@ -415,7 +496,8 @@ def parse_spec(raw: Mapping[str, Any]) -> JobSpec:
             backoff_limit=_int(run, "backoffLimit", "spec.runPolicy.backoffLimit", low=0, high=100),
             backoff_seconds=_int(run, "backoffSeconds", "spec.runPolicy.backoffSeconds", low=0, high=300),
         ),
-        template=_validate_template(spec.get("template")),
+        template=_validate_template(spec.get("template"), command_required=reinforcement is None),
         checkpoint=_checkpoint(spec["checkpoint"]),
         elastic=_elastic(spec["elastic"]),
+        reinforcement=reinforcement,
     )

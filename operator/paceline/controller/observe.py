@@ -186,3 +186,23 @@ def _momentum(
     )
     put = MomentumPut(urls=tuple(shards.values()), version=retune.version, momentum=retune.momentum)
     return Telemetry(momentum=dict(state.status), momentum_put=put, events=events)
+
+
+def learner_statuses(pods: Sequence[Mapping[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Reinforcement mode: learner index → its GET /status, for the running learners that answer."""
+    out: dict[int, dict[str, Any]] = {}
+    for p in pods:
+        meta, status = p["metadata"], p.get("status") or {}
+        labels = meta.get("labels") or {}
+        rank = str(labels.get(api.LABEL_RANK, ""))
+        if labels.get(api.LABEL_ROLE) != "learner" or status.get("phase") != "Running" or not rank.isdigit():
+            continue
+        if not status.get("podIP") or meta.get("deletionTimestamp"):
+            continue
+        try:
+            doc = workers.http_json(f"http://{status['podIP']}:{api.METRICS_PORT}{Route.STATUS}")
+        except (OSError, ValueError):
+            continue  # starting, or gone: the next pass asks again
+        if isinstance(doc, dict):
+            out[int(rank)] = doc
+    return out

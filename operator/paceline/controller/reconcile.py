@@ -19,7 +19,7 @@ from paceline.capacity import Offer
 from paceline.controller.apply import Applied, apply
 from paceline.controller.decide import Decision, Observed, decide
 from paceline.controller.inventory import GpuNode, GpuPod, JobKey, node_inventory
-from paceline.controller.observe import JobMemory, telemetry
+from paceline.controller.observe import JobMemory, learner_statuses, telemetry
 from paceline.controller.planning import PlanningError, model_description, plan_for
 from paceline.plan_types import JobPlan
 
@@ -86,9 +86,10 @@ def run_pass(snap: Snapshot, memory: JobMemory, *, new_plan: JobPlan | PlanningE
     """Observe the workers, decide, apply; what was written comes back for the cache."""
     with operator_metrics.time_reconcile():
         spec = memory.spec(snap.job)
+        reinforcement = isinstance(spec, api.JobSpec) and spec.mode is api.Mode.REINFORCEMENT
         live = (
             telemetry(snap.job, spec, snap.pods, snap.control, memory)
-            if isinstance(spec, api.JobSpec)
+            if isinstance(spec, api.JobSpec) and not reinforcement
             else None
         )
         token = memory.token or _read_token(snap.job, spec)
@@ -109,6 +110,7 @@ def run_pass(snap: Snapshot, memory: JobMemory, *, new_plan: JobPlan | PlanningE
             offers=snap.offers,
             token=token,
             fresh_token=secrets.token_urlsafe(32) if token is None else None,
+            learners=learner_statuses(snap.pods) if reinforcement else {},
         )
         decision = decide(observed)
         applied = apply(snap.job, decision, token=token)

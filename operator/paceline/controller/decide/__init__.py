@@ -25,6 +25,7 @@ from paceline.controller.decide.failures import Failure, Restart, backoff_until,
 from paceline.controller.decide.generations import generation_puts
 from paceline.controller.decide.model import Decision, Event, MomentumPut, Observed, Rejection, Telemetry
 from paceline.controller.decide.plan import Planned, Unplanned, adopt_plan, in_place, may_grow, needs_plan
+from paceline.controller.decide.reinforcement import decide_reinforcement
 from paceline.controller.decide.scale_out import Held, placeholders, scale_out
 from paceline.controller.decide.status import (
     SPEC_VALID,
@@ -63,6 +64,8 @@ def decide(obs: Observed) -> Decision:
     checked = validate(obs)
     if not isinstance(checked, Valid):
         return _settled(obs, checked)
+    if checked.spec.mode is api.Mode.REINFORCEMENT:
+        return decide_reinforcement(obs, checked.spec)
     volume = checkpoint_volume(obs, checked.spec)
     planned = volume if isinstance(volume, Unplanned) else adopt_plan(obs, checked.spec)
     if isinstance(planned, Unplanned):

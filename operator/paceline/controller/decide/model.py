@@ -85,6 +85,7 @@ class Observed:
     offers: tuple[Offer, ...] | None = None  # what the autoscaler's NodePools offer (None: no autoscaler)
     token: str | None = None  # the job's control token, from its Secret (None: no Secret seen)
     fresh_token: str | None = None  # a new random token for the Secret to create when there is none
+    learners: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)  # RL: learner index → /status
 
 
 @dataclass(kw_only=True)

@@ -78,7 +78,7 @@ def needs_plan(
 ) -> bool:
     """True when the caller must compute a fresh plan before deciding: no valid stored plan, or one whose
     workers lost their node (`usable_nodes`: the GPU nodes pods can run on now; None = not known)."""
-    if isinstance(spec, api.InvalidSpec):
+    if isinstance(spec, api.InvalidSpec) or spec.mode is api.Mode.REINFORCEMENT:  # no plan: learners, actors
         return False
     if terminal(job.get("status") or {}, generation(job)):
         return False
@@ -91,7 +91,7 @@ def may_grow(
 ) -> bool:
     """True when a running elastic job could use more workers than its plan has (worth a candidate plan
     when capacity appears)."""
-    if isinstance(spec, api.InvalidSpec) or not spec.elastic_range:
+    if isinstance(spec, api.InvalidSpec) or not spec.elastic_range or spec.mode is api.Mode.REINFORCEMENT:
         return False
     if (job.get("status") or {}).get("phase") != "Running":
         return False
