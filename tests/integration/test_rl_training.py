@@ -120,9 +120,10 @@ def test_strict_ppo_reaches_the_target_in_lock_step(jobs: list[LocalRlJob], tmp_
     status = assert_reached(job, job.wait(DEADLINE_S))
     assert status["policyLag"]["counts"] == {"0": status["policyLag"]["counts"]["0"]}  # only fresh data
     assert status["relaxedDependencies"] == []
-    # one batch from each actor per round; the last round's batches may end the job before it trains, and
-    # the first round may start before the second actor's first batch (it waits for actors it has heard from)
-    assert status["batches"] - 2 * status["rounds"] in (-1, 0, 1, 2)
+    # at most one batch from each actor per round (the last round's batches may end the job before it
+    # trains); rounds before the second actor's first batch train on one (the learner waits for the actors it
+    # has heard from, and a slow start on a loaded machine can take several rounds)
+    assert status["rounds"] <= status["batches"] <= 2 * status["rounds"] + 2
 
 
 def test_strict_rounds_follow_the_live_actors_when_one_goes_away(
