@@ -36,8 +36,13 @@ def equal_split_estimate(workers: Sequence[Mapping[str, Any]], global_batch: int
     return global_batch / max(c * share for c in per_sample)
 
 
-def _events(core: client.CoreV1Api, name: str) -> list[Any]:
-    items = core.list_namespaced_event(NAMESPACE, field_selector=f"involvedObject.name={name}").items
+def _events(core: client.CoreV1Api, job: Mapping[str, Any]) -> list[Any]:
+    """This job's events, not those of an earlier job of the same name (an earlier demo's, unexpired)."""
+    meta = job["metadata"]
+    selector = f"involvedObject.name={meta['name']}"
+    if meta.get("uid"):
+        selector += f",involvedObject.uid={meta['uid']}"
+    items = core.list_namespaced_event(NAMESPACE, field_selector=selector).items
     return sorted(items, key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp)
 
 
@@ -114,13 +119,13 @@ def run_demo(
                     api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, name
                 )
                 job = dict(found)
-            events = _events(core, name)
+            events = _events(core, job)
             live.update(_view(job, events, time.monotonic() - started))
             if (job.get("status") or {}).get("phase") in TERMINAL:
                 break
             time.sleep(1.0)
     status = job.get("status") or {}
-    events = _events(core, name)
+    events = _events(core, job)
     _summary(console, job, events, time.monotonic() - started, _final_accuracy(cluster.paths.state, name))
     return 0 if status.get("phase") == "Succeeded" else 1
 
