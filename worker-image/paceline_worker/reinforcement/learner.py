@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -78,20 +79,16 @@ def learner_device() -> str:
 
 def make_trainer(settings: RlSettings, *, seed: int, device: str = "cpu") -> Trainer:
     obs_dim, n_actions = env_shape(settings.env)
+    trainer: Callable[..., Trainer]
     if settings.algorithm is Algorithm.PPO:
         from .ppo import PpoTrainer
 
-        return PpoTrainer(
-            obs_dim=obs_dim,
-            n_actions=n_actions,
-            max_lag=settings.max_policy_lag,
-            round_samples=settings.round_samples,
-            seed=seed,
-            device=device,
-        )
-    from .dqn import DqnTrainer
+        trainer = PpoTrainer
+    else:
+        from .dqn import DqnTrainer
 
-    return DqnTrainer(
+        trainer = DqnTrainer
+    return trainer(
         obs_dim=obs_dim,
         n_actions=n_actions,
         max_lag=settings.max_policy_lag,
