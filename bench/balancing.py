@@ -66,7 +66,7 @@ from paceline.balancer.optimizer import round_largest_remainder, water_fill
 from paceline.controller.rebalance import JobControl, control_step
 from paceline.reasons import EventReason
 from paceline_dev.control_token import CONTROL_TOKEN, control_token_file
-from paceline_worker.wire import Assignment
+from paceline_worker.wire import Assignment, authorization
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER_SCRIPT = Path(__file__).with_name("_workers.py")
@@ -177,8 +177,9 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def http(method: str, url: str, body: Mapping[str, Any] | None = None) -> tuple[int, str]:
+    """One request to a worker, bearing the job's control token as the operator's writes do."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method)
+    request = urllib.request.Request(url, data=data, method=method, headers=authorization(CONTROL_TOKEN))
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, response.read().decode()
