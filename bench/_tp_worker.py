@@ -68,6 +68,7 @@ def main() -> None:
     seconds: list[float] = []
     with Worker.from_env(model, optimizer, dataset, loss_fn=nn.CrossEntropyLoss()) as w:
         split = [s.module for s in w.config.plan.modules]
+        backend = str(torch.distributed.get_backend())  # (after a stop the group may be gone)
         args.out.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         for batch in w.batches(max_steps=args.max_steps):
@@ -108,7 +109,7 @@ def main() -> None:
             "splitBytes": {"held": held, "full": full},
             "stepSeconds": seconds,
             "device": str(w.device),
-            "backend": str(torch.distributed.get_backend()),
+            "backend": backend,
             "lastComputeSeconds": w.last_timing.compute if w.last_timing else None,
             "gpuMetrics": sorted(
                 {m.name for m in w.metrics.registry.collect() if m.name.startswith("paceline_worker_gpu")}

@@ -208,7 +208,9 @@ class Supervisor:
             code = self._agent.wait()
             nxt = self._next_generation(code)
             if nxt is None:
-                if code and self.grace_s:
+                if self._terminated:
+                    log.info("ranks exited with %d after the pod was stopped", code)
+                elif code and self.grace_s:
                     log.error("ranks exited with %d and no new generation came in %gs", code, self.grace_s)
                 return code
             log.info(

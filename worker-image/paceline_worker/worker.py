@@ -29,7 +29,7 @@ from .generation_file import GenerationFile, data_parallel_only, rank_env, regro
 from .gradient_sync import GradientSync, sum_allreduce_hook
 from .http_server import assignment_routes
 from .metrics import StepTiming, WorkerMetrics
-from .rendezvous import Rendezvous
+from .rendezvous import Rendezvous, RendezvousError
 from .sampler import GlobalSampler
 from .signals import exit_with_parent
 from .tensor_parallel import (
@@ -47,6 +47,8 @@ from .termination import write_termination_message
 from .wire import Assignment, AssignmentError, Env, Generation, assignment_from_mapping
 
 log = logging.getLogger(__name__)
+
+RETRY_S = 0.2  # before joining a rendezvous again after it failed
 
 
 class Worker:
@@ -289,6 +291,14 @@ class Worker:
 
             try:
                 met = rendezvous.wait(timeout_s=max(0.0, deadline - time.monotonic()), abort=superseded)
+            except RendezvousError as exc:  # e.g. its rank 0 left it for a newer generation
+                rendezvous.close()
+                if time.monotonic() >= deadline:
+                    raise
+                log.info("rank %d: %s; joining again", self.rank, exc)
+                time.sleep(RETRY_S)
+                generation = membership.newest()
+                continue
             except BaseException:
                 rendezvous.close()
                 raise
