@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -12,6 +13,7 @@ import numpy.typing as npt
 
 from .config import PsAddress
 from .protocol import ProtocolError, from_wire, recv_frame, send_frame, to_wire
+from .sharding import ParameterSpec
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +69,23 @@ class ShardConnection:
         return reply, body
 
     def init(
-        self, *, fingerprint: str, values: FloatArray, learning_rate: float, momentum: float
+        self,
+        *,
+        fingerprint: str,
+        values: FloatArray,
+        learning_rate: float,
+        momentum: float,
+        model: Sequence[ParameterSpec] = (),
+        shards: int = 1,
     ) -> tuple[int, FloatArray]:
+        """Join the shard; `model` (every parameter's name and shape) and `shards` let it checkpoint."""
         header = {
             "op": "init",
             "fingerprint": fingerprint,
             "learningRate": learning_rate,
             "momentum": momentum,
+            "model": [[spec.name, list(spec.shape)] for spec in model],
+            "shards": shards,
         }
         reply, body = self.request(header, to_wire(values))
         return int(reply["version"]), from_wire(body)

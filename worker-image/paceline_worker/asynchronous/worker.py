@@ -68,7 +68,8 @@ class AsyncWorker:
         self.last_timing: StepTiming | None = None
         self.stopped_by_signal = False
         self._params = list(model.parameters())
-        self._layouts: list[ShardLayout] = assign_shards(parameter_specs(model), len(config.ps_addrs))
+        self._specs = parameter_specs(model)
+        self._layouts: list[ShardLayout] = assign_shards(self._specs, len(config.ps_addrs))
         self._shards: list[ShardConnection] = []
         self._simulation: SimulatedDevice | None = None
         every = os.environ.get(Env.CURVATURE_EVERY, str(DEFAULT_CURVATURE_EVERY))
@@ -108,22 +109,8 @@ class AsyncWorker:
         cuda = torch.cuda.is_available()
         self.core.use_device(torch.device("cuda", base.local_rank) if cuda else torch.device("cpu"))
         try:
-            for layout, address in zip(self._layouts, self.config.ps_addrs, strict=True):
-                connection = ShardConnection(
-                    address,
-                    shard=layout.shard,
-                    worker=str(self.rank),
-                    connect_timeout_s=self.config.connect_timeout_s,
-                )
-                self._shards.append(connection)
-                version, values = connection.init(
-                    fingerprint=layout.fingerprint(),
-                    values=flatten(self._params, layout),
-                    learning_rate=self.learning_rate,
-                    momentum=self.momentum,
-                )
-                load(self._params, layout, values)
-                self.versions.append(version)
+            for layout in self._layouts:
+                self._shards.append(self._join(layout))
             self._simulation = self.core.simulated_device(batch_size=self.batch_size, agree=alone)
             self.core.serve({}, self.status)
         except BaseException:
@@ -156,6 +143,42 @@ class AsyncWorker:
         self.core.close()
         if exc_type is None and self.stopped_by_signal:
             raise SystemExit(0)
+
+    def _join(self, layout: ShardLayout) -> ShardConnection:
+        """Connect to a shard (retrying until the connect timeout) and load its parameters: the shard's,
+        or — when this worker is the first to reach a shard without a checkpoint — this worker's own."""
+        connection = ShardConnection(
+            self.config.ps_addrs[layout.shard],
+            shard=layout.shard,
+            worker=str(self.rank),
+            connect_timeout_s=self.config.connect_timeout_s,
+        )
+        try:
+            version, values = connection.init(
+                fingerprint=layout.fingerprint(),
+                values=flatten(self._params, layout),
+                learning_rate=self.learning_rate,
+                momentum=self.momentum,
+                model=self._specs,
+                shards=len(self._layouts),
+            )
+        except BaseException:
+            connection.close()
+            raise
+        load(self._params, layout, values)
+        if layout.shard < len(self.versions):
+            self.versions[layout.shard] = version
+        else:
+            self.versions.append(version)
+        return connection
+
+    def _rejoin(self, layout: ShardLayout, error: Exception) -> None:
+        """The shard's connection broke (its process restarted): connect again and read its parameters
+        (restored from its checkpoint); this step's gradient for that shard is lost."""
+        log.warning("PS shard %d connection lost (%s); reconnecting", layout.shard, error)
+        self._shards[layout.shard].close()
+        self._shards[layout.shard] = self._join(layout)
+        log.info("rejoined PS shard %d at model version %d", layout.shard, self.versions[layout.shard])
 
     def _close_connections(self, *, goodbye: bool) -> None:
         for connection in self._shards:
@@ -226,10 +249,14 @@ class AsyncWorker:
         computed = time.perf_counter()
         grads = [p.grad for p in self._params]
         results = []
-        for connection, layout in zip(self._shards, self._layouts, strict=True):
-            result, values = connection.push(
-                read_version=self.versions[layout.shard], gradient=flatten(grads, layout)
-            )
+        for connection, layout in zip(list(self._shards), self._layouts, strict=True):
+            try:
+                result, values = connection.push(
+                    read_version=self.versions[layout.shard], gradient=flatten(grads, layout)
+                )
+            except OSError as exc:  # ProtocolError included: the shard went away
+                self._rejoin(layout, exc)
+                continue
             load(self._params, layout, values)
             self.versions[layout.shard] = result.version
             results.append(result)
@@ -261,8 +288,12 @@ class AsyncWorker:
 
     def pull(self) -> list[int]:
         """Read the current model from every shard now (e.g. before evaluating); returns the versions."""
-        for connection, layout in zip(self._shards, self._layouts, strict=True):
-            version, values = connection.pull()
+        for connection, layout in zip(list(self._shards), self._layouts, strict=True):
+            try:
+                version, values = connection.pull()
+            except OSError as exc:
+                self._rejoin(layout, exc)
+                continue
             load(self._params, layout, values)
             self.versions[layout.shard] = version
         return list(self.versions)
