@@ -9,6 +9,7 @@ every PACELINE_CHECKPOINT_INTERVAL_STEPS model versions and when it stops (ps_ch
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -53,6 +54,7 @@ class ParameterServer:
         self.restored_version: int | None = None
         self._restore()
         self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
         self._connections = 0
         self._finished: set[str] = set()
         self.stop_event = threading.Event()
@@ -87,9 +89,10 @@ class ParameterServer:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._lock:
             self._connections += 1
+            self._sockets.add(sock)
             self.metrics.observe_connections(self._connections)
         try:
-            while True:
+            while not self._closing:
                 header, payload = recv_frame(sock)
                 reply, body = self._handle(header, payload)
                 send_frame(sock, reply, body)
@@ -98,6 +101,7 @@ class ParameterServer:
         finally:
             with self._lock:
                 self._connections -= 1
+                self._sockets.discard(sock)
                 self.metrics.observe_connections(self._connections)
 
     def _handle(self, header: Mapping[str, Any], payload: bytes) -> tuple[dict[str, Any], bytes]:
@@ -341,10 +345,14 @@ class ParameterServer:
         return self
 
     def stop(self) -> None:
-        """Stop serving workers, write the final checkpoint, stop HTTP."""
+        """Stop serving workers (open connections too), write the final checkpoint, stop HTTP."""
         self._tcp.shutdown()
         self._tcp.server_close()
         self._closing = True
+        with self._lock:
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
         self._save_due.set()
         path = self.checkpoint()
         if path is not None:

@@ -19,7 +19,7 @@ from ..curvature import top_hessian_eigenvalue
 from ..data import Batch, collate_indices, to_device
 from ..metrics import StepTiming, WorkerMetrics
 from ..simulation import SimulatedDevice
-from ..wire import Env
+from ..wire import EXIT_TEMPORARY_FAILURE, Env
 from .client import PushResult, ShardConnection
 from .config import AsyncWorkerConfig, worker_config_from_env
 from .sharding import ShardLayout, assign_shards
@@ -147,24 +147,32 @@ class AsyncWorker:
     def _join(self, layout: ShardLayout) -> ShardConnection:
         """Connect to a shard (retrying until the connect timeout) and load its parameters: the shard's,
         or — when this worker is the first to reach a shard without a checkpoint — this worker's own."""
-        connection = ShardConnection(
-            self.config.ps_addrs[layout.shard],
-            shard=layout.shard,
-            worker=str(self.rank),
-            connect_timeout_s=self.config.connect_timeout_s,
-        )
-        try:
-            version, values = connection.init(
-                fingerprint=layout.fingerprint(),
-                values=flatten(self._params, layout),
-                learning_rate=self.learning_rate,
-                momentum=self.momentum,
-                model=self._specs,
-                shards=len(self._layouts),
+        deadline = time.monotonic() + self.config.connect_timeout_s
+        while True:
+            connection = ShardConnection(
+                self.config.ps_addrs[layout.shard],
+                shard=layout.shard,
+                worker=str(self.rank),
+                connect_timeout_s=max(deadline - time.monotonic(), 0.0),
             )
-        except BaseException:
-            connection.close()
-            raise
+            try:
+                version, values = connection.init(
+                    fingerprint=layout.fingerprint(),
+                    values=flatten(self._params, layout),
+                    learning_rate=self.learning_rate,
+                    momentum=self.momentum,
+                    model=self._specs,
+                    shards=len(self._layouts),
+                )
+                break
+            except OSError as exc:  # accepted, then closed: a shard on its way out; try again
+                connection.close()
+                if time.monotonic() >= deadline:
+                    raise ConnectionError(f"PS shard {layout.shard}: {exc}") from exc
+                time.sleep(0.2)
+            except BaseException:
+                connection.close()
+                raise
         load(self._params, layout, values)
         if layout.shard < len(self.versions):
             self.versions[layout.shard] = version
@@ -177,7 +185,14 @@ class AsyncWorker:
         (restored from its checkpoint); this step's gradient for that shard is lost."""
         log.warning("PS shard %d connection lost (%s); reconnecting", layout.shard, error)
         self._shards[layout.shard].close()
-        self._shards[layout.shard] = self._join(layout)
+        try:
+            self._shards[layout.shard] = self._join(layout)
+        except ConnectionError as exc:  # e.g. a re-created PS pod at another address: restart the pod
+            log.error(
+                "PS shard %d did not come back: %s; exiting %d", layout.shard, exc, EXIT_TEMPORARY_FAILURE
+            )
+            self._shards.pop(layout.shard)
+            raise SystemExit(EXIT_TEMPORARY_FAILURE) from exc
         log.info("rejoined PS shard %d at model version %d", layout.shard, self.versions[layout.shard])
 
     def _close_connections(self, *, goodbye: bool) -> None:
