@@ -91,7 +91,7 @@ def test_a_killed_shard_restores_its_checkpoint_and_training_continues(tmp_path:
                     str(STEPS),
                     "--batch-size",
                     "16",
-                    "--momentum",  # stable with two asynchronous workers (0.9 is at the edge: it may not learn)
+                    "--momentum",  # stable with two asynchronous workers (0.9 is at the edge: may not learn)
                     "0.5",
                     "--result",
                     str(tmp_path / f"worker{r}.json"),
