@@ -82,6 +82,9 @@ def test_a_restored_shard_continues_exactly_where_the_saved_one_was(tmp_path: Pa
     _, b = twin.apply(worker="w", read_version=5, gradient=gradient)
     np.testing.assert_array_equal(a.values, b.values)  # the momentum buffer came back too
     assert twin.updates_after(0)[0].index == 5  # the update sequence goes on from the saved version
+    other = np.zeros(TOTAL + 1, np.float32)
+    with pytest.raises(ValueError, match="checkpoint of another model"):
+        twin.initialise(fingerprint="other", values=other, learning_rate=0.1, momentum=0.0)
 
 
 def test_restore_by_parameter_name_when_the_number_of_shards_changes(tmp_path: Path) -> None:

@@ -66,9 +66,9 @@ class ParameterShard:
         self._values: FloatArray | None = None
         self._buffer: FloatArray | None = None
         self._fingerprint = ""
-        self._model: tuple[
-            ParameterSpec, ...
-        ] = ()  # the whole model (from the first worker), for checkpoints
+        # the whole model (from the first worker): what a checkpoint needs to be restored by name
+        self._model: tuple[ParameterSpec, ...] = ()
+        self.restored = False  # the state came from a checkpoint
         self._shards = 1
         self._version = 0
         self._store: HyperparameterStore | None = None
@@ -133,10 +133,14 @@ class ParameterShard:
                     initial = from_worker.updated(self._override)
                 self._store = HyperparameterStore(initial)
             elif fingerprint != self._fingerprint or values.size != self._values.size:
+                hint = (
+                    "restored from a checkpoint of another model? (remove the job's ps-shard-*.npz)"
+                    if self.restored
+                    else "same model and PACELINE_PS_ADDRS on every worker?"
+                )
                 raise ShardError(
                     f"shard {self.shard} holds layout {self._fingerprint} ({self._values.size} values), "
-                    f"the worker sent {fingerprint} ({values.size}): "
-                    "same model and PACELINE_PS_ADDRS on every worker?"
+                    f"the worker sent {fingerprint} ({values.size}): {hint}"
                 )
             return Snapshot(version=self._version, values=self._values.copy())
 
@@ -151,6 +155,7 @@ class ParameterShard:
             self._fingerprint = restored.layout.fingerprint()
             self._version = restored.version
             self._model, self._shards = restored.model, restored.layout_shards
+            self.restored = True
             hyper = restored.hyperparameters
             if self._override is not None and self._override.version > hyper.version:
                 hyper = hyper.updated(self._override)
