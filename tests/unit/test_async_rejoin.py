@@ -67,3 +67,37 @@ def test_a_worker_rejoins_a_restored_shard_and_gives_up_with_75_when_none_comes_
             assert stopped.value.code == EXIT_TEMPORARY_FAILURE == 75
     finally:
         server.stop()
+
+
+def test_a_worker_asked_to_stop_does_not_rejoin_a_new_shard(tmp_path: Path) -> None:
+    """Pods deleted together (a resize): the shard goes first, the worker's SIGTERM comes — it must not join
+    the new shard (its goodbye would count as one of the new workers')."""
+    server = _ps(0, tmp_path)
+    port = server.tcp_address[1]
+    env = {
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+        "PACELINE_PS_ADDRS": f"127.0.0.1:{port}",
+        "PACELINE_METRICS_PORT": "0",
+        "POD_IP": "127.0.0.1",
+        "PACELINE_PS_CONNECT_TIMEOUT_S": "30",
+    }
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(64, 3), torch.randint(0, 2, (64,)))
+    worker = AsyncWorker.from_env(
+        nn.Linear(3, 2), data, env=env, loss_fn=nn.CrossEntropyLoss(), learning_rate=0.1, default_batch_size=8
+    )
+    try:
+        with pytest.raises(SystemExit) as stopped, worker:
+            batches = worker.batches()
+            worker.step(next(batches))
+            server.stop()
+            server = _ps(port, tmp_path)
+            batch = next(batches)
+            worker.core.stop.request()  # SIGTERM
+            worker.step(batch)
+            assert worker.stopped_by_signal and list(batches) == []
+        assert stopped.value.code == 0
+        assert server.status()["connectedWorkers"] == 0 and server.status()["finishedWorkers"] == []
+    finally:
+        server.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -37,16 +37,28 @@ class PsError(RuntimeError):
 
 
 class ShardConnection:
-    def __init__(self, address: PsAddress, *, shard: int, worker: str, connect_timeout_s: float) -> None:
+    def __init__(
+        self,
+        address: PsAddress,
+        *,
+        shard: int,
+        worker: str,
+        connect_timeout_s: float,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """Connect, retrying for `connect_timeout_s`; `cancelled()` true stops the retries at once
+        (ConnectionAbortedError), e.g. when the worker was asked to stop."""
         self.address = address
         self.shard = shard
         self.worker = worker
-        self._sock = self._connect(connect_timeout_s)
+        self._sock = self._connect(connect_timeout_s, cancelled)
 
-    def _connect(self, timeout: float) -> socket.socket:
+    def _connect(self, timeout: float, cancelled: Callable[[], bool]) -> socket.socket:
         deadline = time.monotonic() + timeout
         delay = 0.05
         while True:
+            if cancelled():
+                raise ConnectionAbortedError(f"stopped connecting to PS shard {self.shard}")
             try:
                 sock = socket.create_connection((self.address.host, self.address.port), timeout=10)
             except OSError as exc:

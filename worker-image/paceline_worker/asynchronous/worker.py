@@ -145,8 +145,9 @@ class AsyncWorker:
             raise SystemExit(0)
 
     def _join(self, layout: ShardLayout) -> ShardConnection:
-        """Connect to a shard (retrying until the connect timeout) and load its parameters: the shard's,
-        or — when this worker is the first to reach a shard without a checkpoint — this worker's own."""
+        """Connect to a shard (retrying until the connect timeout, or a stop request: then
+        ConnectionAbortedError) and load its parameters: the shard's, or — when this worker is the first to
+        reach a shard without a checkpoint — this worker's own."""
         deadline = time.monotonic() + self.config.connect_timeout_s
         while True:
             connection = ShardConnection(
@@ -154,6 +155,7 @@ class AsyncWorker:
                 shard=layout.shard,
                 worker=str(self.rank),
                 connect_timeout_s=max(deadline - time.monotonic(), 0.0),
+                cancelled=lambda: self.core.stop.requested,
             )
             try:
                 version, values = connection.init(
@@ -167,6 +169,8 @@ class AsyncWorker:
                 break
             except OSError as exc:  # accepted, then closed: a shard on its way out; try again
                 connection.close()
+                if self.core.stop.requested:
+                    raise ConnectionAbortedError(f"stopped joining PS shard {layout.shard}") from exc
                 if time.monotonic() >= deadline:
                     raise ConnectionError(f"PS shard {layout.shard}: {exc}") from exc
                 time.sleep(0.2)
@@ -180,13 +184,20 @@ class AsyncWorker:
             self.versions.append(version)
         return connection
 
-    def _rejoin(self, layout: ShardLayout, error: Exception) -> None:
+    def _rejoin(self, layout: ShardLayout, error: Exception) -> bool:
         """The shard's connection broke (its process restarted): connect again and read its parameters
-        (restored from its checkpoint); this step's gradient for that shard is lost."""
-        log.warning("PS shard %d connection lost (%s); reconnecting", layout.shard, error)
+        (restored from its checkpoint); this step's gradient for that shard is lost. False when the worker
+        was asked to stop meanwhile (SIGTERM: the pods are going away, a new shard is not this worker's)."""
         self._shards[layout.shard].close()
+        if self.core.stop.requested:
+            log.info("PS shard %d connection lost (%s) while stopping", layout.shard, error)
+            return False
+        log.warning("PS shard %d connection lost (%s); reconnecting", layout.shard, error)
         try:
             self._shards[layout.shard] = self._join(layout)
+        except ConnectionAbortedError:
+            log.info("stopped while reconnecting to PS shard %d", layout.shard)
+            return False
         except ConnectionError as exc:  # e.g. a re-created PS pod at another address: restart the pod
             log.error(
                 "PS shard %d did not come back: %s; exiting %d", layout.shard, exc, EXIT_TEMPORARY_FAILURE
@@ -194,6 +205,7 @@ class AsyncWorker:
             self._shards.pop(layout.shard)
             raise SystemExit(EXIT_TEMPORARY_FAILURE) from exc
         log.info("rejoined PS shard %d at model version %d", layout.shard, self.versions[layout.shard])
+        return True
 
     def _close_connections(self, *, goodbye: bool) -> None:
         for connection in self._shards:
@@ -270,7 +282,9 @@ class AsyncWorker:
                     read_version=self.versions[layout.shard], gradient=flatten(grads, layout)
                 )
             except OSError as exc:  # ProtocolError included: the shard went away
-                self._rejoin(layout, exc)
+                if not self._rejoin(layout, exc):
+                    self.stopped_by_signal = True
+                    break  # stopping: batches() ends at the next batch
                 continue
             load(self._params, layout, values)
             self.versions[layout.shard] = result.version
@@ -307,7 +321,9 @@ class AsyncWorker:
             try:
                 version, values = connection.pull()
             except OSError as exc:
-                self._rejoin(layout, exc)
+                if not self._rejoin(layout, exc):
+                    self.stopped_by_signal = True
+                    break
                 continue
             load(self._params, layout, values)
             self.versions[layout.shard] = version
