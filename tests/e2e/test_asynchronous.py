@@ -149,7 +149,7 @@ def test_a_deleted_parameter_server_restores_its_checkpoint_and_the_job_succeeds
     doc = _job(2)
     doc["metadata"]["name"] = "async-ckpt"
     spec = doc["spec"]
-    spec["checkpoint"] = {"intervalSteps": 20}  # the shard writes ps-shard-0.npz every 20 model versions
+    spec["checkpoint"] = {"intervalSteps": 20}  # the shard writes ps-shard-0-of-1.npz every 20 model versions
     container = spec["template"]["spec"]["containers"][0]
     container["command"] = ["python", "examples/train_digits_async.py", "--epochs", "30"]
     container["env"] = [

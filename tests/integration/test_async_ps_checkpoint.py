@@ -114,7 +114,7 @@ def test_a_killed_shard_restores_its_checkpoint_and_training_continues(tmp_path:
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
         assert all(w.poll() is None for w in workers), all_logs()  # the workers wait for it to come back
-        saved = read_state(shard_file(checkpoints, 0))
+        saved = read_state(shard_file(checkpoints, 0, 1))
         assert saved.version >= INTERVAL
         assert saved.version < WORKERS * STEPS, "the kill must land mid-run"
 
@@ -142,7 +142,7 @@ def test_a_killed_shard_restores_its_checkpoint_and_training_continues(tmp_path:
         assert final is not None
         procs[-1].send_signal(signal.SIGTERM)
         assert procs[-1].wait(timeout=30) == 0
-        assert read_state(shard_file(checkpoints, 0)).version == final["version"]  # the stop checkpoint
+        assert read_state(shard_file(checkpoints, 0, 1)).version == final["version"]  # the stop checkpoint
     finally:
         for proc in procs:
             if proc.poll() is None:

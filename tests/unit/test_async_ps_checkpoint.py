@@ -110,6 +110,31 @@ def test_restore_by_parameter_name_when_the_number_of_shards_changes(tmp_path: P
         np.testing.assert_array_equal(values, saved[name])
 
 
+def test_a_re_sharded_shard_writing_first_does_not_destroy_what_another_still_restores(
+    tmp_path: Path,
+) -> None:
+    single = _trained_shard(0, 1, steps=4).state()
+    assert single is not None
+    save_state(tmp_path, single)
+    first = restore_shard(load_states(tmp_path), shard=0, shards=2)  # 1 → 2 shards: shard 0 is back first
+    assert not isinstance(first, str)
+    new0 = ParameterShard(shard=0)
+    new0.restore(first)
+    new0.apply(worker="w", read_version=4, gradient=np.ones(first.values.size, np.float32))
+    written = new0.state()
+    assert written is not None and written.shards == 2
+    save_state(tmp_path, written)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ps-shard-0-of-1.npz", "ps-shard-0-of-2.npz"]
+    late = restore_shard(load_states(tmp_path), shard=1, shards=2)  # shard 1 comes back later
+    assert not isinstance(late, str) and late.sources == (0,) and late.version == 4
+    expected = _by_name(None, single.values, 0, 1)
+    for name, values in _by_name(None, late.values, 1, 2).items():
+        np.testing.assert_array_equal(values, expected[name])
+    again = restore_shard(load_states(tmp_path), shard=0, shards=2)  # the newer file wins for shard 0
+    assert not isinstance(again, str) and again.version == 5 and not again.resharded
+    np.testing.assert_array_equal(again.values, written.values)
+
+
 def test_the_newest_file_wins_and_a_missing_tensor_is_reported() -> None:
     stale = _trained_shard(1, 2, steps=2).state()  # left behind by an earlier layout of 2 shards
     fresh = _trained_shard(0, 1, steps=7).state()  # the current single shard holds everything
@@ -147,11 +172,11 @@ def test_files_are_written_atomically_and_unreadable_ones_are_skipped(tmp_path: 
     state = _trained_shard(0, 1, steps=1).state()
     assert state is not None
     path = save_state(tmp_path / "ck", state)
-    assert path == shard_file(tmp_path / "ck", 0)
-    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["ps-shard-0.npz"]  # no temporary left
+    assert path == shard_file(tmp_path / "ck", 0, 1)
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["ps-shard-0-of-1.npz"]  # no temporary left
     again = read_state(path)
     assert (again.version, again.model, again.shards) == (1, MODEL, 1)
-    (tmp_path / "ck" / "ps-shard-1.npz").write_bytes(b"not a checkpoint")
+    (tmp_path / "ck" / "ps-shard-1-of-2.npz").write_bytes(b"not a checkpoint")
     assert [s.shard for s in load_states(tmp_path / "ck")] == [0]
     assert load_states(tmp_path / "absent") == []
 

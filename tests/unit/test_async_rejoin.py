@@ -54,7 +54,7 @@ def test_a_worker_rejoins_a_restored_shard_and_gives_up_with_75_when_none_comes_
                 worker.step(next(batches))
             assert worker.versions == [5]
             server.stop()  # checkpoints version 5 and closes
-            assert read_state(shard_file(tmp_path, 0)).version == 5
+            assert read_state(shard_file(tmp_path, 0, 1)).version == 5
             server = _ps(port, tmp_path)
             assert server.restored_version == 5
             worker.step(next(batches))  # the push meets the closed connection: rejoin, gradient lost

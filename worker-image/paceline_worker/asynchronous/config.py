@@ -90,7 +90,7 @@ class PsConfig:
     token_file: str | None = None  # PACELINE_TOKEN_FILE: control writes need this token (none: all refused)
     shards_known: bool = False  # PACELINE_PS_ADDRS was given (else `shards` is 1 by default)
     checkpoint_dir: str | None = (
-        None  # PACELINE_CHECKPOINT_DIR: ps-shard-<i>.npz there (none: no checkpoints)
+        None  # PACELINE_CHECKPOINT_DIR: ps-shard-<i>-of-<n>.npz there (none: no checkpoints)
     )
     checkpoint_interval: int = DEFAULT_CHECKPOINT_INTERVAL_STEPS  # every N model versions; 0: only at stop
 

@@ -1,6 +1,6 @@
 """Parameter-server checkpoints: one file per shard identity in the job's checkpoint directory.
 
-`ps-shard-<i>.npz` holds shard i's parameters and momentum buffer (float32, in its layout's order), its model
+`ps-shard-<i>-of-<n>.npz` holds shard i's (of n shards) parameters and momentum buffer (float32, in its layout's order), its model
 version, the hyperparameters in force and the whole model's parameter names and shapes. Restoring goes by
 parameter name, so a shard finds its tensors in whatever files exist, even when the number of shards (and
 with it the layout) changed since they were written. Files are written to a temporary name and renamed.
@@ -29,12 +29,13 @@ log = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float32]
 FORMAT_VERSION = 1
-FILE_PATTERN = re.compile(r"^ps-shard-(\d+)\.npz$")
+FILE_PATTERN = re.compile(r"^ps-shard-(\d+)-of-(\d+)\.npz$")
 
 
-def shard_file(directory: Path, shard: int) -> Path:
-    """Where shard `shard` keeps its checkpoint."""
-    return directory / f"ps-shard-{shard}.npz"
+def shard_file(directory: Path, shard: int, shards: int) -> Path:
+    """Where shard `shard` of `shards` keeps its checkpoint. The number of shards is part of the name: after
+    a change of it, no shard overwrites a file whose tensors another shard may still have to restore."""
+    return directory / f"ps-shard-{shard}-of-{shards}.npz"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,9 +137,9 @@ def _meta(state: ShardState) -> dict[str, Any]:
 
 
 def save_state(directory: Path, state: ShardState) -> Path:
-    """Write `state` to directory/ps-shard-<i>.npz through a temporary file and an atomic rename."""
+    """Write `state` to directory/ps-shard-<i>-of-<n>.npz through a temporary file and an atomic rename."""
     directory.mkdir(parents=True, exist_ok=True)
-    target = shard_file(directory, state.shard)
+    target = shard_file(directory, state.shard, state.shards)
     temporary = directory / f".{target.name}.tmp-{os.getpid()}"
     meta = np.frombuffer(json.dumps(_meta(state)).encode(), dtype=np.uint8)
     with open(temporary, "wb") as file:
