@@ -418,7 +418,8 @@ def build_ps_pod(
     }
     container["env"] = [
         *container["env"],
-        # the shard's checkpoint (ps-shard-<i>-of-<n>.npz) every intervalSteps model versions, in the job's directory
+        # the shard's checkpoint (ps-shard-<i>-of-<n>.npz) every intervalSteps model versions, in the job's
+        # checkpoint directory
         *_checkpoint_env(job, spec, pod["spec"], container),
         _env(Env.CHECKPOINT_INTERVAL_STEPS, str(spec.checkpoint.interval_steps)),
         *_mount_token(job, pod["spec"], container),

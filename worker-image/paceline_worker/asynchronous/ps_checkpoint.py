@@ -1,9 +1,10 @@
 """Parameter-server checkpoints: one file per shard identity in the job's checkpoint directory.
 
-`ps-shard-<i>-of-<n>.npz` holds shard i's (of n shards) parameters and momentum buffer (float32, in its layout's order), its model
-version, the hyperparameters in force and the whole model's parameter names and shapes. Restoring goes by
-parameter name, so a shard finds its tensors in whatever files exist, even when the number of shards (and
-with it the layout) changed since they were written. Files are written to a temporary name and renamed.
+`ps-shard-<i>-of-<n>.npz` holds shard i's (of n) parameters and momentum buffer (float32, in its layout's
+order), its model version, the hyperparameters in force and the whole model's parameter names and shapes.
+Restoring goes by parameter name, so a shard finds its tensors in whatever files exist, even when the number
+of shards (and with it the layout) changed since they were written. Files are written to a temporary name
+and renamed.
 
 `restore_shard` is pure; `save_state` / `load_states` are the file I/O (numpy only, no torch, no pickle).
 """
