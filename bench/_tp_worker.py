@@ -68,8 +68,8 @@ def main() -> None:
     seconds: list[float] = []
     with Worker.from_env(model, optimizer, dataset, loss_fn=nn.CrossEntropyLoss()) as w:
         split = [s.module for s in w.config.plan.modules]
+        backend = str(torch.distributed.get_backend())  # (after a stop the group may be gone)
         args.out.mkdir(parents=True, exist_ok=True)
-        resumed_from = w.global_step  # identifies this run: a later run resumes from a later checkpoint
         started = time.perf_counter()
         for batch in w.batches(max_steps=args.max_steps):
             if w.rank == 0 and batch.step == args.switch_at and args.switch_to:
@@ -91,8 +91,9 @@ def main() -> None:
                 "indices": batch.indices,
                 "version": w.assignment.version,
                 "generation": int(os.environ.get("PACELINE_GENERATION") or 0),
-                "resumedFrom": resumed_from,
+                "resumedFrom": w.group_started_at_step,  # with the generation, identifies the run
                 "worldSize": w.world_size,
+                "pid": os.getpid(),  # a rank kept across a resize keeps its process
                 "time": time.time(),  # wall clock: resize pauses are measured across pods
             }
             records.append(record)
@@ -108,7 +109,7 @@ def main() -> None:
             "splitBytes": {"held": held, "full": full},
             "stepSeconds": seconds,
             "device": str(w.device),
-            "backend": str(torch.distributed.get_backend()),
+            "backend": backend,
             "lastComputeSeconds": w.last_timing.compute if w.last_timing else None,
             "gpuMetrics": sorted(
                 {m.name for m in w.metrics.registry.collect() if m.name.startswith("paceline_worker_gpu")}

@@ -11,7 +11,9 @@ Progress goes to stderr; the last stdout line is one JSON object:
   provision_to_training_s   the first placeholder created → the first step trained on an added node
   resize_pause_s            per resize (generation change): last step before it → first step after it
                             (p50, max; node provisioning is not in it: training goes on meanwhile)
-  survivor_pods_recreated   worker pods replaced on a node that stayed (0: kept pods restart in place)
+  survivor_pods_recreated   worker pods replaced on a node that stayed (0: kept pods stay)
+  rank_processes            rank processes that trained a step (16 for the 4 first workers' ranks plus 4 per
+                            replacement pod when kept ranks keep their processes across resizes)
   samples_skipped / samples_duplicated   per epoch, over every step in the final model
   throughput_per_price_vs_best_single_type   predicted throughput (the planner's peak-FLOP/s scale for
                             data parallel) per dollar of the mix the operator grew to, ÷ the same for the
@@ -256,6 +258,7 @@ def main() -> int:
         "resize_pause_s": {"p50": round(statistics.median(gaps), 1), "max": round(max(gaps), 1)},
         "resizes": len(gaps),
         "survivor_pods_recreated": recreated,
+        "rank_processes": len({r["pid"] for rank in ranks for r in rank["records"]}),
         "samples_skipped": skipped,
         "samples_duplicated": duplicated,
         "throughput_per_price_vs_best_single_type": round(ratio, 3),

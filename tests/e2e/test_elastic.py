@@ -68,7 +68,7 @@ def test_a_lost_node_replans_resumes_from_the_volume_and_keeps_every_sample(
 
         (message, *_) = wait_for("a Resized event", lambda: _resized(kube, namespace), timeout_s=180)
         assert LOST in message and "from 2 to 1 worker" in message, message
-        assert "1 pod(s) restart in place" in message, message
+        assert "1 pod(s) kept" in message, message
         wait_for(
             "no live pod pinned to the lost node",
             lambda: (

@@ -139,9 +139,7 @@ def test_a_lost_node_replans_keeps_the_pods_it_can_and_names_the_new_ones_afresh
     (event,) = planned.events
     assert event.type == "Warning" and event.reason is EventReason.RESIZED
     assert (
-        "gpu-h100-0" in event.message
-        and "from 3 to 3" in event.message
-        and "1 pod(s) restart in place" in event.message
+        "gpu-h100-0" in event.message and "from 3 to 3" in event.message and "1 pod(s) kept" in event.message
     )
     kept = adopt_plan(observed(control=stored, usable_nodes=frozenset({"gpu-h100-0", "gpu-t4-0"})), SPEC)
     assert isinstance(kept, Planned) and kept.plan == PLAN and kept.events == []

@@ -141,6 +141,14 @@ class AssignmentStore:
             self._current = current
             self._pending = pending if pending is not None and pending.version > current.version else None
 
+    def reset(self, current: Assignment, *, rank: int) -> None:
+        """Start over as `rank` of a new group (a regroup): its assignment, nothing pending."""
+        with self._lock:
+            self._rank = rank
+            self._current = current
+            self._pending = None
+            self._pending_received_at = None
+
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {

@@ -81,16 +81,33 @@ class RuntimeCore:
         self.metrics = WorkerMetrics(rank=metrics_rank, job=config.job)
         self._metrics_rank = metrics_rank
         self._http: HttpEndpoint | None = None
+        self._served: tuple[Routes, Callable[[], Mapping[str, Any]]] | None = None
 
     def use_device(self, device: torch.device) -> None:
         """Move the module to `device`; on a GPU the metrics also report that GPU (NVML)."""
         self.device = device
         if device.type == "cuda":
-            self.metrics = WorkerMetrics(rank=self._metrics_rank, job=self.config.job, gpu_index=device.index)
+            self.metrics = self._new_metrics()
         self.module.to(device)
+
+    def _new_metrics(self) -> WorkerMetrics:
+        gpu_index = self.device.index if self.device.type == "cuda" else None
+        return WorkerMetrics(rank=self._metrics_rank, job=self.config.job, gpu_index=gpu_index)
+
+    def reconfigure(self, config: WorkerConfig, *, metrics_rank: int) -> None:
+        """Take a new rank identity (a regroup): metrics under the new rank label, served on the same port."""
+        self.config = config
+        if metrics_rank == self._metrics_rank:
+            return
+        self._metrics_rank = metrics_rank
+        self.metrics = self._new_metrics()
+        if self._http is not None and self._served is not None:
+            self._http.stop()
+            self.serve(*self._served)
 
     def serve(self, routes: Routes, status: Callable[[], Mapping[str, Any]]) -> tuple[str, int]:
         """Start the HTTP endpoint: /metrics, /healthz, /status plus the role's routes."""
+        self._served = (routes, status)
         auth = ControlAuth.from_env(
             {Env.TOKEN_FILE: self.config.token_file or ""},
             on_refused=lambda refusal: self.metrics.refused(refusal),

@@ -1,17 +1,22 @@
-"""The pod's entry point: torchrun with one process (rank) per GPU, restarted in place when the job resizes.
+"""The pod's entry point: torchrun with one process (rank) per GPU, kept across resizes of the job.
 
     python -m paceline_worker.launch -- python train.py --epochs 5
 
-torchrun reads its settings from the pod's environment, as with Kubeflow's PyTorchJob: PET_NNODES (pods),
+The pod's place in the job comes from its environment, as with Kubeflow's PyTorchJob: PET_NNODES (pods),
 PET_NODE_RANK (this pod), PET_NPROC_PER_NODE (GPUs of the pod), PET_MASTER_ADDR / PET_MASTER_PORT (pod 0).
-Each rank gets torchrun's RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE. The user's command runs as given
-(`--no-python`), so any script or module works.
+torchrun runs the pod's ranks as a single-node group (a local rendezvous on loopback) and the ranks meet the
+other pods' ranks in Paceline's rendezvous (`paceline_worker.rendezvous`): each rank learns its global RANK
+and WORLD_SIZE from the generation the launcher writes to PACELINE_GENERATION_FILE. The user's command runs
+as given (`--no-python`), so any script or module works.
 
 Two processes: this supervisor, and torchrun's agent under it (`--agent`). With PACELINE_LAUNCHER_PORT
-set, the supervisor serves `PUT /generation` (see wire.py): a newer generation stops the ranks
-gracefully (SIGTERM: every rank stops at the same step and rank 0 checkpoints) and starts them again with the
-new pods, order, assignment and plan — the pod itself survives. When the ranks fail (a peer's node was lost),
-the supervisor waits up to PACELINE_RESIZE_GRACE_S for a new generation before giving up.
+set, the supervisor serves `PUT /generation` (see wire.py). A newer generation of a data-parallel job is
+written to the generation file: the ranks keep running, join the new generation's rendezvous while they
+train, and switch at one step boundary once every rank of the new world (including those of pods that are
+still starting) is there. Otherwise (modules split by the plan) the ranks stop gracefully (SIGTERM: every
+rank stops at the same step and rank 0 checkpoints) and start again with the new pods, order, assignment
+and plan. Either way the pod itself survives. When the ranks fail (a peer's node was lost abruptly), the
+supervisor restarts them with the newest generation, waiting up to PACELINE_RESIZE_GRACE_S for one.
 
 Exit code: the first failing rank's (a rank killed by signal N exits 128 + N, as a container would), so the
 operator's restart policy still tells a bug (1-127) from a preemption or OOM kill (>= 128); 0 when all ranks
@@ -22,20 +27,26 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
+import uuid
 from collections.abc import Sequence
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from .control_auth import ControlAuth
+from .generation_file import regroups_in_place, write_generation
 from .http_server import HttpEndpoint, Response, Routes, common_routes
 from .metrics import launcher_metrics
+from .signals import exit_with_parent
 from .wire import (
     LAUNCHER_PORT,
     Env,
@@ -52,12 +63,21 @@ USAGE = "usage: python -m paceline_worker.launch [--] COMMAND [ARGS...]"
 
 
 def torchrun_args(command: Sequence[str]) -> list[str]:
-    """torchrun's arguments for `command`; the rest comes from PET_* variables.
+    """torchrun's arguments for `command`: the pod's ranks as one local group (PET_NPROC_PER_NODE of them);
+    the ranks meet the other pods' in Paceline's rendezvous, so a pod can join or leave without restarting.
 
     torchrun expands `${local_rank}` in arguments with `string.Template`, which also turns `$$` into `$`;
     every `$` is doubled so the command runs exactly as written.
     """
-    return ["--max-restarts=0", "--no-python", "--", *(arg.replace("$", "$$") for arg in command)]
+    local = ["--nnodes=1", "--node-rank=0", "--rdzv-backend=c10d", "--rdzv-endpoint=127.0.0.1:0"]
+    return [
+        *local,
+        f"--rdzv-id={uuid.uuid4().hex}",
+        "--max-restarts=0",
+        "--no-python",
+        "--",
+        *(arg.replace("$", "$$") for arg in command),
+    ]
 
 
 def exit_code(failure_code: int) -> int:
@@ -71,6 +91,7 @@ def run_agent(command: Sequence[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
+    exit_with_parent()  # the agent goes with the supervisor (and the ranks with the agent)
     if os.environ.get("PACELINE_LOCAL_RUNTIME"):
         # Local cluster: torchrun's agent looks up its host name for logs and error reports; answer without a
         # resolver so nothing can reach a DNS server (the local cluster contacts loopback addresses only).
@@ -90,11 +111,14 @@ def run_agent(command: Sequence[str]) -> int:
 class Supervisor:
     """Runs the agent for the current generation; restarts it for a newer one; forwards SIGTERM."""
 
-    def __init__(self, command: Sequence[str], first: Generation, *, grace_s: float) -> None:
+    def __init__(self, command: Sequence[str], first: Generation, *, grace_s: float, workdir: Path) -> None:
         self.command = list(command)
         self.current = first
         self.grace_s = grace_s
         self.restarts = 0
+        self.handed_over = 0  # generations written to the running ranks (no restart)
+        self.generation_file = workdir / "generation.json"
+        self._started = first.generation  # the generation the running ranks were started with
         self._pending: Generation | None = None
         self._agent: subprocess.Popen[bytes] | None = None
         self._terminated = False
@@ -108,15 +132,25 @@ class Supervisor:
                 return HTTPStatus.CONFLICT, {
                     "error": f"generation {generation.generation} is not newer than {newest.generation}"
                 }
-            self._pending = generation
-            if self._agent is not None and self._agent.poll() is None:
-                self._agent.send_signal(signal.SIGTERM)
+            running = self._agent is not None and self._agent.poll() is None
+            if running and self._pending is None and regroups_in_place(self.current, generation):
+                write_generation(self.generation_file, generation)
+                self.current = generation
+                self.handed_over += 1
+                how = "handed to the running ranks"
+            else:
+                self._pending = generation
+                if running:
+                    assert self._agent is not None
+                    self._agent.send_signal(signal.SIGTERM)
+                how = "the ranks restart"
             self._changed.notify_all()
         log.info(
-            "generation %d accepted (%d pods, this one %d)",
+            "generation %d accepted (%d pods, this one %d): %s",
             generation.generation,
             generation.nnodes,
             generation.node_rank,
+            how,
         )
         return HTTPStatus.ACCEPTED, {"result": "accepted", "generation": generation.generation}
 
@@ -128,6 +162,7 @@ class Supervisor:
                 "pending": None if self._pending is None else self._pending.generation,
                 "running": running,
                 "restarts": self.restarts,
+                "handedOver": self.handed_over,
                 "current": self.current.to_json_dict(),
             }
 
@@ -139,7 +174,9 @@ class Supervisor:
             self._changed.notify_all()
 
     def _start(self) -> subprocess.Popen[bytes]:
-        env = {**os.environ, **self.current.env()}
+        write_generation(self.generation_file, self.current)
+        self._started = self.current.generation
+        env = {**os.environ, **self.current.env(), Env.GENERATION_FILE: str(self.generation_file)}
         argv = [sys.executable, "-m", "paceline_worker.launch", "--agent", "--", *self.command]
         log.info(
             "generation %d: starting ranks (pod %d of %d)",
@@ -149,10 +186,16 @@ class Supervisor:
         )
         return subprocess.Popen(argv, env=env)
 
-    def _take_pending(self, wait_s: float) -> Generation | None:
+    def _next_generation(self, code: int) -> Generation | None:
+        """What to restart the ranks with after they ended with `code`: a generation that asked for a
+        restart; after a failure, one handed to the ranks meanwhile, else one that comes within the grace."""
         with self._changed:
-            if self._pending is None and not self._terminated and wait_s > 0:
-                self._changed.wait_for(lambda: self._pending is not None or self._terminated, timeout=wait_s)
+            if self._pending is None and code and self.current.generation > self._started:
+                return None if self._terminated else self.current
+            if self._pending is None and not self._terminated and code and self.grace_s > 0:
+                self._changed.wait_for(
+                    lambda: self._pending is not None or self._terminated, timeout=self.grace_s
+                )
             pending, self._pending = self._pending, None
             return None if self._terminated else pending
 
@@ -163,9 +206,11 @@ class Supervisor:
                     return 128 + signal.SIGTERM
                 self._agent = self._start()
             code = self._agent.wait()
-            nxt = self._take_pending(0 if code == 0 else self.grace_s)
+            nxt = self._next_generation(code)
             if nxt is None:
-                if code and self.grace_s:
+                if self._terminated:
+                    log.info("ranks exited with %d after the pod was stopped", code)
+                elif code and self.grace_s:
                     log.error("ranks exited with %d and no new generation came in %gs", code, self.grace_s)
                 return code
             log.info(
@@ -202,8 +247,12 @@ def launcher_metric_routes(registry: CollectorRegistry) -> Routes:
 def supervise(command: Sequence[str]) -> int:
     """The supervisor: serve PUT /generation (when PACELINE_LAUNCHER_PORT is set) and run the agent."""
     env = os.environ
+    workdir = Path(tempfile.mkdtemp(prefix="paceline-launch-"))
     supervisor = Supervisor(
-        command, generation_from_env(env), grace_s=float(env.get(Env.RESIZE_GRACE_S) or 0)
+        command,
+        generation_from_env(env),
+        grace_s=float(env.get(Env.RESIZE_GRACE_S) or 0),
+        workdir=workdir,
     )
     server = None
     if env.get(Env.LAUNCHER_PORT):
@@ -221,6 +270,7 @@ def supervise(command: Sequence[str]) -> int:
     finally:
         if server is not None:
             server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

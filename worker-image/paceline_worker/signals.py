@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import signal
+import sys
 import threading
 from types import FrameType
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class StopRequest:
@@ -44,3 +49,19 @@ class StopRequest:
     @property
     def requested(self) -> bool:
         return self._event.is_set()
+
+
+def exit_with_parent() -> None:
+    """Have the kernel SIGKILL this process when its parent exits (Linux; elsewhere nothing happens).
+
+    torchrun starts each rank in a session of its own, so stopping a pod's process group would leave its
+    ranks running; in a container the kernel ends them with the container, and this does the same here.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        log.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+    elif os.getppid() != parent:  # the parent was gone before the request took effect
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
@@ -17,17 +18,20 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
-from .assignment import control_vector_length, decode_control, encode_control
+from .assignment import ControlMessage, control_vector_length, decode_control, encode_control
 from .assignment_store import AppliedVersion, AssignmentStore
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import WorkerConfig, config_from_env
 from .core import ComputeLoss, Loss, LossFn, RuntimeCore, configure_logging
 from .data import Batch, collate_indices, to_device
 from .execution_plan import PlanError
+from .generation_file import GenerationFile, data_parallel_only, rank_env, regroups_in_place
 from .gradient_sync import GradientSync, sum_allreduce_hook
 from .http_server import assignment_routes
 from .metrics import StepTiming, WorkerMetrics
+from .rendezvous import Rendezvous, RendezvousError
 from .sampler import GlobalSampler
+from .signals import exit_with_parent
 from .tensor_parallel import (
     apply_plan,
     broadcast_module,
@@ -40,9 +44,11 @@ from .tensor_parallel import (
     sum_across,
 )
 from .termination import write_termination_message
-from .wire import Assignment, AssignmentError, assignment_from_mapping
+from .wire import Assignment, AssignmentError, Env, Generation, assignment_from_mapping
 
 log = logging.getLogger(__name__)
+
+RETRY_S = 0.2  # before joining a rendezvous again after it failed
 
 
 class Worker:
@@ -95,6 +101,7 @@ class Worker:
         self._data_group: dist.ProcessGroup | None = None
         self._worker_samples = 0
         self.global_step = 0
+        self.group_started_at_step = 0  # the step the current process group (generation) started from
         self.stopped_by_signal = False
         self.last_timing: StepTiming | None = None
         self._sync = GradientSync(simulation=None, device=self.device)
@@ -106,6 +113,11 @@ class Worker:
         self._last_loss: float | None = None
         self._expecting_step = False
         self._owns_process_group = False
+        self._backend = "gloo"
+        self._live_state = False
+        self._membership: Membership | None = None  # launched by Paceline's launcher: follows generations
+        self._rendezvous: Rendezvous | None = None  # the current group's (keeps its store alive)
+        self._next: Rendezvous | None = None  # the next generation's, joined while training goes on
 
     # ----------------------------------------------------------------------------------------------- set-up
     @classmethod
@@ -121,9 +133,18 @@ class Worker:
     ) -> Worker:
         """Build a worker from the operator's (or torchrun's) environment; see docs/worker.md. `options`
         are the constructor's (loss_fn= or compute_loss=, shuffle=, ...)."""
-        config = config_from_env(os.environ if env is None else env, default_batch_size=default_batch_size)
+        environ: MutableMapping[str, str] = os.environ if env is None else dict(env)
+        generations = GenerationFile.from_env(environ)
+        membership = None
+        if generations is not None:
+            exit_with_parent()  # a rank outlives neither its pod's launcher nor a resize it was not part of
+            membership = Membership(generations, generations.newest(), environ, default_batch_size)
+            environ.update(membership.rank_env(membership.generation))
+        config = config_from_env(environ, default_batch_size=default_batch_size)
         configure_logging(config.rank)
-        return cls(model=model, optimizer=optimizer, dataset=dataset, config=config, **options)
+        worker = cls(model=model, optimizer=optimizer, dataset=dataset, config=config, **options)
+        worker._membership = membership
+        return worker
 
     def __enter__(self) -> Worker:
         try:
@@ -158,7 +179,7 @@ class Worker:
             except PlanError as exc:
                 write_termination_message(f"InvalidModel: {exc}")
                 raise
-        device, backend = pick_device(cfg)
+        device, self._backend = pick_device(cfg)
         if device.type == "cuda":
             torch.cuda.set_device(device)
         self.core.use_device(device)
@@ -167,17 +188,41 @@ class Worker:
             # observable while it waits.
             host, port = self.core.serve(assignment_routes(self.store, self._status), self._status)
             log.info("rank %d serving http://%s:%d/metrics and /assignment", cfg.rank, host, port)
+        if self._membership is not None:
+            rendezvous = self._meet(self._membership.newest(), timeout_s=cfg.process_group_timeout_s)
+            if rendezvous is None:
+                log.info("rank %d: stopped while waiting for its group; exiting 0", cfg.rank)
+                raise SystemExit(0)
+            self._enter_group(rendezvous)
+            return
         if not dist.is_initialized():
             os.environ.setdefault("MASTER_ADDR", cfg.master_addr)
             os.environ.setdefault("MASTER_PORT", str(cfg.master_port))
             dist.init_process_group(
-                backend=backend,
+                backend=self._backend,
                 init_method="env://",
                 rank=cfg.rank,
                 world_size=cfg.world_size,
                 timeout=timedelta(seconds=cfg.process_group_timeout_s),
             )
             self._owns_process_group = True
+        self._enter_group()
+
+    def _enter_group(self, rendezvous: Rendezvous | None = None) -> None:
+        """Set up training in the current process group, or in the one `rendezvous` forms (a regroup)."""
+        if rendezvous is not None:
+            self._adopt(rendezvous.generation)
+            cfg = self.config
+            dist.init_process_group(
+                backend=self._backend,
+                store=rendezvous.store(),
+                rank=cfg.rank,
+                world_size=cfg.world_size,
+                timeout=timedelta(seconds=cfg.process_group_timeout_s),
+            )
+            self._owns_process_group = True
+            self._rendezvous = rendezvous
+        cfg = self.config
         self._resume()
         self._apply_hyperparameters(self.store.current)
         mine = self.topology.data_batch_sizes(self.store.current.batch_sizes)[self.topology.data_rank]
@@ -193,15 +238,77 @@ class Worker:
         self._control = torch.zeros(
             control_vector_length(self.topology.workers), dtype=torch.float64, device=self.device
         )
+        self._live_state = not cfg.plan.hybrid  # this process's model now is the group's
+        self.group_started_at_step = self.global_step
         self._observe_assignment(self.store.current, self.global_step, time.time())
         log.info(
-            "rank %d/%d (%s) ready at step %d, assignment version %d",
+            "rank %d/%d (%s) ready at step %d, assignment version %d%s",
             cfg.rank,
             cfg.world_size,
-            backend,
+            self._backend,
             self.global_step,
             self.store.current.version,
+            "" if rendezvous is None else f", generation {rendezvous.generation.generation}",
         )
+
+    def _adopt(self, generation: Generation) -> None:
+        """Become this process's rank of `generation`: rank, world, assignment, metrics label."""
+        membership = self._membership
+        assert membership is not None
+        if generation == membership.generation:
+            return
+        membership.environ.update(membership.rank_env(generation))
+        config = config_from_env(membership.environ, default_batch_size=membership.default_batch_size)
+        if config.assignment.world_size != config.topology.workers:
+            raise ValueError(f"generation {generation.generation}: the assignment needs one entry per pod")
+        self.config, self.topology = config, config.topology
+        membership.generation = generation
+        self.store.reset(config.assignment, rank=config.rank)
+        self.core.reconfigure(config, metrics_rank=self.topology.worker)
+
+    def _leave_group(self) -> None:
+        """Drop the process group and everything bound to it (DDP's reducer hooks the parameters)."""
+        self.ddp = self._wrapped = self._data_group = self._control = None
+        gc.collect()
+        if self._owns_process_group and dist.is_initialized():
+            dist.destroy_process_group()
+        self._owns_process_group = False
+        if self._rendezvous is not None:
+            self._rendezvous.close()
+            self._rendezvous = None
+
+    def _meet(self, generation: Generation, *, timeout_s: float) -> Rendezvous | None:
+        """Join `generation`'s rendezvous and wait for all its ranks, following any newer generation the
+        launcher hands over meanwhile; None when this rank was stopped (SIGTERM) while waiting."""
+        membership = self._membership
+        assert membership is not None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            rendezvous = membership.rendezvous(generation, self.config).start()
+
+            def superseded(number: int = generation.generation) -> bool:
+                return self.core.stop.requested or membership.generations.newer_than(number) is not None
+
+            try:
+                met = rendezvous.wait(timeout_s=max(0.0, deadline - time.monotonic()), abort=superseded)
+            except RendezvousError as exc:  # e.g. its rank 0 left it for a newer generation
+                rendezvous.close()
+                if time.monotonic() >= deadline:
+                    raise
+                log.info("rank %d: %s; joining again", self.rank, exc)
+                time.sleep(RETRY_S)
+                generation = membership.newest()
+                continue
+            except BaseException:
+                rendezvous.close()
+                raise
+            if met:
+                return rendezvous
+            rendezvous.close()
+            if self.core.stop.requested:
+                return None
+            generation = membership.newest()
+            log.info("rank %d: generation %d came in; joining it instead", self.rank, generation.generation)
 
     def _split_modules(self) -> None:
         """Data parallel across pods, the plan's tensor-parallel splits inside each pod."""
@@ -226,11 +333,15 @@ class Worker:
     def close(self, *, clean: bool = True) -> None:
         """Stop the HTTP endpoint and leave the process group."""
         self.core.close()
+        if self._next is not None:
+            self._next.close()
+            self._next = None
         if self._owns_process_group and dist.is_initialized():
-            if clean and self.stopped_by_signal:
-                dist.barrier()  # rank 0's checkpoint is on disk before any rank exits
             dist.destroy_process_group()
             self._owns_process_group = False
+        if self._rendezvous is not None:
+            self._rendezvous.close()
+            self._rendezvous = None
 
     # ---------------------------------------------------------------------------------------------- training
     @property
@@ -280,9 +391,11 @@ class Worker:
             if self._expecting_step:
                 raise RuntimeError("call step(batch) (or forward_backward + optimizer_step) for every batch")
             started = time.perf_counter()
-            if self._exchange_control():
-                self._shutdown_for_signal()
-                return
+            message = self._exchange_control()
+            if message.stop_requested or message.regroup_generation is not None:
+                if not self._change_group(message):
+                    return
+                continue
             self._boundary_seconds = time.perf_counter() - started
             assignment = self.store.current
             sizes = self.topology.data_batch_sizes(assignment.batch_sizes)
@@ -362,16 +475,23 @@ class Worker:
         return self.global_step
 
     # ------------------------------------------------------------------------------------------ assignment
-    def _exchange_control(self) -> bool:
-        """The per-step collective: everyone learns rank 0's assignment and whether any rank must stop."""
+    def _exchange_control(self) -> ControlMessage:
+        """The per-step collective: everyone learns rank 0's assignment, whether any rank must stop, and
+        whether the next generation's rendezvous is complete (then all switch to it at this boundary)."""
         assert self._control is not None
         announced = self.store.take_for_next_step() if self.rank == 0 else None
-        values = encode_control(announced, stop=self.core.stop.requested, world_size=self.topology.workers)
+        following = self._follow_generations()
+        values = encode_control(
+            announced,
+            stop=self.core.stop.requested,
+            world_size=self.topology.workers,
+            ready_generation=following.generation.generation if following and following.complete else None,
+        )
         self._control.copy_(torch.tensor(values, dtype=torch.float64))
         dist.all_reduce(self._control, op=dist.ReduceOp.SUM)
         message = decode_control(self._control.tolist())
-        if message.stop_requested:
-            return True
+        if message.stop_requested or message.regroup_generation is not None:
+            return message
         record = self.store.apply(message.assignment, step=self.global_step)
         if record is not None:
             self._apply_hyperparameters(message.assignment)
@@ -389,7 +509,69 @@ class Worker:
                 list(message.assignment.batch_sizes),
                 latency,
             )
-        return False
+        return message
+
+    def _follow_generations(self) -> Rendezvous | None:
+        """Join the rendezvous of a newer generation the launcher handed over (without waiting for it)."""
+        membership = self._membership
+        if membership is None or not membership.in_place(self.config):
+            return None
+        newer = membership.generations.newer_than(membership.generation.generation)
+        if self._next is not None and (newer is None or self._next.generation != newer or self._next.failed):
+            self._next.close()
+            self._next = None
+        if newer is not None and self._next is None and regroups_in_place(membership.generation, newer):
+            log.info("rank %d: joining generation %d while training", self.rank, newer.generation)
+            self._next = membership.rendezvous(newer, self.config).start()
+        return self._next
+
+    def _change_group(self, message: ControlMessage) -> bool:
+        """Every rank at the same boundary: a stop, or a switch to the next generation. Rank 0 checkpoints;
+        ranks that go on leave this group and form the next one. False when this rank's training ends here."""
+        membership = self._membership
+        if message.stop_requested:
+            log.info("rank %d: stop requested; stopping before step %d", self.rank, self.global_step)
+        self.checkpoint()
+        dist.barrier()  # rank 0's checkpoint is on disk before any rank leaves
+        peer_stopped = message.stop_requested and not self.core.stop.requested
+        if message.stop_requested and not (peer_stopped and membership and membership.in_place(self.config)):
+            self.stopped_by_signal = True
+            return False
+        assert membership is not None
+        rendezvous, self._next = self._next, None
+        self._leave_group()
+        if rendezvous is None or rendezvous.generation.generation != message.regroup_generation:
+            if rendezvous is not None:
+                rendezvous.close()
+            rendezvous = self._await_generation(membership)
+            if rendezvous is None:
+                self.stopped_by_signal = True
+                return False
+        log.info(
+            "rank %d: switching to generation %d at step %d",
+            self.rank,
+            rendezvous.generation.generation,
+            self.global_step,
+        )
+        self._enter_group(rendezvous)
+        return True
+
+    def _await_generation(self, membership: Membership) -> Rendezvous | None:
+        """After the group stopped without this rank's own SIGTERM (a peer's pod is going): wait for the
+        operator's next generation and meet it. None when this rank was stopped meanwhile."""
+        log.info(
+            "rank %d: the group stopped; waiting up to %gs for the next generation",
+            self.rank,
+            membership.grace_s,
+        )
+        generation = membership.generations.wait_newer(
+            membership.generation.generation,
+            timeout_s=membership.grace_s,
+            abort=lambda: self.core.stop.requested,
+        )
+        if generation is None and not self.core.stop.requested:
+            raise RuntimeError(f"no generation came within {membership.grace_s:g}s after the group stopped")
+        return None if generation is None else self._meet(generation, timeout_s=membership.grace_s)
 
     def _apply_hyperparameters(self, assignment: Assignment) -> None:
         for group in self.optimizer.param_groups:
@@ -439,29 +621,34 @@ class Worker:
         split = self.config.plan.hybrid and self._wrapped is not None
         if self.rank != 0 and not split:
             return None
-        model_state = full_tensors(self.module.state_dict()) if split else self.module.state_dict()
-        optimizer_state = full_optimizer_state(self.optimizer) if split else self.optimizer.state_dict()
+        state = self._training_state(split=split)
         if self.rank != 0:
             return None
-        pending = self.store.pending
-        path = save_checkpoint(
-            self.config.checkpoint_dir,
-            {
-                "step": self.global_step,
-                "model": model_state,
-                "optimizer": optimizer_state,
-                "sampler": self.sampler.state_dict(),
-                "assignment": self.store.current.to_json_dict(),
-                "pending": None if pending is None else pending.to_json_dict(),
-            },
-        )
+        path = save_checkpoint(self.config.checkpoint_dir, state)
         log.info("rank 0: checkpoint at step %d written to %s", self.global_step, path)
         return path
 
+    def _training_state(self, *, split: bool) -> dict[str, Any]:
+        """What a checkpoint holds; with split modules the full tensors are gathered (a collective)."""
+        model_state = full_tensors(self.module.state_dict()) if split else self.module.state_dict()
+        optimizer_state = full_optimizer_state(self.optimizer) if split else self.optimizer.state_dict()
+        pending = self.store.pending
+        return {
+            "step": self.global_step,
+            "model": model_state,
+            "optimizer": optimizer_state,
+            "sampler": self.sampler.state_dict(),
+            "assignment": self.store.current.to_json_dict(),
+            "pending": None if pending is None else pending.to_json_dict(),
+        }
+
     def _resume(self) -> None:
-        """Rank 0 reads the checkpoint (if any) and shares it, so only rank 0 needs the volume."""
+        """Rank 0 shares the state to start from, so only rank 0 needs the volume: its own live state when it
+        trained in the previous group (a regroup in place), else the checkpoint (if any)."""
         state: dict[str, Any] | None = None
-        if self.rank == 0 and self.config.checkpoint_dir is not None:
+        if self.rank == 0 and self._live_state:
+            state = self._training_state(split=False)
+        elif self.rank == 0 and self.config.checkpoint_dir is not None:
             state = load_checkpoint(self.config.checkpoint_dir)
         box: list[Any] = [state]
         if self.world_size > 1:
@@ -498,11 +685,6 @@ class Worker:
             log.warning("ignoring the checkpoint's assignment (%s)", exc)
             return None
 
-    def _shutdown_for_signal(self) -> None:
-        self.stopped_by_signal = True
-        log.info("rank %d: stop requested; stopping before step %d", self.rank, self.global_step)
-        self.checkpoint()
-
     def _agree_max(self, cost: float, speed: float) -> tuple[float, float]:
         """The group's largest calibrated cost and simulated speed (a collective: every rank calls it)."""
         agreed = torch.tensor([cost, speed], dtype=torch.float64, device=self.device)
@@ -527,3 +709,41 @@ def pick_device(cfg: WorkerConfig) -> tuple[torch.device, str]:
     count = torch.cuda.device_count()
     device = torch.device("cuda", cfg.local_rank % count)
     return device, cfg.backend or ("nccl" if count >= cfg.local_world_size else "gloo")
+
+
+class Membership:
+    """A rank under Paceline's launcher: its generation (pods, this pod's place, rendezvous) and the file
+    through which the launcher hands over newer ones."""
+
+    def __init__(
+        self,
+        generations: GenerationFile,
+        generation: Generation,
+        environ: MutableMapping[str, str],
+        default_batch_size: int | None,
+    ) -> None:
+        self.generations = generations
+        self.generation = generation
+        self.environ = environ
+        self.default_batch_size = default_batch_size
+        self.grace_s = float(environ.get(Env.RESIZE_GRACE_S) or 0)
+        self.local_rank = int(environ.get(Env.LOCAL_RANK) or 0)
+        self.local_world_size = int(environ.get(Env.LOCAL_WORLD_SIZE) or 1)
+
+    def newest(self) -> Generation:
+        return self.generations.newest()
+
+    def rank_env(self, generation: Generation) -> dict[str, str]:
+        return rank_env(generation, local_rank=self.local_rank, local_world_size=self.local_world_size)
+
+    def in_place(self, config: WorkerConfig) -> bool:
+        """Whether this rank follows new generations without a restart (elastic, data parallel only)."""
+        return self.grace_s > 0 and data_parallel_only(self.generation.plan) and not config.plan.hybrid
+
+    def rendezvous(self, generation: Generation, config: WorkerConfig) -> Rendezvous:
+        return Rendezvous(
+            generation,
+            local_rank=self.local_rank,
+            local_world_size=self.local_world_size,
+            timeout_s=config.process_group_timeout_s,
+        )

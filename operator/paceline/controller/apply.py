@@ -127,9 +127,7 @@ def _push_generations(ns: str, name: str, decision: Decision, token: str) -> tup
             acked[put.pod] = put.generation
         refused |= code in REFUSED
     if acked:
-        log.info(
-            "%s/%s: %d pod(s) restart in place as generation %d", ns, name, len(acked), max(acked.values())
-        )
+        log.info("%s/%s: %d pod(s) acknowledged generation %d", ns, name, len(acked), max(acked.values()))
     return acked, refused
 
 

@@ -1,5 +1,6 @@
 """Stage 3c — generations: the pods a resize kept are told their new generation (rank, world, rendezvous,
-assignment, plan) over their launcher's `PUT /generation`; their pods stay, their ranks restart in place.
+assignment, plan) over their launcher's `PUT /generation`; their pods stay, and so do their ranks' processes
+when the plan splits no module (they regroup at a step boundary), else the ranks restart in the pod.
 
 Level-based: every kept pod that was made in an earlier generation and has not acknowledged this one is
 pushed again on each pass; a 409 (it already holds it) counts as acknowledged.

@@ -264,6 +264,7 @@ def _resized(
         kind = "Normal"
     message = (
         f"{why}: re-planned {sizes}, {plan.summary}; generation {members.generation}, "
-        f"{kept} pod(s) restart in place; workers resume from the last checkpoint"
+        f"{kept} pod(s) kept, their processes too where the plan splits no module; training goes on "
+        "from the latest state"
     )
     return Event(type=kind, reason=EventReason.RESIZED, message=message)
