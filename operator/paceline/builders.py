@@ -416,7 +416,14 @@ def build_ps_pod(
         **({"workingDir": first["workingDir"]} if "workingDir" in first else {}),
         **({"securityContext": first["securityContext"]} if "securityContext" in first else {}),
     }
-    container["env"] = [*container["env"], *_mount_token(job, pod["spec"], container)]
+    container["env"] = [
+        *container["env"],
+        # the shard's checkpoint (ps-shard-<i>-of-<n>.npz) every intervalSteps model versions, in the job's
+        # checkpoint directory
+        *_checkpoint_env(job, spec, pod["spec"], container),
+        _env(Env.CHECKPOINT_INTERVAL_STEPS, str(spec.checkpoint.interval_steps)),
+        *_mount_token(job, pod["spec"], container),
+    ]
     pod["spec"]["containers"] = [container]
     harden(pod["spec"])
     return pod

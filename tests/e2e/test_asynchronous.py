@@ -1,8 +1,10 @@
 """Asynchronous mode on the local cluster: a parameter server plus workers, measured staleness turned into
-implicit momentum, explicit momentum retuned live when the worker count changes."""
+implicit momentum, explicit momentum retuned live when the worker count changes; a parameter-server pod
+deleted mid-run comes back from its checkpoint and the job still succeeds."""
 
 from __future__ import annotations
 
+import json
 import urllib.request
 
 import pytest
@@ -127,3 +129,68 @@ def test_staleness_sets_momentum_and_a_resize_retunes_it(
     )
     assert abs(float(after["implicit"]) - 0.5) < 0.2
     kube.run("delete", "tj", "async", "-n", namespace)
+
+
+def _ps_status(pod: dict) -> dict | None:
+    """A running PS pod's GET /status (None while it starts or after it stopped)."""
+    ip = (pod.get("status") or {}).get("podIP")
+    if not ip or (pod.get("status") or {}).get("phase") != "Running":
+        return None
+    try:
+        with urllib.request.urlopen(f"http://{ip}:9400/status", timeout=5) as resp:
+            return dict(json.loads(resp.read()))
+    except (OSError, ValueError):
+        return None
+
+
+def test_a_deleted_parameter_server_restores_its_checkpoint_and_the_job_succeeds(
+    kube: Kube, namespace: str
+) -> None:
+    doc = _job(2)
+    doc["metadata"]["name"] = "async-ckpt"
+    spec = doc["spec"]
+    spec["checkpoint"] = {"intervalSteps": 20}  # the shard writes ps-shard-0-of-1.npz every 20 model versions
+    container = spec["template"]["spec"]["containers"][0]
+    container["command"] = ["python", "examples/train_digits_async.py", "--epochs", "30"]
+    container["env"] = [
+        {"name": "PACELINE_SIM_SAMPLE_COST_S", "value": "0.002"},
+        # on the local cluster a re-created PS pod may get another address: give up on the old one soon
+        # (exit 75, a temporary failure the operator retries) instead of after the default 120 s
+        {"name": "PACELINE_PS_CONNECT_TIMEOUT_S", "value": "20"},
+    ]
+    assert kube.apply(doc, namespace).returncode == 0
+
+    def checkpointed() -> tuple[dict, dict] | None:
+        for pod in kube.items("pods", namespace, "paceline.dev/role=ps"):
+            status = _ps_status(pod)
+            if status and status["version"] >= 100 and (status["checkpoint"]["savedVersion"] or 0) >= 20:
+                return pod, status
+        return None
+
+    old, before = wait_for("the shard training and checkpointing", checkpointed, timeout_s=240, interval_s=1)
+    assert before["checkpoint"]["restoredVersion"] is None  # the first shard started from the workers' model
+    kube.run("delete", "pod", old["metadata"]["name"], "-n", namespace, "--wait=false")
+
+    def restored() -> dict | None:
+        for pod in kube.items("pods", namespace, "paceline.dev/role=ps"):
+            status = pod["metadata"]["uid"] != old["metadata"]["uid"] and _ps_status(pod)
+            if status and status["checkpoint"]["restoredVersion"] is not None:
+                return status
+        return None
+
+    after = wait_for("a new shard restored from the checkpoint", restored, timeout_s=180, interval_s=1)
+    # the deleted shard wrote a last checkpoint when it stopped: nothing before it is lost
+    assert after["checkpoint"]["restoredVersion"] >= before["checkpoint"]["savedVersion"]
+    assert after["version"] >= after["checkpoint"]["restoredVersion"]
+
+    def finished() -> dict | None:
+        job = kube.get("tj", "async-ckpt", namespace) or {}
+        status = job.get("status") or {}
+        conditions = {c["type"]: c["status"] for c in status.get("conditions") or []}
+        assert conditions.get("Failed") != "True", status
+        return status if conditions.get("Succeeded") == "True" else None
+
+    status = wait_for("the job to succeed", finished, timeout_s=420, interval_s=2)
+    assert status["asynchronous"]["staleUpdatesDropped"] == 0  # maxStaleness unset: nothing dropped
+    assert json.loads(status["asynchronous"]["momentumState"])["version"] >= 1
+    kube.run("delete", "tj", "async-ckpt", "-n", namespace)

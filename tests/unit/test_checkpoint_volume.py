@@ -10,7 +10,7 @@ import pytest
 from jobs import PLAN, job
 
 from paceline import api
-from paceline.builders import build_checkpoint_claim, build_worker_pod
+from paceline.builders import build_checkpoint_claim, build_ps_pod, build_worker_pod
 from paceline.controller.decide import decide
 from paceline.controller.decide.model import Observed
 from paceline.controller.decide.plan import job_ref
@@ -65,6 +65,26 @@ def test_the_volume_is_mounted_and_each_job_writes_its_own_directory(checkpoint:
     assert pod["spec"]["securityContext"]["fsGroup"] == api.POD_USER  # the volume is the pod group's
     assert _env(pod)["PACELINE_CHECKPOINT_DIR"] == "/var/run/paceline/checkpoint/demo"
     assert _env(pod)["PACELINE_CHECKPOINT_INTERVAL_STEPS"] == str(checkpoint.get("intervalSteps", 100))
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "directory"),
+    [
+        ({}, "/tmp/paceline/ml/demo/uid-1234"),
+        ({"claimName": "shared-ckpt", "intervalSteps": 20}, "/var/run/paceline/checkpoint/demo"),
+    ],
+)
+def test_parameter_servers_checkpoint_to_the_jobs_directory(checkpoint: dict, directory: str) -> None:
+    spec = api.parse_spec(
+        job(mode="Asynchronous", asynchronous={"parameterServers": 2}, checkpoint=checkpoint)["spec"]
+    )
+    pod = build_ps_pod(job_ref(job()), spec=spec, shard=1, workers=3, attempt=0, plan_hash="h", momentum=0.5)
+    assert _env(pod)["PACELINE_CHECKPOINT_DIR"] == directory  # a replaced PS pod finds its shard's file
+    assert _env(pod)["PACELINE_CHECKPOINT_INTERVAL_STEPS"] == str(checkpoint.get("intervalSteps", 100))
+    mounts = pod["spec"]["containers"][0].get("volumeMounts") or []
+    assert ({"name": "paceline-checkpoint", "mountPath": "/var/run/paceline/checkpoint"} in mounts) == bool(
+        checkpoint
+    )
 
 
 def test_both_a_claim_and_a_template_is_invalid() -> None:

@@ -85,3 +85,11 @@ def test_a_plan_that_does_not_fit_the_model_fails_as_invalid_model_even_under_on
     bad = verdict(failed("demo-worker-0", 0, 1, at=1, message=said), runPolicy={"restartPolicy": "OnFailure"})
     assert isinstance(bad, Failure) and bad.reason == "InvalidModel"
     assert "'encoder.fc1'" in bad.message and "paceline graph" in bad.message
+
+
+def test_the_runtimes_temporary_failure_is_retried_under_exit_code_semantics() -> None:
+    lost = failed("demo-worker-0", 0, 75, at=1, message="PS shard 0 did not come back")
+    restart = verdict(lost)
+    assert isinstance(restart, Restart) and "exited with code 75" in restart.message
+    never = verdict(lost, runPolicy={"restartPolicy": "Never", "backoffLimit": 2, "backoffSeconds": 5})
+    assert isinstance(never, Failure) and never.reason == "PermanentFailure"

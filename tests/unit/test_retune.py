@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
+
 from paceline.api import parse_momentum_tuning
-from paceline.controller.retune import AsyncControl, retune_step
+from paceline.controller.retune import AsyncControl, count_dropped, persisted, restore, retune_step
 
 SPEEDS = {f"w{i}": 100.0 for i in range(4)}
 
@@ -30,3 +32,59 @@ def test_a_retune_bumps_the_version_and_reads_each_shards_log_from_where_it_left
     retune = retune_step(state, staleness={}, worker_speeds={**SPEEDS, "w4": 100.0, "w5": 100.0})
     assert retune is not None and retune.applied is not None and retune.version == 2
     assert state.explicit == retune.momentum and state.status["explicit"] == f"{retune.momentum:.3f}"
+
+
+def _state(workers: int = 4) -> AsyncControl:
+    settings = parse_momentum_tuning({}, target=Decimal("0.9"))
+    return AsyncControl.create(settings=settings, workers=workers, initial_explicit=0.15)
+
+
+def test_the_state_persisted_in_the_status_resumes_exactly_after_an_operator_restart() -> None:
+    settings = parse_momentum_tuning({}, target=Decimal("0.9"))
+    before = _state()
+    retune_step(before, staleness={"uid-ps0": ([1, 2, 0, 5] * 50, 200)}, worker_speeds=SPEEDS)
+    retune_step(before, staleness={"uid-ps0": ([6, 7] * 30, 260)}, worker_speeds={**SPEEDS, "w0": 300.0})
+    count_dropped(before, {"uid-ps0": 3}, running={"uid-ps0"})
+    before.controller.observe_curvature([12.5])
+    text = persisted(before)
+    after = restore(text, settings=settings, workers=4, initial_explicit=0.15)
+    assert after is not None
+    assert (after.version, after.explicit, after.cursors, after.dropped_total) == (
+        before.version,
+        before.explicit,
+        {"uid-ps0": 260},
+        3,
+    )
+    assert after.version > 1  # the shards hold a later version than the first: PUTs keep going up
+    restored, original = after.controller.estimator.estimate(), before.controller.estimator.estimate()
+    assert restored.implicit == original.implicit and restored.effective_samples == original.effective_samples
+    assert restored.delays == pytest.approx(original.delays, abs=1e-6)  # the histogram keeps 6 decimals
+    assert after.controller.curvature.value == 12.5
+    assert persisted(after) == text
+    # both go on identically: the same τ values give the same decision (not the prior's)
+    one = retune_step(before, staleness={"uid-ps0": ([3] * 10, 270)}, worker_speeds=SPEEDS)
+    two = retune_step(after, staleness={"uid-ps0": ([3] * 10, 270)}, worker_speeds=SPEEDS)
+    assert one is not None and two is not None
+    assert (one.version, one.momentum) == (two.version, two.momentum) and before.status == after.status
+
+
+def test_a_state_that_does_not_fit_starts_from_the_prior_or_is_refused() -> None:
+    settings = parse_momentum_tuning({}, target=Decimal("0.9"))
+    before = _state()
+    retune_step(before, staleness={"uid-ps0": ([9] * 300, 300)}, worker_speeds=SPEEDS)
+    other = restore(persisted(before), settings=settings, workers=2, initial_explicit=0.15)
+    assert other is not None and other.version == before.version  # versions and positions stay
+    assert other.controller.estimator.estimate() == _state(workers=2).controller.estimator.estimate()
+    for bad in ("", "{}", "[1]", '{"format": 1}', persisted(before).replace('"version":', '"version":-')):
+        assert restore(bad, settings=settings, workers=4, initial_explicit=0.15) is None
+
+
+def test_dropped_updates_are_totalled_across_shard_restarts() -> None:
+    state = _state()
+    count_dropped(state, {"uid-a": 4, "uid-b": 1}, running={"uid-a", "uid-b"})
+    count_dropped(state, {"uid-a": None, "uid-b": 2}, running={"uid-a", "uid-b"})  # a missed scrape
+    assert state.dropped_total == 6
+    count_dropped(state, {"uid-a2": 0, "uid-b": 2}, running={"uid-a2", "uid-b"})  # shard a restarted
+    assert state.dropped_total == 6 and state.dropped == {"uid-a2": 0, "uid-b": 2}
+    count_dropped(state, {"uid-a2": 5, "uid-b": 2}, running={"uid-a2", "uid-b"})
+    assert state.dropped_total == 11

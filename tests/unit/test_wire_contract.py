@@ -15,7 +15,7 @@ import pytest
 from jobs import PLAN, job
 
 from paceline import api
-from paceline.adapters.workers import put_momentum, read_staleness
+from paceline.adapters.workers import put_momentum, read_dropped, read_staleness
 from paceline.builders import build_control, build_ps_pod, build_worker_pod
 from paceline.controller.decide.plan import job_ref, stored_assignment
 from paceline.plan_types import sharding_json
@@ -111,6 +111,7 @@ def shard(tmp_path: Path) -> Iterator[tuple[ParameterServer, str]]:
         "PACELINE_PS_PORT": "0",
         Env.METRICS_PORT: "0",
         Env.TOKEN_FILE: str(local),
+        Env.CHECKPOINT_DIR: str(tmp_path / "checkpoints"),
     }
     server = ParameterServer(ps_config_from_env({**env_of(pod), **overrides})).start()
     host, port = server.http_address
@@ -141,6 +142,20 @@ def test_the_operator_reads_a_real_shards_staleness_and_sets_its_momentum(
     assert hyper is not None and (hyper.version, hyper.momentum, hyper.learning_rate) == (2, 0.0, 0.05)
     assert put_momentum(url, token=TOKEN, version=2, momentum=0.3)  # holds version 2 (409): fine, level-based
     assert not put_momentum("http://127.0.0.1:9", token=TOKEN, version=3, momentum=0.3)  # nothing listens
+
+
+def test_the_operator_reads_the_updates_a_real_shard_dropped_for_staleness(
+    shard: tuple[ParameterServer, str],
+) -> None:
+    server, url = shard
+    values = np.zeros(2, dtype=np.float32)
+    server.shard.initialise(fingerprint="f", values=values, learning_rate=0.1, momentum=0.0)
+    assert read_dropped(url) == 0
+    server.shard.max_staleness = 1
+    for read in (0, 1, 0, 0, 2):  # τ 0, 0, 2 (dropped), 2 (dropped), 0
+        server.shard.apply(worker=f"w{read}", read_version=read, gradient=values)
+    assert read_dropped(url) == 2 == server.status()["droppedUpdates"]  # summed over the workers
+    assert read_dropped("http://127.0.0.1:9") is None  # nothing listens
 
 
 def test_the_operator_runs_without_torch() -> None:

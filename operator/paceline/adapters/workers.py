@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from paceline.controller.samples import WorkerSample, parse_worker_metrics
+from paceline.controller.samples import WorkerSample, parse_ps_dropped, parse_worker_metrics
 from paceline_worker.wire import HyperparameterUpdate, Route, authorization, parse_staleness_page
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,19 @@ def read_staleness(url: str, after: int) -> tuple[list[int], int] | None:
     try:
         return parse_staleness_page(http_json(f"{url}{Route.STALENESS}?after={after}"), after=after)
     except (OSError, ValueError):
+        return None
+
+
+def read_dropped(url: str, *, timeout_s: float = 1.0) -> int | None:
+    """Updates one shard (base URL) dropped for staleness so far, from its /metrics; None if unreachable."""
+    try:
+        with _OPENER.open(urllib.request.Request(f"{url}{Route.METRICS}"), timeout=timeout_s) as response:
+            body = response.read(MAX_METRICS_BYTES + 1)
+        if len(body) > MAX_METRICS_BYTES:
+            raise ValueError(f"metrics larger than {MAX_METRICS_BYTES} bytes")
+        return parse_ps_dropped(body.decode("utf-8", errors="replace"))
+    except (OSError, ValueError) as err:
+        log.debug("scrape %s%s failed: %s", url, Route.METRICS, err)
         return None
 
 

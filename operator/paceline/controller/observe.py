@@ -16,11 +16,12 @@ from paceline.controller.decide.members import Members, stored_members
 from paceline.controller.decide.model import Event, MomentumPut, Rejection, Telemetry
 from paceline.controller.decide.plan import stored_assignment
 from paceline.controller.rebalance import JobControl, control_step
-from paceline.controller.retune import AsyncControl, retune_step
+from paceline.controller.retune import AsyncControl, count_dropped, persisted, restore, retune_step
 from paceline.reasons import EventReason
 from paceline_worker.wire import Route
 
 OBSERVE_EVERY_S = 1.8  # a Running job's workers are scraped at most this often (passes come every 2 s)
+PERSIST_EVERY_S = 30.0  # the momentum state goes into the status at least this often (and on every change)
 
 
 @dataclass(kw_only=True)
@@ -150,20 +151,20 @@ def _momentum(
     if len(shards) != spec.parameter_servers or len(ranks) != world:
         return None  # only a complete worker set is a worker-count change worth retuning for
     if memory.momentum is None:
-        initial = initial_explicit_momentum(spec, workers=world)
-        memory.momentum = AsyncControl.create(
-            settings=spec.momentum_tuning, workers=world, initial_explicit=initial
-        )
+        memory.momentum = _resumed(job, spec, world)
     state = memory.momentum
     if state.attempt != attempt:
         state.attempt, state.cursors = attempt, {}
     incarnations = running_uids(pods, role="ps", attempt=attempt)
-    logs = {}
+    logs, dropped = {}, {}
     for shard, url in shards.items():
         log_key = incarnations.get(shard, str(shard))  # a new PS pod has a new log: read it from 0
         read = workers.read_staleness(url, state.cursors.get(log_key, 0))
         if read is not None:
             logs[log_key] = read
+        dropped[log_key] = workers.read_dropped(url)
+    dropped_before = state.dropped_total
+    count_dropped(state, dropped, running=set(dropped))
     samples = workers.scrape_all({rank: f"{url}{Route.METRICS}" for rank, url in ranks.items()})
     retune = retune_step(
         state,
@@ -185,7 +186,25 @@ def _momentum(
         else ()
     )
     put = MomentumPut(urls=tuple(shards.values()), version=retune.version, momentum=retune.momentum)
-    return Telemetry(momentum=dict(state.status), momentum_put=put, events=events)
+    changed = applied is not None or state.dropped_total != dropped_before
+    now = time.monotonic()
+    if changed or state.saved_at is None or now - state.saved_at >= PERSIST_EVERY_S:
+        state.saved_at = now
+        asynchronous = {"staleUpdatesDropped": state.dropped_total, "momentumState": persisted(state)}
+    else:
+        asynchronous = None  # the status keeps the last persisted state: no write for every pass
+    return Telemetry(momentum=dict(state.status), momentum_put=put, events=events, asynchronous=asynchronous)
+
+
+def _resumed(job: Mapping[str, Any], spec: api.JobSpec, world: int) -> AsyncControl:
+    """The job's momentum state: as persisted in its status (an operator restart), else from the prior."""
+    initial = initial_explicit_momentum(spec, workers=world)
+    saved = ((job.get("status") or {}).get("asynchronous") or {}).get("momentumState")
+    if isinstance(saved, str):
+        state = restore(saved, settings=spec.momentum_tuning, workers=world, initial_explicit=initial)
+        if state is not None:
+            return state
+    return AsyncControl.create(settings=spec.momentum_tuning, workers=world, initial_explicit=initial)
 
 
 def learner_statuses(pods: Sequence[Mapping[str, Any]]) -> dict[int, dict[str, Any]]:

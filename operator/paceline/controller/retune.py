@@ -5,14 +5,23 @@ Each pass reads every parameter-server shard's new updates (`GET /staleness?afte
 feeds them to the job's `MomentumController` together with the workers' measured speeds, and hands back the
 versioned explicit momentum every shard should hold — a new version when the policy retunes, else the one in
 force (level-based: a shard that restarted or missed a PUT gets it again on the next pass).
+
+The state survives an operator restart: `persisted` is written to `status.asynchronous.momentumState` (JSON)
+and `restore` reads it back — the estimate, the versions, and the read positions taken at the same moment,
+so no τ value is counted twice or skipped. `count_dropped` keeps the job's total of updates the shards
+dropped for staleness across shard restarts (each incarnation's counter starts at 0).
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from paceline.momentum import MomentumController, MomentumDecision, MomentumSettings
+
+STATE_FORMAT = 1
 
 
 @dataclass(kw_only=True)
@@ -25,6 +34,9 @@ class AsyncControl:
     attempt: str = "0"  # the shards' update logs restart with every attempt
     version: int = 1  # hyperparameters version the PS shards started with (PACELINE_HYPERPARAMETERS)
     status: dict[str, str] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)  # running shard incarnation → its dropped counter
+    dropped_before: int = 0  # dropped by incarnations that are gone
+    saved_at: float | None = None  # when `persisted` last went into the status (monotonic; not persisted)
 
     @staticmethod
     def create(*, settings: MomentumSettings, workers: int, initial_explicit: float) -> AsyncControl:
@@ -32,6 +44,70 @@ class AsyncControl:
         controller = MomentumController.create(settings=settings, workers=workers)
         controller.current_explicit = initial_explicit
         return AsyncControl(controller=controller, explicit=initial_explicit)
+
+    @property
+    def dropped_total(self) -> int:
+        return self.dropped_before + sum(self.dropped.values())
+
+
+def count_dropped(state: AsyncControl, counters: Mapping[str, int | None], running: Collection[str]) -> None:
+    """Shard incarnation → its dropped-updates counter (None: not read this time, the last value stands);
+    incarnations no longer `running` are folded into the total of the gone ones."""
+    for incarnation in [i for i in state.dropped if i not in running]:
+        state.dropped_before += state.dropped.pop(incarnation)
+    for incarnation, value in counters.items():
+        if value is not None and incarnation in running:
+            state.dropped[incarnation] = max(value, state.dropped.get(incarnation, 0))
+
+
+def persisted(state: AsyncControl) -> str:
+    """The state an operator restart resumes from, as compact JSON (`status.asynchronous.momentumState`)."""
+    controller = state.controller
+    doc = {
+        "format": STATE_FORMAT,
+        "attempt": state.attempt,
+        "version": state.version,
+        "explicit": state.explicit,
+        "cursors": dict(sorted(state.cursors.items())),
+        "dropped": dict(sorted(state.dropped.items())),
+        "droppedBefore": state.dropped_before,
+        "estimator": controller.estimator.to_dict(),
+        "members": sorted(controller.members),
+        "speeds": dict(sorted(controller.speeds.items())),
+        "curvature": controller.curvature.value,
+    }
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True)
+
+
+def restore(
+    text: str, *, settings: MomentumSettings, workers: int, initial_explicit: float
+) -> AsyncControl | None:
+    """The state `persisted` wrote, or None when `text` is not one (then start from the prior). An estimate
+    for another worker count is dropped (the prior for `workers` instead); versions and positions stay."""
+    try:
+        doc = json.loads(text)
+        if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
+            return None
+        state = AsyncControl.create(settings=settings, workers=workers, initial_explicit=initial_explicit)
+        state.attempt = str(doc["attempt"])
+        state.version = int(doc["version"])
+        state.explicit = float(doc["explicit"])
+        state.cursors = {str(k): int(v) for k, v in dict(doc["cursors"]).items()}
+        state.dropped = {str(k): int(v) for k, v in dict(doc["dropped"]).items()}
+        state.dropped_before = int(doc["droppedBefore"])
+        controller = state.controller
+        controller.estimator.restore(dict(doc["estimator"]))
+        controller.current_explicit = state.explicit
+        controller.members = {str(m) for m in doc["members"]}
+        controller.speeds = {str(k): float(v) for k, v in dict(doc["speeds"]).items()}
+        curvature = doc.get("curvature")
+        controller.curvature.value = float(curvature) if curvature is not None else None
+    except (ValueError, TypeError, KeyError):
+        return None
+    numbers = [state.explicit, *controller.speeds.values(), controller.curvature.value or 0.0]
+    if state.version < 1 or not all(math.isfinite(x) for x in numbers):
+        return None
+    return state
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from paceline_worker.wire import Label, WorkerMetric
+from paceline_worker.wire import Label, PsMetric, WorkerMetric
 
 PREFIX = "paceline_worker_"
 
@@ -96,3 +96,19 @@ def parse_worker_metrics(text: str, *, timestamp: float) -> WorkerSample:
         simulated_slowdown_factor=simulated[0] if simulated is not None and simulated[0] > 0 else None,
         curvature=curvature[0] if curvature is not None and 0 < curvature[0] < math.inf else None,
     )
+
+
+def parse_ps_dropped(text: str) -> int:
+    """A parameter-server shard's exposition → updates it dropped for staleness above maxStaleness (the
+    per-worker counters summed; 0 before any drop). Raises ValueError on malformed text."""
+    try:
+        return int(
+            sum(
+                sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+                if sample.name == f"{PsMetric.DROPPED}_total"
+            )
+        )
+    except (TypeError, KeyError, IndexError) as err:
+        raise ValueError(f"malformed metrics exposition: {err}") from err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -12,6 +13,7 @@ import numpy.typing as npt
 
 from .config import PsAddress
 from .protocol import ProtocolError, from_wire, recv_frame, send_frame, to_wire
+from .sharding import ParameterSpec
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +37,28 @@ class PsError(RuntimeError):
 
 
 class ShardConnection:
-    def __init__(self, address: PsAddress, *, shard: int, worker: str, connect_timeout_s: float) -> None:
+    def __init__(
+        self,
+        address: PsAddress,
+        *,
+        shard: int,
+        worker: str,
+        connect_timeout_s: float,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """Connect, retrying for `connect_timeout_s`; `cancelled()` true stops the retries at once
+        (ConnectionAbortedError), e.g. when the worker was asked to stop."""
         self.address = address
         self.shard = shard
         self.worker = worker
-        self._sock = self._connect(connect_timeout_s)
+        self._sock = self._connect(connect_timeout_s, cancelled)
 
-    def _connect(self, timeout: float) -> socket.socket:
+    def _connect(self, timeout: float, cancelled: Callable[[], bool]) -> socket.socket:
         deadline = time.monotonic() + timeout
         delay = 0.05
         while True:
+            if cancelled():
+                raise ConnectionAbortedError(f"stopped connecting to PS shard {self.shard}")
             try:
                 sock = socket.create_connection((self.address.host, self.address.port), timeout=10)
             except OSError as exc:
@@ -67,13 +81,23 @@ class ShardConnection:
         return reply, body
 
     def init(
-        self, *, fingerprint: str, values: FloatArray, learning_rate: float, momentum: float
+        self,
+        *,
+        fingerprint: str,
+        values: FloatArray,
+        learning_rate: float,
+        momentum: float,
+        model: Sequence[ParameterSpec] = (),
+        shards: int = 1,
     ) -> tuple[int, FloatArray]:
+        """Join the shard; `model` (every parameter's name and shape) and `shards` let it checkpoint."""
         header = {
             "op": "init",
             "fingerprint": fingerprint,
             "learningRate": learning_rate,
             "momentum": momentum,
+            "model": [[spec.name, list(spec.shape)] for spec in model],
+            "shards": shards,
         }
         reply, body = self.request(header, to_wire(values))
         return int(reply["version"]), from_wire(body)

@@ -6,7 +6,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-from ..config import DEFAULT_METRICS_PORT, ConfigError, WorkerConfig, config_from_env
+from ..config import (
+    DEFAULT_CHECKPOINT_INTERVAL_STEPS,
+    DEFAULT_METRICS_PORT,
+    ConfigError,
+    WorkerConfig,
+    config_from_env,
+)
 from ..wire import PS_PORT, Env, HyperparameterError, HyperparameterUpdate, parse_update
 
 DEFAULT_PS_PORT = PS_PORT
@@ -82,6 +88,11 @@ class PsConfig:
     linger_s: float
     max_staleness: int = 0  # PACELINE_MAX_STALENESS: drop updates staler than this (0: no bound)
     token_file: str | None = None  # PACELINE_TOKEN_FILE: control writes need this token (none: all refused)
+    shards_known: bool = False  # PACELINE_PS_ADDRS was given (else `shards` is 1 by default)
+    checkpoint_dir: str | None = (
+        None  # PACELINE_CHECKPOINT_DIR: ps-shard-<i>-of-<n>.npz there (none: no checkpoints)
+    )
+    checkpoint_interval: int = DEFAULT_CHECKPOINT_INTERVAL_STEPS  # every N model versions; 0: only at stop
 
 
 def ps_config_from_env(env: Mapping[str, str]) -> PsConfig:
@@ -106,8 +117,12 @@ def ps_config_from_env(env: Mapping[str, str]) -> PsConfig:
     workers = _int(env, Env.WORLD_SIZE, 0)
     linger = _float(env, "PACELINE_PS_LINGER_S", DEFAULT_LINGER_S)
     max_staleness = _int(env, Env.MAX_STALENESS, 0)
-    if workers < 0 or linger < 0 or max_staleness < 0:
-        raise ConfigError("WORLD_SIZE, PACELINE_PS_LINGER_S and PACELINE_MAX_STALENESS must be >= 0")
+    interval = _int(env, Env.CHECKPOINT_INTERVAL_STEPS, DEFAULT_CHECKPOINT_INTERVAL_STEPS)
+    if workers < 0 or linger < 0 or max_staleness < 0 or interval < 0:
+        raise ConfigError(
+            "WORLD_SIZE, PACELINE_PS_LINGER_S, PACELINE_MAX_STALENESS and "
+            "PACELINE_CHECKPOINT_INTERVAL_STEPS must be >= 0"
+        )
     return PsConfig(
         shard=shard,
         shards=len(addrs) or 1,
@@ -120,6 +135,9 @@ def ps_config_from_env(env: Mapping[str, str]) -> PsConfig:
         linger_s=linger,
         max_staleness=max_staleness,
         token_file=env.get(Env.TOKEN_FILE) or None,
+        shards_known=bool(addrs),
+        checkpoint_dir=env.get(Env.CHECKPOINT_DIR) or None,
+        checkpoint_interval=interval,
     )
 
 

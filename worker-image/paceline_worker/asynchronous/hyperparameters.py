@@ -39,11 +39,11 @@ class StaleVersionError(HyperparameterError):
 class HyperparameterStore:
     """The hyperparameters in force; a change takes effect for the very next update (no pending state)."""
 
-    def __init__(self, initial: Hyperparameters) -> None:
+    def __init__(self, initial: Hyperparameters, *, model_version: int = 0) -> None:
         self._lock = threading.Lock()
         self._current = initial
         self._history: deque[dict[str, Any]] = deque(maxlen=HISTORY_LIMIT)
-        self._record(initial, model_version=0)
+        self._record(initial, model_version=model_version)
 
     @property
     def current(self) -> Hyperparameters:

@@ -2,11 +2,14 @@
 
 Serves the worker protocol (protocol.py) on PACELINE_PS_PORT and HTTP on PACELINE_METRICS_PORT:
 GET /metrics, GET|PUT /hyperparameters, GET /staleness?after=N, GET /status, GET /healthz.
-Exits 0 on SIGTERM, or PACELINE_PS_LINGER_S after all WORLD_SIZE workers said goodbye.
+Exits 0 on SIGTERM, or PACELINE_PS_LINGER_S after all WORLD_SIZE workers said goodbye. With
+PACELINE_CHECKPOINT_DIR it restores its shard from the checkpoint files there at start, and checkpoints
+every PACELINE_CHECKPOINT_INTERVAL_STEPS model versions and when it stops (ps_checkpoint.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -15,6 +18,7 @@ import socketserver
 import threading
 from collections.abc import Mapping
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError
@@ -24,8 +28,10 @@ from ..wire import Env, HyperparameterError, Route, parse_update, staleness_page
 from .config import PsConfig, ps_config_from_env
 from .hyperparameters import StaleVersionError
 from .protocol import ProtocolError, from_wire, recv_frame, send_frame, to_wire
+from .ps_checkpoint import load_states, restore_shard, save_state
 from .ps_metrics import PsMetrics
-from .shard import ParameterShard, ShardError
+from .shard import AppliedUpdate, ParameterShard, ShardError
+from .sharding import ParameterSpec
 
 log = logging.getLogger("paceline_worker.asynchronous.ps")
 
@@ -39,8 +45,16 @@ class ParameterServer:
             shard=config.shard, initial=config.hyperparameters, max_staleness=config.max_staleness
         )
         self.metrics = PsMetrics(job=config.job, shard=config.shard)
-        self.shard.on_update = self.metrics.observe_update
+        self.shard.on_update = self._on_update
+        self.checkpoint_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
+        self._saved: tuple[int, int] | None = None  # (model version, hyperparameters version) last saved
+        self._save_lock = threading.Lock()
+        self._save_due = threading.Event()
+        self._closing = False
+        self.restored_version: int | None = None
+        self._restore()
         self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
         self._connections = 0
         self._finished: set[str] = set()
         self.stop_event = threading.Event()
@@ -75,9 +89,10 @@ class ParameterServer:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._lock:
             self._connections += 1
+            self._sockets.add(sock)
             self.metrics.observe_connections(self._connections)
         try:
-            while True:
+            while not self._closing:
                 header, payload = recv_frame(sock)
                 reply, body = self._handle(header, payload)
                 send_frame(sock, reply, body)
@@ -86,6 +101,7 @@ class ParameterServer:
         finally:
             with self._lock:
                 self._connections -= 1
+                self._sockets.discard(sock)
                 self.metrics.observe_connections(self._connections)
 
     def _handle(self, header: Mapping[str, Any], payload: bytes) -> tuple[dict[str, Any], bytes]:
@@ -98,11 +114,17 @@ class ParameterServer:
                     "PACELINE_PS_ADDRS must list the shards in PACELINE_PS_SHARD order"
                 )
             if op == "init":
+                model = [
+                    ParameterSpec(name=str(name), shape=tuple(int(d) for d in shape))
+                    for name, shape in header.get("model") or []
+                ]
                 snap = self.shard.initialise(
                     fingerprint=str(header["fingerprint"]),
                     values=from_wire(payload),
                     learning_rate=float(header["learningRate"]),
                     momentum=float(header["momentum"]),
+                    model=model,
+                    shards=int(header.get("shards", 1)),
                 )
                 hyper = self.shard.hyperparameters
                 if hyper is not None:
@@ -142,6 +164,80 @@ class ParameterServer:
             log.info("all %d workers finished; exiting in %.1fs", self.config.workers, self.config.linger_s)
             threading.Timer(self.config.linger_s, self.stop_event.set).start()
 
+    # ---- checkpoints ---------------------------------------------------------------------------------
+    def _restore(self) -> None:
+        """Resume from the checkpoint files in PACELINE_CHECKPOINT_DIR, if they hold this shard's tensors."""
+        if self.checkpoint_dir is None:
+            return
+        states = load_states(self.checkpoint_dir)
+        if not states:
+            log.info(
+                "no PS checkpoint in %s: the first worker's parameters start the model", self.checkpoint_dir
+            )
+            return
+        shards = (
+            self.config.shards if self.config.shards_known else max(states, key=lambda s: s.saved_at).shards
+        )
+        restored = restore_shard(states, shard=self.config.shard, shards=shards)
+        if isinstance(restored, str):
+            log.warning(
+                "PS shard %d cannot restore from %s: %s; the first worker's parameters start the model",
+                self.config.shard,
+                self.checkpoint_dir,
+                restored,
+            )
+            return
+        self.shard.restore(restored)
+        self.restored_version = restored.version
+        self._saved = (restored.version, restored.hyperparameters.version)
+        hyper = self.shard.hyperparameters
+        if hyper is not None:
+            self.metrics.observe_hyperparameters(hyper)
+        self.metrics.observe_parameters(self.shard.numel)
+        self.metrics.observe_version(restored.version)
+        log.info(
+            "PS shard %d restored from %s at model version %d: %d values from the file(s) of shard(s) %s%s",
+            self.config.shard,
+            self.checkpoint_dir,
+            restored.version,
+            restored.values.size,
+            ",".join(map(str, restored.sources)),
+            " (re-sharded by parameter name)" if restored.resharded else "",
+        )
+
+    def _on_update(self, record: AppliedUpdate) -> None:
+        """Called under the shard's lock after every update: metrics, and wake the checkpoint writer."""
+        self.metrics.observe_update(record)
+        interval = self.config.checkpoint_interval
+        saved = 0 if self._saved is None else self._saved[0]
+        if self.checkpoint_dir is not None and interval and record.version - saved >= interval:
+            self._save_due.set()
+
+    def _checkpoint_loop(self) -> None:
+        while True:
+            self._save_due.wait()
+            self._save_due.clear()
+            if self._closing:
+                return
+            self.checkpoint()
+
+    def checkpoint(self) -> Path | None:
+        """Write this shard's state now (if it changed since the last write); the file, or None."""
+        if self.checkpoint_dir is None:
+            return None
+        with self._save_lock:
+            state = self.shard.state()
+            if state is None or self._saved == (state.version, state.hyperparameters.version):
+                return None
+            try:
+                path = save_state(self.checkpoint_dir, state)
+            except OSError as exc:
+                log.warning("PS shard %d could not write its checkpoint: %s", self.config.shard, exc)
+                return None
+            self._saved = (state.version, state.hyperparameters.version)
+        log.debug("PS shard %d checkpointed model version %d to %s", self.config.shard, state.version, path)
+        return path
+
     # ---- HTTP --------------------------------------------------------------------------------------
     def _routes(self) -> Routes:
         return {
@@ -166,6 +262,12 @@ class ParameterServer:
             "maxStaleness": self.shard.max_staleness,
             "droppedUpdates": self.shard.dropped,
             "finishedWorkers": finished,
+            "checkpoint": {
+                "directory": None if self.checkpoint_dir is None else str(self.checkpoint_dir),
+                "intervalUpdates": self.config.checkpoint_interval,
+                "savedVersion": None if self._saved is None else self._saved[0],
+                "restoredVersion": self.restored_version,
+            },
         }
 
     def _get_hyperparameters(self, query: dict[str, str], body: bytes) -> Response:
@@ -231,6 +333,8 @@ class ParameterServer:
 
     def start(self) -> ParameterServer:
         threading.Thread(target=self._tcp.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+        if self.checkpoint_dir is not None:
+            threading.Thread(target=self._checkpoint_loop, name="ps-checkpoint", daemon=True).start()
         self._http.start()
         log.info(
             "PS shard %d serving workers on %s:%d, HTTP on %s:%d",
@@ -241,8 +345,20 @@ class ParameterServer:
         return self
 
     def stop(self) -> None:
+        """Stop serving workers (open connections too), write the final checkpoint, stop HTTP."""
         self._tcp.shutdown()
         self._tcp.server_close()
+        self._closing = True
+        with self._lock:
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        self._save_due.set()
+        path = self.checkpoint()
+        if path is not None:
+            log.info(
+                "PS shard %d checkpointed model version %d to %s", self.config.shard, self.shard.version, path
+            )
         self._http.stop()
 
 

@@ -67,6 +67,9 @@ class PsMetrics:
         self._updates.labels(**labels).inc()
         self._version.set(update.version)
 
+    def observe_version(self, version: int) -> None:
+        self._version.set(version)
+
     def observe_hyperparameters(self, hyper: Hyperparameters) -> None:
         self._momentum.set(hyper.momentum)
         self._learning_rate.set(hyper.learning_rate)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +13,8 @@ import numpy.typing as npt
 
 from ..wire import HyperparameterUpdate
 from .hyperparameters import Hyperparameters, HyperparameterStore
+from .ps_checkpoint import Restored, ShardState
+from .sharding import ParameterSpec, assign_shards
 
 FloatArray = npt.NDArray[np.float32]
 STALENESS_LOG_LIMIT = 65536
@@ -63,6 +66,10 @@ class ParameterShard:
         self._values: FloatArray | None = None
         self._buffer: FloatArray | None = None
         self._fingerprint = ""
+        # the whole model (from the first worker): what a checkpoint needs to be restored by name
+        self._model: tuple[ParameterSpec, ...] = ()
+        self.restored = False  # the state came from a checkpoint
+        self._shards = 1
         self._version = 0
         self._store: HyperparameterStore | None = None
         self._override = initial  # hyperparameters from the PS environment, if any
@@ -94,26 +101,81 @@ class ParameterShard:
         return 0 if self._values is None else int(self._values.size)
 
     def initialise(
-        self, *, fingerprint: str, values: FloatArray, learning_rate: float, momentum: float
+        self,
+        *,
+        fingerprint: str,
+        values: FloatArray,
+        learning_rate: float,
+        momentum: float,
+        model: Sequence[ParameterSpec] = (),
+        shards: int = 1,
     ) -> Snapshot:
-        """The first worker's parameters become the model; later calls just check the layout and read."""
+        """The first worker's parameters become the model; later calls just check the layout and read.
+
+        `model` (every parameter's name and shape, in model order) and `shards` let the shard checkpoint
+        itself; they must give the layout `fingerprint` names."""
         with self._lock:
             if self._values is None:
+                if model:
+                    layout = assign_shards(model, shards)[self.shard]
+                    if layout.fingerprint() != fingerprint or layout.numel != values.size:
+                        raise ShardError(
+                            f"shard {self.shard}: the model the worker described does not give layout "
+                            f"{fingerprint} with {values.size} values"
+                        )
                 self._values = np.array(values, dtype=np.float32, copy=True)
                 self._buffer = np.zeros_like(self._values)
                 self._fingerprint = fingerprint
+                self._model, self._shards = tuple(model), shards
                 from_worker = Hyperparameters(version=0, learning_rate=learning_rate, momentum=momentum)
                 initial = from_worker
                 if self._override is not None:
                     initial = from_worker.updated(self._override)
                 self._store = HyperparameterStore(initial)
             elif fingerprint != self._fingerprint or values.size != self._values.size:
+                hint = (
+                    "restored from a checkpoint of another model? (remove the job's ps-shard-*.npz)"
+                    if self.restored
+                    else "same model and PACELINE_PS_ADDRS on every worker?"
+                )
                 raise ShardError(
                     f"shard {self.shard} holds layout {self._fingerprint} ({self._values.size} values), "
-                    f"the worker sent {fingerprint} ({values.size}): "
-                    "same model and PACELINE_PS_ADDRS on every worker?"
+                    f"the worker sent {fingerprint} ({values.size}): {hint}"
                 )
             return Snapshot(version=self._version, values=self._values.copy())
+
+    def restore(self, restored: Restored) -> None:
+        """Resume from a checkpoint (before any worker initialised the shard): parameters, momentum
+        buffer, model version and hyperparameters (the environment's override only when newer)."""
+        with self._lock:
+            if self._values is not None:
+                raise ShardError(f"shard {self.shard} is initialised already")
+            self._values = restored.values.copy()
+            self._buffer = restored.buffer.copy()
+            self._fingerprint = restored.layout.fingerprint()
+            self._version = restored.version
+            self._model, self._shards = restored.model, restored.layout_shards
+            self.restored = True
+            hyper = restored.hyperparameters
+            if self._override is not None and self._override.version > hyper.version:
+                hyper = hyper.updated(self._override)
+            self._store = HyperparameterStore(hyper, model_version=restored.version)
+
+    def state(self) -> ShardState | None:
+        """A copy of everything a checkpoint holds; None before the shard knows its model's layout."""
+        with self._lock:
+            if self._values is None or self._buffer is None or self._store is None or not self._model:
+                return None
+            return ShardState(
+                shard=self.shard,
+                shards=self._shards,
+                model=self._model,
+                version=self._version,
+                values=self._values.copy(),
+                buffer=self._buffer.copy(),
+                hyperparameters=self._store.current,
+                saved_at=time.time(),
+            )
 
     def read(self) -> Snapshot:
         with self._lock:

@@ -19,7 +19,7 @@ from ..curvature import top_hessian_eigenvalue
 from ..data import Batch, collate_indices, to_device
 from ..metrics import StepTiming, WorkerMetrics
 from ..simulation import SimulatedDevice
-from ..wire import Env
+from ..wire import EXIT_TEMPORARY_FAILURE, Env
 from .client import PushResult, ShardConnection
 from .config import AsyncWorkerConfig, worker_config_from_env
 from .sharding import ShardLayout, assign_shards
@@ -68,7 +68,8 @@ class AsyncWorker:
         self.last_timing: StepTiming | None = None
         self.stopped_by_signal = False
         self._params = list(model.parameters())
-        self._layouts: list[ShardLayout] = assign_shards(parameter_specs(model), len(config.ps_addrs))
+        self._specs = parameter_specs(model)
+        self._layouts: list[ShardLayout] = assign_shards(self._specs, len(config.ps_addrs))
         self._shards: list[ShardConnection] = []
         self._simulation: SimulatedDevice | None = None
         every = os.environ.get(Env.CURVATURE_EVERY, str(DEFAULT_CURVATURE_EVERY))
@@ -108,22 +109,8 @@ class AsyncWorker:
         cuda = torch.cuda.is_available()
         self.core.use_device(torch.device("cuda", base.local_rank) if cuda else torch.device("cpu"))
         try:
-            for layout, address in zip(self._layouts, self.config.ps_addrs, strict=True):
-                connection = ShardConnection(
-                    address,
-                    shard=layout.shard,
-                    worker=str(self.rank),
-                    connect_timeout_s=self.config.connect_timeout_s,
-                )
-                self._shards.append(connection)
-                version, values = connection.init(
-                    fingerprint=layout.fingerprint(),
-                    values=flatten(self._params, layout),
-                    learning_rate=self.learning_rate,
-                    momentum=self.momentum,
-                )
-                load(self._params, layout, values)
-                self.versions.append(version)
+            for layout in self._layouts:
+                self._shards.append(self._join(layout))
             self._simulation = self.core.simulated_device(batch_size=self.batch_size, agree=alone)
             self.core.serve({}, self.status)
         except BaseException:
@@ -156,6 +143,69 @@ class AsyncWorker:
         self.core.close()
         if exc_type is None and self.stopped_by_signal:
             raise SystemExit(0)
+
+    def _join(self, layout: ShardLayout) -> ShardConnection:
+        """Connect to a shard (retrying until the connect timeout, or a stop request: then
+        ConnectionAbortedError) and load its parameters: the shard's, or — when this worker is the first to
+        reach a shard without a checkpoint — this worker's own."""
+        deadline = time.monotonic() + self.config.connect_timeout_s
+        while True:
+            connection = ShardConnection(
+                self.config.ps_addrs[layout.shard],
+                shard=layout.shard,
+                worker=str(self.rank),
+                connect_timeout_s=max(deadline - time.monotonic(), 0.0),
+                cancelled=lambda: self.core.stop.requested,
+            )
+            try:
+                version, values = connection.init(
+                    fingerprint=layout.fingerprint(),
+                    values=flatten(self._params, layout),
+                    learning_rate=self.learning_rate,
+                    momentum=self.momentum,
+                    model=self._specs,
+                    shards=len(self._layouts),
+                )
+                break
+            except OSError as exc:  # accepted, then closed: a shard on its way out; try again
+                connection.close()
+                if self.core.stop.requested:
+                    raise ConnectionAbortedError(f"stopped joining PS shard {layout.shard}") from exc
+                if time.monotonic() >= deadline:
+                    raise ConnectionError(f"PS shard {layout.shard}: {exc}") from exc
+                time.sleep(0.2)
+            except BaseException:
+                connection.close()
+                raise
+        load(self._params, layout, values)
+        if layout.shard < len(self.versions):
+            self.versions[layout.shard] = version
+        else:
+            self.versions.append(version)
+        return connection
+
+    def _rejoin(self, layout: ShardLayout, error: Exception) -> bool:
+        """The shard's connection broke (its process restarted): connect again and read its parameters
+        (restored from its checkpoint); this step's gradient for that shard is lost. False when the worker
+        was asked to stop meanwhile (SIGTERM: the pods are going away, a new shard is not this worker's)."""
+        self._shards[layout.shard].close()
+        if self.core.stop.requested:
+            log.info("PS shard %d connection lost (%s) while stopping", layout.shard, error)
+            return False
+        log.warning("PS shard %d connection lost (%s); reconnecting", layout.shard, error)
+        try:
+            self._shards[layout.shard] = self._join(layout)
+        except ConnectionAbortedError:
+            log.info("stopped while reconnecting to PS shard %d", layout.shard)
+            return False
+        except ConnectionError as exc:  # e.g. a re-created PS pod at another address: restart the pod
+            log.error(
+                "PS shard %d did not come back: %s; exiting %d", layout.shard, exc, EXIT_TEMPORARY_FAILURE
+            )
+            self._shards.pop(layout.shard)
+            raise SystemExit(EXIT_TEMPORARY_FAILURE) from exc
+        log.info("rejoined PS shard %d at model version %d", layout.shard, self.versions[layout.shard])
+        return True
 
     def _close_connections(self, *, goodbye: bool) -> None:
         for connection in self._shards:
@@ -226,10 +276,16 @@ class AsyncWorker:
         computed = time.perf_counter()
         grads = [p.grad for p in self._params]
         results = []
-        for connection, layout in zip(self._shards, self._layouts, strict=True):
-            result, values = connection.push(
-                read_version=self.versions[layout.shard], gradient=flatten(grads, layout)
-            )
+        for connection, layout in zip(list(self._shards), self._layouts, strict=True):
+            try:
+                result, values = connection.push(
+                    read_version=self.versions[layout.shard], gradient=flatten(grads, layout)
+                )
+            except OSError as exc:  # ProtocolError included: the shard went away
+                if not self._rejoin(layout, exc):
+                    self.stopped_by_signal = True
+                    break  # stopping: batches() ends at the next batch
+                continue
             load(self._params, layout, values)
             self.versions[layout.shard] = result.version
             results.append(result)
@@ -261,8 +317,14 @@ class AsyncWorker:
 
     def pull(self) -> list[int]:
         """Read the current model from every shard now (e.g. before evaluating); returns the versions."""
-        for connection, layout in zip(self._shards, self._layouts, strict=True):
-            version, values = connection.pull()
+        for connection, layout in zip(list(self._shards), self._layouts, strict=True):
+            try:
+                version, values = connection.pull()
+            except OSError as exc:
+                if not self._rejoin(layout, exc):
+                    self.stopped_by_signal = True
+                    break
+                continue
             load(self._params, layout, values)
             self.versions[layout.shard] = version
         return list(self.versions)

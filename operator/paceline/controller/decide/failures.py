@@ -12,6 +12,7 @@ from paceline import api
 from paceline.controller.decide.children import Children
 from paceline.controller.decide.validate import phase
 from paceline.reasons import Reason
+from paceline_worker.wire import EXIT_TEMPORARY_FAILURE
 
 MAX_BACKOFF_S = 300
 
@@ -46,12 +47,13 @@ def exit_info(pod: Mapping[str, Any]) -> tuple[int | None, str, str]:
 
 
 def retryable(policy: api.RestartPolicy, exit_code: int | None) -> bool:
-    """Exit-code semantics: ExitCode retries 128+ (signals: OOM kill, preemption) and unknown codes only."""
+    """Exit-code semantics: ExitCode retries 128+ (signals: OOM kill, preemption), unknown codes and the
+    worker runtime's own temporary failure (75, e.g. its parameter server did not come back) only."""
     if policy is api.RestartPolicy.NEVER:
         return False
     if policy is api.RestartPolicy.ON_FAILURE:
         return True
-    return exit_code is None or exit_code >= 128 or exit_code < 0
+    return exit_code is None or exit_code >= 128 or exit_code < 0 or exit_code == EXIT_TEMPORARY_FAILURE
 
 
 def judge(children: Children, spec: api.JobSpec, *, world: int, restarts: int) -> Failure | Restart | None:

@@ -63,6 +63,7 @@ class Telemetry:
     push: tuple[str, Assignment] | None = None  # (rank 0's /assignment URL, what to PUT there)
     momentum_put: MomentumPut | None = None
     events: tuple[Event, ...] = ()
+    asynchronous: Mapping[str, Any] | None = None  # status.asynchronous (None: keep the one in the status)
 
 
 @dataclass(frozen=True, kw_only=True)

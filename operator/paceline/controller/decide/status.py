@@ -283,11 +283,14 @@ def stopped_conditions(
 
 
 def live_status(obs: Observed, telemetry: Telemetry | None) -> dict[str, Any]:
-    """The measured parts of status: throughput and momentum from this pass, else as they were."""
+    """The measured parts of status: throughput, momentum and the asynchronous mode's counters and
+    persisted state from this pass, else as they were."""
     old = obs.job.get("status") or {}
-    status = {k: old[k] for k in ("throughput", "momentum") if k in old}
+    status = {k: old[k] for k in ("throughput", "momentum", "asynchronous") if k in old}
     if telemetry is not None and telemetry.throughput:
         status["throughput"] = dict(telemetry.throughput)
     if telemetry is not None and telemetry.momentum:
         status["momentum"] = dict(telemetry.momentum)
+    if telemetry is not None and telemetry.asynchronous is not None:
+        status["asynchronous"] = dict(telemetry.asynchronous)
     return status
