@@ -343,7 +343,8 @@ def parse_staleness_page(doc: Mapping[str, Any], *, after: int) -> tuple[list[in
 
 # -- generations: which pods train together, in what order (resizing in place) ------------------------------
 # The operator decides a new generation when the job grows or shrinks; each surviving pod's launcher receives
-# it (PUT /generation) and restarts its ranks with it, so surviving pods are never recreated. Wire form:
+# it (PUT /generation) and hands it to its running ranks (data parallel: they regroup at a step boundary) or
+# restarts them with it (split modules), so surviving pods are never recreated. Wire form:
 #   {"generation": 3, "nnodes": 2, "nodeRank": 1, "masterAddr": "job-worker-0.job.ns.svc.cluster.local",
 #    "masterPort": 29531, "assignment": {"version": 9, "batchSizes": [40, 24]}, "plan": {"tensorParallel": 1}}
 
