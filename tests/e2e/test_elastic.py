@@ -1,8 +1,8 @@
 """Jobs that follow the cluster: a node is deleted mid-training. The job re-plans on the nodes that are left,
-the worker on the other node keeps its pod (its launcher restarts the ranks in place), all resume from the
-checkpoint on the job's own volume (a claim template the operator created), no pod stays pinned to the
-missing node; when the node comes back the job grows into it again; every sample of every epoch is in the
-model exactly once."""
+the worker on the other node keeps its pod and its rank processes (they wait for the next generation and
+regroup), all go on from the state checkpointed at the stop on the job's own volume (a claim template the
+operator created), no pod stays pinned to the missing node; when the node comes back the job grows into it
+again; every sample of every epoch is in the model exactly once."""
 
 from __future__ import annotations
 
@@ -109,6 +109,8 @@ def test_a_lost_node_replans_resumes_from_the_volume_and_keeps_every_sample(
     records = checkpoint_records(cluster, namespace, "follow")
     worlds = [r["worldSize"] for rank in records[:1] for r in rank["records"]]
     assert {8, 4} <= set(worlds), "trained on 2 pods x 4 ranks, on 1 pod, then on 2 again"
+    for rank in records[:4]:  # ranks 0-3: the kept pod's in every generation (kept pods come first)
+        assert len({r["pid"] for r in rank["records"]}) == 1, "the kept pod's ranks kept their processes"
     assert {r["generation"] for rank in records for r in rank["records"]} == {0, 1, 2}
 
 
