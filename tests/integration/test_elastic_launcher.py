@@ -37,8 +37,7 @@ from _tp_pods import (
     stop,
 )
 
-# B = 24: 10 steps per epoch; enough epochs that training outlasts the joining pod's start on a loaded machine
-SIZES, SAMPLES, STEPS = [6, 16, 12, 4], 240, 100
+SIZES, SAMPLES, STEPS = [6, 16, 12, 4], 240, 60  # B = 24: 10 steps per epoch
 DP = {"tensorParallel": 1, "modules": {}}
 
 
@@ -114,11 +113,14 @@ def test_shrink_on_node_loss_and_grow_keep_pods_and_samples(tmp_path: Path) -> N
             assert put_generation(ports[rank], generation(1, 2, rank, shrink_port, [12, 12])) == 202
         wait_until("step 18 in generation 1", lambda: trained_steps(out, 1) >= 18, out)
 
+        # as the operator does: the joining pod is created with the new generation, the survivors are told
         grow_port = free_port()
-        for rank in (0, 1):
-            assert put_generation(ports[rank], generation(2, 3, rank, grow_port, [8, 8, 8])) == 202
         joined = {**env, **{k: v for k, v in _env_of(generation(2, 3, 2, grow_port, [8, 8, 8])).items()}}
         pods.append(start_pod(out, 3, {**joined, "PACELINE_LAUNCHER_PORT": str(ports[3])}, args))
+        joiner_log = out / "pod3.log"
+        wait_until("the joining pod's rank started", lambda: "serving http" in joiner_log.read_text(), out)
+        for rank in (0, 1):
+            assert put_generation(ports[rank], generation(2, 3, rank, grow_port, [8, 8, 8])) == 202
         for rank in (0, 1):
             launcher = get_generation(ports[rank])  # one restart (the shrink); the growth needed none
             assert launcher["restarts"] == 1 and launcher["generation"] == 2, launcher
