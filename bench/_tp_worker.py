@@ -54,6 +54,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--switch-at", type=int, default=None, help="rank 0 offers --switch-to at this step")
     parser.add_argument("--switch-to", default=None, help="new per-pod shares, e.g. 9,5")
     parser.add_argument("--step-sleep", type=float, default=0.0, help="seconds of extra work per step")
+    parser.add_argument(
+        "--fail-at", type=int, default=None, help="rank --fail-rank raises at this step (a bug)"
+    )
+    parser.add_argument("--fail-rank", type=int, default=0)
     return parser.parse_args()
 
 
@@ -76,6 +80,8 @@ def main() -> None:
                 shares = [int(x) for x in args.switch_to.split(",")]
                 offered = w.store.offer(json.dumps({"version": 2, "batchSizes": shares}))
                 assert offered.outcome.value == "accepted", offered
+            if batch.step == args.fail_at and w.rank == args.fail_rank:
+                raise ValueError(f"a bug at step {batch.step}")
             w.forward_backward(batch)
             time.sleep(args.step_sleep)
             if args.record_grads:

@@ -148,3 +148,28 @@ def _env_of(doc: dict) -> dict[str, str]:
     from paceline_worker.wire import generation_from_mapping
 
     return generation_from_mapping(doc).env()
+
+
+@pytest.mark.integration
+def test_a_ranks_own_failure_fails_its_pod_at_once_while_the_peers_wait(tmp_path: Path) -> None:
+    """Elastic pods hold a lost peer's failure for a new generation, but not their own rank's bug."""
+    out = tmp_path / "run"
+    ports = [free_port() for _ in range(2)]
+    env = pod_env(
+        shares=[12, 12],
+        ranks_per_pod=1,
+        plan=DP,
+        extra_env={"PACELINE_RESIZE_GRACE_S": "300"},
+    )
+    args = ["--sizes", ",".join(map(str, SIZES)), "--samples", str(SAMPLES), "--max-steps", str(STEPS)]
+    args += ["--step-sleep", "0.1", "--fail-at", "5", "--fail-rank", "1"]
+    pods = [start_pod(out, i, {**env, "PACELINE_LAUNCHER_PORT": str(ports[i])}, args) for i in range(2)]
+    try:
+        assert pods[1].wait(timeout=240) == 1, logs(out)  # its own bug: no waiting out the 300 s grace
+        wait_until(
+            "pod 0's ranks gave up on their lost peer", lambda: not get_generation(ports[0])["running"], out
+        )
+        assert pods[0].poll() is None, "pod 0 waits for the operator's next generation"
+        assert "a peer was lost" in (out / "pod0.log").read_text()
+    finally:
+        stop(pods)

@@ -20,7 +20,9 @@ from paceline_worker.generation_file import (
     write_generation,
 )
 from paceline_worker.launch import Supervisor
-from paceline_worker.wire import Assignment, Generation
+from paceline_worker.rendezvous import RendezvousError
+from paceline_worker.wire import EXIT_TEMPORARY_FAILURE, Assignment, Generation
+from paceline_worker.worker import peer_lost
 
 DP = {"tensorParallel": 1, "modules": {}}
 TP = {"tensorParallel": 2, "modules": {"0": {"style": "colwise"}}}
@@ -120,5 +122,16 @@ def test_failed_ranks_restart_with_the_generation_handed_to_them(tmp_path: Path,
     supervisor = Supervisor(["true"], generation(1), grace_s=60, workdir=tmp_path)
     supervisor._agent = running_agent
     supervisor.offer(generation(2))
-    next_generation = supervisor._next_generation(1)  # the ranks failed (a peer's node went) meanwhile
+    assert supervisor._next_generation(1) is None  # the ranks' own failure (a bug): the pod fails, now
+    next_generation = supervisor._next_generation(EXIT_TEMPORARY_FAILURE)  # a peer was lost meanwhile
     assert next_generation is not None and next_generation.generation == 2
+
+
+def test_a_lost_peer_is_told_from_a_ranks_own_failure() -> None:
+    closed = (
+        "[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]"
+    )
+    assert peer_lost(RuntimeError(closed)) and peer_lost(RendezvousError("generation 3: failed to recv"))
+    assert not peer_lost(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) and not peer_lost(
+        KeyError()
+    )

@@ -15,8 +15,9 @@ written to the generation file: the ranks keep running, join the new generation'
 train, and switch at one step boundary once every rank of the new world (including those of pods that are
 still starting) is there. Otherwise (modules split by the plan) the ranks stop gracefully (SIGTERM: every
 rank stops at the same step and rank 0 checkpoints) and start again with the new pods, order, assignment
-and plan. Either way the pod itself survives. When the ranks fail (a peer's node was lost abruptly), the
-supervisor restarts them with the newest generation, waiting up to PACELINE_RESIZE_GRACE_S for one.
+and plan. Either way the pod itself survives. When the ranks exit 75 (EXIT_TEMPORARY_FAILURE: a peer was
+lost abruptly, e.g. its node), the supervisor restarts them with the newest generation, waiting up to
+PACELINE_RESIZE_GRACE_S for one; any other failure is the pod's own and ends it at once.
 
 Exit code: the first failing rank's (a rank killed by signal N exits 128 + N, as a container would), so the
 operator's restart policy still tells a bug (1-127) from a preemption or OOM kill (>= 128); 0 when all ranks
@@ -48,6 +49,7 @@ from .http_server import HttpEndpoint, Response, Routes, common_routes
 from .metrics import launcher_metrics
 from .signals import exit_with_parent
 from .wire import (
+    EXIT_TEMPORARY_FAILURE,
     LAUNCHER_PORT,
     Env,
     Generation,
@@ -188,11 +190,13 @@ class Supervisor:
 
     def _next_generation(self, code: int) -> Generation | None:
         """What to restart the ranks with after they ended with `code`: a generation that asked for a
-        restart; after a failure, one handed to the ranks meanwhile, else one that comes within the grace."""
+        restart; when a peer was lost (EXIT_TEMPORARY_FAILURE), one handed to the ranks meanwhile, else one
+        that comes within the grace. Any other failure is the pod's own: no restart, the pod fails."""
         with self._changed:
-            if self._pending is None and code and self.current.generation > self._started:
+            peer_lost = code == EXIT_TEMPORARY_FAILURE
+            if self._pending is None and peer_lost and self.current.generation > self._started:
                 return None if self._terminated else self.current
-            if self._pending is None and not self._terminated and code and self.grace_s > 0:
+            if self._pending is None and not self._terminated and peer_lost and self.grace_s > 0:
                 self._changed.wait_for(
                     lambda: self._pending is not None or self._terminated, timeout=self.grace_s
                 )
@@ -210,8 +214,8 @@ class Supervisor:
             if nxt is None:
                 if self._terminated:
                     log.info("ranks exited with %d after the pod was stopped", code)
-                elif code and self.grace_s:
-                    log.error("ranks exited with %d and no new generation came in %gs", code, self.grace_s)
+                elif code == EXIT_TEMPORARY_FAILURE and self.grace_s:
+                    log.error("a peer was lost and no new generation came in %gs", self.grace_s)
                 return code
             log.info(
                 "generation %d ended with %d; restarting in place as generation %d",

@@ -18,8 +18,9 @@ METRICS_PORT = 9400  # every worker pod and parameter server: /metrics and the c
 LAUNCHER_PORT = 9401  # every synchronous worker pod's launcher: GET/PUT /generation
 PS_PORT = 29600  # parameter servers' TCP update protocol
 # A worker's exit code for a transient failure it cannot repair itself (EX_TEMPFAIL of sysexits.h): an
-# asynchronous worker whose parameter server went away and did not come back at its address. Under
-# restartPolicy ExitCode the operator retries it like a signal's 128+n.
+# asynchronous worker whose parameter server went away and did not come back at its address; a rank of an
+# elastic synchronous job whose peer was lost (its launcher then waits for the next generation instead of
+# failing the pod). Under restartPolicy ExitCode the operator retries it like a signal's 128+n.
 EXIT_TEMPORARY_FAILURE = 75
 
 # Control writes (every PUT) carry the job's token: `Authorization: Bearer <token>`. The operator keeps it in

@@ -44,7 +44,14 @@ from .tensor_parallel import (
     sum_across,
 )
 from .termination import write_termination_message
-from .wire import Assignment, AssignmentError, Env, Generation, assignment_from_mapping
+from .wire import (
+    EXIT_TEMPORARY_FAILURE,
+    Assignment,
+    AssignmentError,
+    Env,
+    Generation,
+    assignment_from_mapping,
+)
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +168,15 @@ class Worker:
         if exc_type is None and self.stopped_by_signal:
             log.info("rank %d: preempted at step %d; exiting 0", self.rank, self.global_step)
             raise SystemExit(0)
+        membership = self._membership
+        if exc is not None and membership is not None and membership.grace_s > 0 and peer_lost(exc):
+            log.error(
+                "rank %d: a peer was lost (%s); exiting %d: the launcher waits for the next generation",
+                self.rank,
+                str(exc).splitlines()[0][:200],
+                EXIT_TEMPORARY_FAILURE,
+            )
+            raise SystemExit(EXIT_TEMPORARY_FAILURE) from exc
 
     @property
     def metrics(self) -> WorkerMetrics:
@@ -691,6 +707,17 @@ class Worker:
         dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
         max_cost, max_speed = agreed.tolist()
         return max_cost, max_speed
+
+
+PEER_LOST_MARKERS = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+
+
+def peer_lost(exc: BaseException) -> bool:
+    """Whether `exc` says another rank went away (a collective's or the rendezvous' connection broke) rather
+    than this rank failing on its own. gloo reports a lost peer as a RuntimeError naming the broken pair."""
+    if isinstance(exc, RendezvousError | dist.DistNetworkError):
+        return True
+    return isinstance(exc, RuntimeError) and any(marker in str(exc) for marker in PEER_LOST_MARKERS)
 
 
 def pick_device(cfg: WorkerConfig) -> tuple[torch.device, str]:
