@@ -77,6 +77,8 @@ class JobPlan:
     tensor_parallel: int = 1  # ranks per tensor-parallel group (divides the GPUs of a pod)
     splits: tuple[ModuleSplit, ...] = ()  # the modules split across each tensor-parallel group
     predicted_memory_bytes_per_gpu: float | None = None  # most loaded GPU under the executed strategy
+    memory_fixed_bytes_per_gpu: float | None = None  # model state per GPU (no graph: unknown)
+    memory_bytes_per_sample_per_gpu: float | None = None  # activations per sample of a GPU's group
     peak_flops: float | None = None  # summed peak FLOP/s of the plan's GPUs (compute-bound throughput scale)
     search_space: str = "executable"  # "executable" (what the runtime runs) or "pase" (PaSE's full space)
 

@@ -125,3 +125,20 @@ def test_put_json_to_rank_zero(endpoints: list[_Endpoint]) -> None:
     assert endpoints[0].store.pending == pending  # refused: nothing changed
     with pytest.raises(OSError):
         put_json(f"http://127.0.0.1:{_closed_port()}/assignment", newer.to_json(), token=TOKEN)
+
+
+def test_gpu_memory_reaches_the_sample_when_nvml_reports_it() -> None:
+    """The worker's NVML collector and the operator's parser agree on the family (NVML itself stood in for:
+    no GPU here)."""
+    from types import SimpleNamespace
+
+    from paceline_worker.gpu_metrics import NvmlCollector
+
+    nvml = SimpleNamespace(
+        nvmlDeviceGetUtilizationRates=lambda handle: SimpleNamespace(gpu=50),
+        nvmlDeviceGetMemoryInfo=lambda handle: SimpleNamespace(used=1.0e9, total=4.0e10),
+    )
+    metrics = _worker_metrics(0, steps=1)
+    assert parse_worker_metrics(_text(metrics), timestamp=0.0).gpu_memory_bytes is None
+    metrics.registry.register(NvmlCollector(nvml, handle=None, labels={"rank": "0", "trainingjob": "demo"}))
+    assert parse_worker_metrics(_text(metrics), timestamp=0.0).gpu_memory_bytes == 4.0e10

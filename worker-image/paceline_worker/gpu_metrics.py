@@ -10,6 +10,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from .wire import WorkerMetric
+
 log = logging.getLogger(__name__)
 
 
@@ -40,12 +42,12 @@ class NvmlCollector(Collector):
             return
         families = (
             (
-                "paceline_worker_gpu_utilization_ratio",
+                WorkerMetric.GPU_UTILIZATION,
                 "GPU busy fraction over the last sample period",
                 utilization.gpu / 100.0,
             ),
-            ("paceline_worker_gpu_memory_used_bytes", "GPU memory in use", float(memory.used)),
-            ("paceline_worker_gpu_memory_total_bytes", "GPU memory in total", float(memory.total)),
+            (WorkerMetric.GPU_MEMORY_USED, "GPU memory in use", float(memory.used)),
+            (WorkerMetric.GPU_MEMORY_TOTAL, "GPU memory in total", float(memory.total)),
         )
         for name, documentation, value in families:
             family = GaugeMetricFamily(name, documentation, labels=self._label_names)

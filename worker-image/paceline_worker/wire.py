@@ -132,6 +132,9 @@ class WorkerMetric(StrEnum):
     SIMULATED_SLOWDOWN = "paceline_worker_simulated_slowdown_ratio"
     CURVATURE = "paceline_worker_curvature"  # top Hessian eigenvalue estimate (0 until the first estimate)
     REFUSED_WRITES = "paceline_worker_refused_writes"  # counter per reason: control writes without the token
+    GPU_UTILIZATION = "paceline_worker_gpu_utilization_ratio"  # NVML, only where a GPU is found
+    GPU_MEMORY_USED = "paceline_worker_gpu_memory_used_bytes"
+    GPU_MEMORY_TOTAL = "paceline_worker_gpu_memory_total_bytes"  # the worker's memory bound uses it
 
 
 class PsMetric(StrEnum):

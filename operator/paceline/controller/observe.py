@@ -11,11 +11,12 @@ from typing import Any
 from paceline import api, operator_metrics
 from paceline.adapters import workers
 from paceline.balancer import BalancingPolicy
+from paceline.builders import plan_from_json
 from paceline.controller.decide.children import initial_explicit_momentum
 from paceline.controller.decide.members import Members, stored_members
 from paceline.controller.decide.model import Event, MomentumPut, Rejection, Telemetry
 from paceline.controller.decide.plan import stored_assignment
-from paceline.controller.rebalance import JobControl, control_step
+from paceline.controller.rebalance import JobControl, control_step, worker_max_batch
 from paceline.controller.retune import AsyncControl, count_dropped, persisted, restore, retune_step
 from paceline.reasons import EventReason
 from paceline_worker.wire import Route
@@ -123,8 +124,15 @@ def _balance(
     if memory.balance is None or memory.generation != members.generation:
         memory.balance, memory.generation = JobControl.create(spec.balancing), members.generation
     samples = workers.scrape_all({rank: f"{url}{Route.METRICS}" for rank, url in urls.items()})
+    data = (control or {}).get("data") or {}
+    plan = plan_from_json(data["plan.json"]) if "plan.json" in data else None
     outcome = control_step(
-        state=memory.balance, samples=samples, assignment=assignment, settings=spec.balancing, now=time.time()
+        state=memory.balance,
+        samples=samples,
+        assignment=assignment,
+        settings=spec.balancing,
+        now=time.time(),
+        max_batch=None if plan is None else worker_max_batch(plan, samples),
     )
     meta = job["metadata"]
     operator_metrics.record_control(namespace=meta["namespace"], job=meta["name"], outcome=outcome)

@@ -28,8 +28,13 @@ from paceline.balancer import (
 )
 from paceline.controller.decide.model import Event
 from paceline.controller.samples import WorkerSample
+from paceline.plan_types import JobPlan
+from paceline.planner.devices import GIB, DeviceCatalog
+from paceline.planner.memory_bounds import MemoryFootprint, max_batch
 from paceline.reasons import EventReason
 from paceline_worker.wire import Assignment
+
+_CATALOG = DeviceCatalog()
 
 OBSERVATION_INTERVAL_S = 2.0  # the operator observes a running job every 2 s (controller/reconcile.py)
 RATE_WINDOW_S = 10.0  # measured rates (status, metrics) span the samples of about the last 10 s
@@ -194,7 +199,7 @@ def control_step(
     assignment: Assignment,
     settings: BalancingSettings,
     now: float,
-    max_batch: Sequence[int] | None = None,
+    max_batch: Sequence[int | None] | None = None,
 ) -> ControlOutcome:
     """One resync: ingest this round's samples, detect stragglers, maybe rebalance, summarise.
 
@@ -250,7 +255,11 @@ def control_step(
     decision: RebalanceDecision | None = None
     new_assignment: Assignment | None = None
     if world > 0 and warmed_up and not lagging:
-        limits = None if max_batch is None else {worker_name(r): int(b) for r, b in enumerate(max_batch)}
+        limits = (
+            None
+            if max_batch is None
+            else {worker_name(r): int(b) for r, b in enumerate(max_batch) if b is not None}
+        )
         recent = state.tracker.changes_since(state.last_change_at)
         delays = [c.detected_at - c.onset for c in recent.values()]
         decision = decide_rebalance(
@@ -323,3 +332,25 @@ def control_step(
         samples_per_second=achieved,
         efficiency=efficiency,
     )
+
+
+def worker_max_batch(
+    plan: JobPlan, samples: Mapping[int, WorkerSample], catalog: DeviceCatalog = _CATALOG
+) -> list[int | None] | None:
+    """Per rank, the largest batch share its GPUs' memory holds (planner/memory_bounds): the GPU's total
+    memory from NVML where the rank reports one, else the catalog's for its GPU type. None when the plan
+    has no model footprint (no model graph) or does not match the assignment's ranks."""
+    fixed, per_sample = plan.memory_fixed_bytes_per_gpu, plan.memory_bytes_per_sample_per_gpu
+    if fixed is None or per_sample is None:
+        return None
+    held = MemoryFootprint(fixed_bytes=fixed, bytes_per_sample=per_sample)
+    bounds: list[int | None] = []
+    for worker in plan.workers:
+        sample = samples.get(worker.rank)
+        capacity = sample.gpu_memory_bytes if sample is not None else None
+        if capacity is None:
+            capacity = catalog.lookup(worker.gpu_product).memory_gib * GIB
+        bounds.append(
+            max_batch(held, capacity_bytes=capacity, gpus=worker.gpus, tensor_parallel=plan.tensor_parallel)
+        )
+    return bounds

@@ -35,6 +35,7 @@ class WorkerSample:
     compute_samples_per_second: float  # last step: local samples / compute time
     simulated_slowdown_factor: float | None = None  # dev-only simulation; None when not simulated
     curvature: float | None = None  # asynchronous workers: top Hessian eigenvalue estimate, None before one
+    gpu_memory_bytes: float | None = None  # NVML's total memory of the rank's GPU; None without a GPU
 
 
 def _values(text: str) -> dict[tuple[str, str], tuple[float, dict[str, str]]]:
@@ -76,6 +77,7 @@ def parse_worker_metrics(text: str, *, timestamp: float) -> WorkerSample:
         raise ValueError(f"{WorkerMetric.STEPS}_total has no integer rank label: {labels}") from err
     simulated = values.get((WorkerMetric.SIMULATED_SLOWDOWN, ""))
     curvature = values.get((WorkerMetric.CURVATURE, ""))
+    gpu_memory = values.get((WorkerMetric.GPU_MEMORY_TOTAL, ""))
     return WorkerSample(
         rank=rank,
         job=labels.get(Label.JOB, ""),
@@ -95,6 +97,7 @@ def parse_worker_metrics(text: str, *, timestamp: float) -> WorkerSample:
         # the gauge exists from the start with value 0; a real factor is > 0
         simulated_slowdown_factor=simulated[0] if simulated is not None and simulated[0] > 0 else None,
         curvature=curvature[0] if curvature is not None and 0 < curvature[0] < math.inf else None,
+        gpu_memory_bytes=gpu_memory[0] if gpu_memory is not None and 0 < gpu_memory[0] < math.inf else None,
     )
 
 

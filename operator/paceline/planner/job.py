@@ -20,6 +20,7 @@ from paceline.planner.executable import (
 )
 from paceline.planner.graph import GraphError, LayerGraph, with_batch
 from paceline.planner.graph_io import graph_from_dict
+from paceline.planner.memory_bounds import footprint
 from paceline.planner.placement import (
     PlacementError,
     Rank,
@@ -196,6 +197,7 @@ def _executed_plan(
     shares = [w.batch_share for w in placements]
     memory = device_bytes(best.space, best.strategy.choice, best.model)
     peak = None if memory is None else float(memory.max())
+    held = footprint(best.space.graph, tensor_parallel=t, split_layers={s.layer for s in best.splits})
     if baseline is None:
         summary = f"{short} {mix}"
         versus = "(equal-share data parallel over every GPU is impossible: batch < GPUs)"
@@ -223,6 +225,8 @@ def _executed_plan(
         tensor_parallel=t,
         splits=best.splits,
         predicted_memory_bytes_per_gpu=peak,
+        memory_fixed_bytes_per_gpu=held.fixed_bytes,
+        memory_bytes_per_sample_per_gpu=held.bytes_per_sample,
         search_space=EXECUTABLE,
     )
 
