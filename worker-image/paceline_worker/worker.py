@@ -25,9 +25,10 @@ from .config import WorkerConfig, config_from_env
 from .core import ComputeLoss, Loss, LossFn, RuntimeCore, configure_logging
 from .data import Batch, collate_indices, to_device
 from .execution_plan import PlanError
-from .generation_file import GenerationFile, data_parallel_only, rank_env, regroups_in_place
+from .generation_file import GenerationFile, regroups_in_place
 from .gradient_sync import GradientSync, sum_allreduce_hook
 from .http_server import assignment_routes
+from .membership import Membership, peer_lost
 from .metrics import StepTiming, WorkerMetrics
 from .rendezvous import Rendezvous, RendezvousError
 from .sampler import GlobalSampler
@@ -48,7 +49,6 @@ from .wire import (
     EXIT_TEMPORARY_FAILURE,
     Assignment,
     AssignmentError,
-    Env,
     Generation,
     assignment_from_mapping,
 )
@@ -709,17 +709,6 @@ class Worker:
         return max_cost, max_speed
 
 
-PEER_LOST_MARKERS = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
-
-
-def peer_lost(exc: BaseException) -> bool:
-    """Whether `exc` says another rank went away (a collective's or the rendezvous' connection broke) rather
-    than this rank failing on its own. gloo reports a lost peer as a RuntimeError naming the broken pair."""
-    if isinstance(exc, RendezvousError | dist.DistNetworkError):
-        return True
-    return isinstance(exc, RuntimeError) and any(marker in str(exc) for marker in PEER_LOST_MARKERS)
-
-
 def pick_device(cfg: WorkerConfig) -> tuple[torch.device, str]:
     """This rank's device and the process-group backend.
 
@@ -736,41 +725,3 @@ def pick_device(cfg: WorkerConfig) -> tuple[torch.device, str]:
     count = torch.cuda.device_count()
     device = torch.device("cuda", cfg.local_rank % count)
     return device, cfg.backend or ("nccl" if count >= cfg.local_world_size else "gloo")
-
-
-class Membership:
-    """A rank under Paceline's launcher: its generation (pods, this pod's place, rendezvous) and the file
-    through which the launcher hands over newer ones."""
-
-    def __init__(
-        self,
-        generations: GenerationFile,
-        generation: Generation,
-        environ: MutableMapping[str, str],
-        default_batch_size: int | None,
-    ) -> None:
-        self.generations = generations
-        self.generation = generation
-        self.environ = environ
-        self.default_batch_size = default_batch_size
-        self.grace_s = float(environ.get(Env.RESIZE_GRACE_S) or 0)
-        self.local_rank = int(environ.get(Env.LOCAL_RANK) or 0)
-        self.local_world_size = int(environ.get(Env.LOCAL_WORLD_SIZE) or 1)
-
-    def newest(self) -> Generation:
-        return self.generations.newest()
-
-    def rank_env(self, generation: Generation) -> dict[str, str]:
-        return rank_env(generation, local_rank=self.local_rank, local_world_size=self.local_world_size)
-
-    def in_place(self, config: WorkerConfig) -> bool:
-        """Whether this rank follows new generations without a restart (elastic, data parallel only)."""
-        return self.grace_s > 0 and data_parallel_only(self.generation.plan) and not config.plan.hybrid
-
-    def rendezvous(self, generation: Generation, config: WorkerConfig) -> Rendezvous:
-        return Rendezvous(
-            generation,
-            local_rank=self.local_rank,
-            local_world_size=self.local_world_size,
-            timeout_s=config.process_group_timeout_s,
-        )
