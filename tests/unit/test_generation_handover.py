@@ -20,9 +20,9 @@ from paceline_worker.generation_file import (
     write_generation,
 )
 from paceline_worker.launch import Supervisor
+from paceline_worker.membership import peer_lost
 from paceline_worker.rendezvous import RendezvousError
 from paceline_worker.wire import EXIT_TEMPORARY_FAILURE, Assignment, Generation
-from paceline_worker.membership import peer_lost
 
 DP = {"tensorParallel": 1, "modules": {}}
 TP = {"tensorParallel": 2, "modules": {"0": {"style": "colwise"}}}
