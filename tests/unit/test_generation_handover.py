@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from paceline_worker.assignment import decode_control, encode_control
 from paceline_worker.generation_file import (
     GenerationFile,
     data_parallel_only,
+    follower_marker,
     rank_env,
     regroups_in_place,
     write_generation,
@@ -90,6 +92,16 @@ def test_the_membership_file_shows_newer_generations_only(tmp_path: Path) -> Non
     assert [p.name for p in tmp_path.iterdir()] == ["generation.json"]  # no temporary file left
 
 
+def test_ranks_that_do_not_follow_generations_are_restarted(tmp_path: Path, running_agent) -> None:  # type: ignore[no-untyped-def]
+    """A command that read its rank from the environment once (no Paceline Worker) cannot change group."""
+    supervisor = Supervisor(["true"], generation(1), grace_s=60, workdir=tmp_path, local_ranks=2)
+    supervisor._agent = running_agent
+    follower_marker(supervisor.generation_file, 0).parent.mkdir(exist_ok=True)
+    follower_marker(supervisor.generation_file, 0).touch()  # one of the two local ranks only
+    assert supervisor.offer(generation(2))[0] == 202
+    assert running_agent.wait(timeout=10) == -15 and supervisor.status()["pending"] == 2
+
+
 @pytest.fixture
 def running_agent():  # type: ignore[no-untyped-def]
     """A real child process standing in for torchrun's agent (the supervisor only signals and polls it)."""
@@ -100,8 +112,11 @@ def running_agent():  # type: ignore[no-untyped-def]
 
 
 def test_launcher_hands_data_parallel_generations_to_running_ranks(tmp_path: Path, running_agent) -> None:  # type: ignore[no-untyped-def]
-    supervisor = Supervisor(["true"], generation(1), grace_s=60, workdir=tmp_path)
+    supervisor = Supervisor(["true"], generation(1), grace_s=60, workdir=tmp_path, local_ranks=2)
     supervisor._agent = running_agent
+    for local_rank in (0, 1):  # what a Paceline Worker does once it trains (Membership.announce)
+        follower_marker(supervisor.generation_file, local_rank).parent.mkdir(exist_ok=True)
+        follower_marker(supervisor.generation_file, local_rank).touch()
     assert supervisor.offer(generation(2, pods=3))[0] == 202
     assert running_agent.poll() is None  # the ranks were not stopped
     assert GenerationFile(supervisor.generation_file).newest().nnodes == 3
@@ -121,6 +136,8 @@ def test_launcher_restarts_ranks_whose_modules_are_split(tmp_path: Path, running
 def test_failed_ranks_restart_with_the_generation_handed_to_them(tmp_path: Path, running_agent) -> None:  # type: ignore[no-untyped-def]
     supervisor = Supervisor(["true"], generation(1), grace_s=60, workdir=tmp_path)
     supervisor._agent = running_agent
+    follower_marker(supervisor.generation_file, 0).parent.mkdir(exist_ok=True)
+    follower_marker(supervisor.generation_file, 0).touch()
     supervisor.offer(generation(2))
     assert supervisor._next_generation(1) is None  # the ranks' own failure (a bug): the pod fails, now
     next_generation = supervisor._next_generation(EXIT_TEMPORARY_FAILURE)  # a peer was lost meanwhile
@@ -135,3 +152,26 @@ def test_a_lost_peer_is_told_from_a_ranks_own_failure() -> None:
     assert not peer_lost(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) and not peer_lost(
         KeyError()
     )
+
+
+def test_a_rank_gets_its_job_wide_variables_before_the_command_runs(tmp_path: Path) -> None:
+    """exec_rank: what a plain script (or `$RANK` in a shell) sees under the launcher."""
+    path = tmp_path / "generation.json"
+    write_generation(path, generation(3, pods=4, rank=2))
+    env = {**os.environ, "PACELINE_GENERATION_FILE": str(path), "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "paceline_worker.exec_rank",
+            "--",
+            "sh",
+            "-c",
+            'echo "$RANK $WORLD_SIZE $MASTER_PORT"',
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout.split() == ["5", "8", "29503"]

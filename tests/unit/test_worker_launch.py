@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 
 from paceline.builders import launched
 from paceline_worker.launch import exit_code, main, torchrun_args
@@ -10,7 +11,8 @@ from paceline_worker.launch import exit_code, main, torchrun_args
 
 def test_user_command_runs_verbatim_under_torchrun_as_one_local_group() -> None:
     args = torchrun_args(["python", "train.py", "--epochs", "3"])
-    assert args[-6:] == ["--no-python", "--", "python", "train.py", "--epochs", "3"]
+    assert args[-4:] == ["python", "train.py", "--epochs", "3"]  # after exec_rank (job-wide RANK, ...)
+    assert args[-9:-4] == ["--", sys.executable, "-m", "paceline_worker.exec_rank", "--"]
     # the pod's ranks are one local group on loopback; the pods meet in Paceline's rendezvous
     assert {"--nnodes=1", "--node-rank=0", "--rdzv-endpoint=127.0.0.1:0", "--max-restarts=0"} <= set(args)
 

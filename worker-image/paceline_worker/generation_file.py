@@ -29,15 +29,32 @@ def write_generation(path: Path, generation: Generation) -> None:
 
 
 def rank_env(generation: Generation, *, local_rank: int, local_world_size: int) -> dict[str, str]:
-    """The variables of one rank in `generation`: its global rank, the world and the rendezvous host."""
+    """The variables of one rank in `generation`, as torchrun would set them for a multi-node job: its
+    global rank, the world, the rendezvous host — where rank 0 itself hosts the store (`env://`)."""
+    rank, world = generation.node_rank * local_world_size + local_rank, generation.nnodes * local_world_size
     return {
         **generation.env(),
-        Env.RANK: str(generation.node_rank * local_world_size + local_rank),
-        Env.WORLD_SIZE: str(generation.nnodes * local_world_size),
+        Env.RANK: str(rank),
+        Env.WORLD_SIZE: str(world),
         Env.GROUP_RANK: str(generation.node_rank),
+        "GROUP_WORLD_SIZE": str(generation.nnodes),
+        "ROLE_RANK": str(rank),
+        "ROLE_WORLD_SIZE": str(world),
         Env.MASTER_ADDR: generation.master_addr,
         Env.MASTER_PORT: str(generation.master_port),
+        "TORCHELASTIC_USE_AGENT_STORE": "False",  # torchrun's own store is the pod's, not the job's
     }
+
+
+def follower_marker(generation_file: Path, local_rank: int) -> Path:
+    """Where a rank says it follows new generations in place (a Paceline `Worker` on a data-parallel plan);
+    the launcher hands a generation to running ranks only when every local rank said so."""
+    return generation_file.parent / "followers" / str(local_rank)
+
+
+def followers(generation_file: Path) -> int:
+    folder = generation_file.parent / "followers"
+    return sum(1 for _ in folder.iterdir()) if folder.is_dir() else 0
 
 
 def data_parallel_only(plan: Mapping[str, object]) -> bool:

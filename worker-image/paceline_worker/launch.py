@@ -4,20 +4,23 @@
 
 The pod's place in the job comes from its environment, as with Kubeflow's PyTorchJob: PET_NNODES (pods),
 PET_NODE_RANK (this pod), PET_NPROC_PER_NODE (GPUs of the pod), PET_MASTER_ADDR / PET_MASTER_PORT (pod 0).
-torchrun runs the pod's ranks as a single-node group (a local rendezvous on loopback) and the ranks meet the
-other pods' ranks in Paceline's rendezvous (`paceline_worker.rendezvous`): each rank learns its global RANK
-and WORLD_SIZE from the generation the launcher writes to PACELINE_GENERATION_FILE. The user's command runs
-as given (`--no-python`), so any script or module works.
+torchrun runs the pod's ranks as a single-node group (a local rendezvous on loopback); each rank starts as
+`paceline_worker.exec_rank`, which sets the job-wide RANK, WORLD_SIZE, MASTER_ADDR/MASTER_PORT (rank 0 hosts
+the store) from the generation the launcher writes to PACELINE_GENERATION_FILE and then execs the user's
+command as given (`--no-python`), so any script or module works. A Paceline `Worker` reads the generation
+file itself and meets the other pods' ranks in Paceline's rendezvous (`paceline_worker.rendezvous`).
 
 Two processes: this supervisor, and torchrun's agent under it (`--agent`). With PACELINE_LAUNCHER_PORT
 set, the supervisor serves `PUT /generation` (see wire.py). A newer generation of a data-parallel job is
-written to the generation file: the ranks keep running, join the new generation's rendezvous while they
-train, and switch at one step boundary once every rank of the new world (including those of pods that are
-still starting) is there. Otherwise (modules split by the plan) the ranks stop gracefully (SIGTERM: every
-rank stops at the same step and rank 0 checkpoints) and start again with the new pods, order, assignment
-and plan. Either way the pod itself survives. When the ranks exit 75 (EXIT_TEMPORARY_FAILURE: a peer was
-lost abruptly, e.g. its node), the supervisor restarts them with the newest generation, waiting up to
-PACELINE_RESIZE_GRACE_S for one; any other failure is the pod's own and ends it at once.
+written to the generation file when every rank of the pod said it follows generations in place (a Paceline
+`Worker`; see generation_file.follower_marker): the ranks keep running, join the new generation's rendezvous
+while they train, and switch at one step boundary once every rank of the new world (including those of pods
+that are still starting) is there. Otherwise (modules split by the plan, or a command that reads its rank
+from the environment once) the ranks stop gracefully (SIGTERM: a Paceline `Worker` stops every rank at the
+same step and rank 0 checkpoints) and start again with the new pods, order, assignment and plan. Either way
+the pod itself survives. When the ranks exit 75 (EXIT_TEMPORARY_FAILURE: a peer was lost abruptly, e.g. its
+node), the supervisor restarts them with the newest generation, waiting up to PACELINE_RESIZE_GRACE_S for
+one; any other failure is the pod's own and ends it at once.
 
 Exit code: the first failing rank's (a rank killed by signal N exits 128 + N, as a container would), so the
 operator's restart policy still tells a bug (1-127) from a preemption or OOM kill (>= 128); 0 when all ranks
@@ -44,7 +47,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from .control_auth import ControlAuth
-from .generation_file import regroups_in_place, write_generation
+from .generation_file import followers, regroups_in_place, write_generation
 from .http_server import HttpEndpoint, Response, Routes, common_routes
 from .metrics import launcher_metrics
 from .signals import exit_with_parent
@@ -72,12 +75,14 @@ def torchrun_args(command: Sequence[str]) -> list[str]:
     every `$` is doubled so the command runs exactly as written.
     """
     local = ["--nnodes=1", "--node-rank=0", "--rdzv-backend=c10d", "--rdzv-endpoint=127.0.0.1:0"]
+    rank = [sys.executable, "-m", "paceline_worker.exec_rank", "--"]  # the job-wide RANK, WORLD_SIZE, ...
     return [
         *local,
         f"--rdzv-id={uuid.uuid4().hex}",
         "--max-restarts=0",
         "--no-python",
         "--",
+        *rank,
         *(arg.replace("$", "$$") for arg in command),
     ]
 
@@ -113,13 +118,22 @@ def run_agent(command: Sequence[str]) -> int:
 class Supervisor:
     """Runs the agent for the current generation; restarts it for a newer one; forwards SIGTERM."""
 
-    def __init__(self, command: Sequence[str], first: Generation, *, grace_s: float, workdir: Path) -> None:
+    def __init__(
+        self,
+        command: Sequence[str],
+        first: Generation,
+        *,
+        grace_s: float,
+        workdir: Path,
+        local_ranks: int = 1,
+    ) -> None:
         self.command = list(command)
         self.current = first
         self.grace_s = grace_s
         self.restarts = 0
         self.handed_over = 0  # generations written to the running ranks (no restart)
         self.generation_file = workdir / "generation.json"
+        self.local_ranks = local_ranks
         self._started = first.generation  # the generation the running ranks were started with
         self._pending: Generation | None = None
         self._agent: subprocess.Popen[bytes] | None = None
@@ -135,7 +149,13 @@ class Supervisor:
                     "error": f"generation {generation.generation} is not newer than {newest.generation}"
                 }
             running = self._agent is not None and self._agent.poll() is None
-            if running and self._pending is None and regroups_in_place(self.current, generation):
+            following = followers(self.generation_file) >= self.local_ranks
+            if (
+                running
+                and following
+                and self._pending is None
+                and regroups_in_place(self.current, generation)
+            ):
                 write_generation(self.generation_file, generation)
                 self.current = generation
                 self.handed_over += 1
@@ -176,6 +196,7 @@ class Supervisor:
             self._changed.notify_all()
 
     def _start(self) -> subprocess.Popen[bytes]:
+        shutil.rmtree(self.generation_file.parent / "followers", ignore_errors=True)  # new ranks say it anew
         write_generation(self.generation_file, self.current)
         self._started = self.current.generation
         env = {**os.environ, **self.current.env(), Env.GENERATION_FILE: str(self.generation_file)}
@@ -257,6 +278,7 @@ def supervise(command: Sequence[str]) -> int:
         generation_from_env(env),
         grace_s=float(env.get(Env.RESIZE_GRACE_S) or 0),
         workdir=workdir,
+        local_ranks=int(env.get(Env.NPROC_PER_NODE) or 1),
     )
     server = None
     if env.get(Env.LAUNCHER_PORT):

@@ -8,7 +8,7 @@ from collections.abc import MutableMapping
 import torch.distributed as dist
 
 from .config import WorkerConfig
-from .generation_file import GenerationFile, data_parallel_only, rank_env
+from .generation_file import GenerationFile, data_parallel_only, follower_marker, rank_env
 from .rendezvous import Rendezvous, RendezvousError
 from .wire import Env, Generation
 
@@ -51,6 +51,12 @@ class Membership:
     def in_place(self, config: WorkerConfig) -> bool:
         """Whether this rank follows new generations without a restart (elastic, data parallel only)."""
         return self.grace_s > 0 and data_parallel_only(self.generation.plan) and not config.plan.hybrid
+
+    def announce(self) -> None:
+        """Tell the launcher this rank follows new generations in place (it need not restart it)."""
+        marker = follower_marker(self.generations.path, self.local_rank)
+        marker.parent.mkdir(exist_ok=True)
+        marker.touch()
 
     def rendezvous(self, generation: Generation, config: WorkerConfig) -> Rendezvous:
         return Rendezvous(

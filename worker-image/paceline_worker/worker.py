@@ -256,6 +256,8 @@ class Worker:
         )
         self._live_state = not cfg.plan.hybrid  # this process's model now is the group's
         self.group_started_at_step = self.global_step
+        if self._membership is not None and self._membership.in_place(cfg):
+            self._membership.announce()
         self._observe_assignment(self.store.current, self.global_step, time.time())
         log.info(
             "rank %d/%d (%s) ready at step %d, assignment version %d%s",
