@@ -56,6 +56,7 @@ from .wire import (
 log = logging.getLogger(__name__)
 
 RETRY_S = 0.2  # before joining a rendezvous again after it failed
+PATIENCE_S = 5.0  # a generation's rendezvous may form this long before a newer generation replaces it
 
 
 class Worker:
@@ -296,16 +297,21 @@ class Worker:
             self._rendezvous = None
 
     def _meet(self, generation: Generation, *, timeout_s: float) -> Rendezvous | None:
-        """Join `generation`'s rendezvous and wait for all its ranks, following any newer generation the
-        launcher hands over meanwhile; None when this rank was stopped (SIGTERM) while waiting."""
+        """Join `generation`'s rendezvous and wait for all its ranks, following a newer generation the
+        launcher hands over meanwhile once this one had `PATIENCE_S` to form (ranks that are all alive form
+        it within a second, then train while the newer one's new pods start); None when this rank was
+        stopped (SIGTERM) while waiting."""
         membership = self._membership
         assert membership is not None
         deadline = time.monotonic() + timeout_s
         while True:
             rendezvous = membership.rendezvous(generation, self.config).start()
+            patience = time.monotonic() + PATIENCE_S
 
-            def superseded(number: int = generation.generation) -> bool:
-                return self.core.stop.requested or membership.generations.newer_than(number) is not None
+            def superseded(number: int = generation.generation, patience: float = patience) -> bool:
+                if self.core.stop.requested:
+                    return True
+                return time.monotonic() > patience and membership.generations.newer_than(number) is not None
 
             try:
                 met = rendezvous.wait(timeout_s=max(0.0, deadline - time.monotonic()), abort=superseded)
