@@ -48,6 +48,30 @@ def request(
     return status, json.loads(raw) if kind == "application/json" else raw.decode()
 
 
+class Processes:
+    """Processes a test starts (each logs to `<logs>/<name>.log`); `kill_all` kills those still alive."""
+
+    def __init__(self, logs: Path, base_env: dict[str, str]) -> None:
+        self.logs_dir, self.base_env = logs, base_env
+        self.procs: list[subprocess.Popen[bytes]] = []
+        logs.mkdir()
+
+    def spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        with open(self.logs_dir / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(args, env={**self.base_env, **env}, stdout=log, stderr=log, cwd=REPO)
+        self.procs.append(proc)
+        return proc
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.logs_dir.iterdir()))
+
+    def kill_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
 class PsProcess:
     def __init__(self, log_path: Path, env: dict[str, str]) -> None:
         self.port, self.http_port = free_port(), free_port()

@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from test_async_ps import LOOPBACK, REPO, free_port, request
+from test_async_ps import LOOPBACK, REPO, Processes, free_port, request
 
 from paceline_dev.control_token import control_token_file
 from paceline_worker.asynchronous.ps_checkpoint import read_state, shard_file
@@ -64,18 +63,8 @@ def test_a_killed_shard_restores_its_checkpoint_and_training_continues(tmp_path:
         "PACELINE_CHECKPOINT_DIR": str(checkpoints),
         "PACELINE_CHECKPOINT_INTERVAL_STEPS": str(INTERVAL),
     }
-    procs: list[subprocess.Popen[bytes]] = []
-    logs = tmp_path / "logs"
-    logs.mkdir()
-
-    def spawn(name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        with open(logs / f"{name}.log", "ab") as log:
-            proc = subprocess.Popen(args, env={**base, **env}, stdout=log, stderr=log, cwd=REPO)
-        procs.append(proc)
-        return proc
-
-    def all_logs() -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(logs.iterdir()))
+    processes = Processes(tmp_path / "logs", base)
+    spawn = processes.spawn
 
     url = f"http://{LOOPBACK}:{http_port}"
     ps_command = [sys.executable, "-m", "paceline_worker.asynchronous.ps"]
@@ -109,42 +98,44 @@ def test_a_killed_shard_restores_its_checkpoint_and_training_continues(tmp_path:
         _wait(
             "training under way with checkpoints",
             lambda: (s := _status(url)) and s["version"] >= 4 * INTERVAL and s["checkpoint"]["savedVersion"],
-            all_logs(),
+            processes.logs(),
         )
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
-        assert all(w.poll() is None for w in workers), all_logs()  # the workers wait for it to come back
+        assert all(w.poll() is None for w in workers), (
+            processes.logs()
+        )  # the workers wait for it to come back
         saved = read_state(shard_file(checkpoints, 0, 1))
         assert saved.version >= INTERVAL
         assert saved.version < WORKERS * STEPS, "the kill must land mid-run"
 
         spawn("ps", ps_command, ps_env)
-        restarted = _wait("the restarted shard", lambda: _status(url), all_logs())
+        restarted = _wait("the restarted shard", lambda: _status(url), processes.logs())
         assert restarted["checkpoint"]["restoredVersion"] == saved.version
         assert restarted["version"] >= saved.version  # never behind the last checkpoint
         assert (
-            f"restored from {checkpoints} at model version {saved.version}" in (logs / "ps.log").read_text()
+            f"restored from {checkpoints} at model version {saved.version}"
+            in (processes.logs_dir / "ps.log").read_text()
         )
 
         codes = [w.wait(timeout=240) for w in workers]
-        assert codes == [0] * WORKERS, all_logs()
+        assert codes == [0] * WORKERS, processes.logs()
         results = [json.loads((tmp_path / f"worker{r}.json").read_text()) for r in range(WORKERS)]
         assert [r["steps"] for r in results] == [STEPS] * WORKERS
         assert min(r["accuracy"] for r in results) > 0.5, results  # it learned, across the restart
         for r in range(WORKERS):
-            assert "rejoined PS shard 0 at model version" in (logs / f"worker{r}.log").read_text()
+            assert (
+                "rejoined PS shard 0 at model version" in (processes.logs_dir / f"worker{r}.log").read_text()
+            )
 
         updates = request("GET", url + "/staleness?after=0")[1]["updates"]
-        assert updates, all_logs()
+        assert updates, processes.logs()
         assert updates[0]["index"] == saved.version  # the update sequence went on from the checkpoint
         assert [u["index"] for u in updates] == list(range(saved.version, saved.version + len(updates)))
         final = _status(url)
         assert final is not None
-        procs[-1].send_signal(signal.SIGTERM)
-        assert procs[-1].wait(timeout=30) == 0
+        processes.procs[-1].send_signal(signal.SIGTERM)
+        assert processes.procs[-1].wait(timeout=30) == 0
         assert read_state(shard_file(checkpoints, 0, 1)).version == final["version"]  # the stop checkpoint
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
+        processes.kill_all()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_async_ps import LOOPBACK, REPO, free_port, request
+from test_async_ps import LOOPBACK, REPO, Processes, free_port, request
 
 from paceline_dev.control_token import control_token_file
 
@@ -54,18 +53,8 @@ def test_two_workers_two_shards_live_momentum(tmp_path: Path) -> None:
             "POD_IP": LOOPBACK,
         }
     )
-    procs: list[subprocess.Popen[bytes]] = []
-    logs = tmp_path / "logs"
-    logs.mkdir()
-
-    def spawn(name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        with open(logs / f"{name}.log", "wb") as log:
-            proc = subprocess.Popen(args, env={**base, **env}, stdout=log, stderr=log, cwd=REPO)
-        procs.append(proc)
-        return proc
-
-    def all_logs() -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(logs.iterdir()))
+    processes = Processes(tmp_path / "logs", base)
+    spawn = processes.spawn
 
     try:
         shards = [
@@ -118,7 +107,7 @@ def test_two_workers_two_shards_live_momentum(tmp_path: Path) -> None:
             assert status == 200, body
             applied_at.append(body["appliedAtModelVersion"])
         codes = [w.wait(timeout=120) for w in workers]
-        assert codes == [0] * WORKERS, all_logs()
+        assert codes == [0] * WORKERS, processes.logs()
         results = [json.loads((tmp_path / f"worker{r}.json").read_text()) for r in range(WORKERS)]
         assert [r["steps"] for r in results] == [STEPS] * WORKERS
         assert min(r["accuracy"] for r in results) > 0.5, results  # it learned
@@ -149,7 +138,4 @@ def test_two_workers_two_shards_live_momentum(tmp_path: Path) -> None:
             ps.send_signal(signal.SIGTERM)
         assert [ps.wait(timeout=20) for ps in shards] == [0] * SHARDS
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
+        processes.kill_all()

@@ -29,24 +29,29 @@ def _ps(port: int, directory: Path) -> ParameterServer:
     return ParameterServer(ps_config_from_env(env)).start()
 
 
-def test_a_worker_rejoins_a_restored_shard_and_gives_up_with_75_when_none_comes_back(tmp_path: Path) -> None:
-    first = _ps(0, tmp_path)
-    port = first.tcp_address[1]
-    first.stop()  # the port is known now; start the shard that serves on it
-    server = _ps(port, tmp_path)
-    torch.manual_seed(0)
-    data = TensorDataset(torch.randn(64, 3), torch.randint(0, 2, (64,)))
+def _worker(port: int, *, connect_timeout_s: int) -> AsyncWorker:
+    """One asynchronous worker of a linear model on random data, its shard at `port`."""
     env = {
         "RANK": "0",
         "WORLD_SIZE": "1",
         "PACELINE_PS_ADDRS": f"127.0.0.1:{port}",
         "PACELINE_METRICS_PORT": "0",
         "POD_IP": "127.0.0.1",
-        "PACELINE_PS_CONNECT_TIMEOUT_S": "1",
+        "PACELINE_PS_CONNECT_TIMEOUT_S": str(connect_timeout_s),
     }
-    worker = AsyncWorker.from_env(
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(64, 3), torch.randint(0, 2, (64,)))
+    return AsyncWorker.from_env(
         nn.Linear(3, 2), data, env=env, loss_fn=nn.CrossEntropyLoss(), learning_rate=0.1, default_batch_size=8
     )
+
+
+def test_a_worker_rejoins_a_restored_shard_and_gives_up_with_75_when_none_comes_back(tmp_path: Path) -> None:
+    first = _ps(0, tmp_path)
+    port = first.tcp_address[1]
+    first.stop()  # the port is known now; start the shard that serves on it
+    server = _ps(port, tmp_path)
+    worker = _worker(port, connect_timeout_s=1)
     try:
         with worker:
             batches = worker.batches()
@@ -74,19 +79,7 @@ def test_a_worker_asked_to_stop_does_not_rejoin_a_new_shard(tmp_path: Path) -> N
     the new shard (its goodbye would count as one of the new workers')."""
     server = _ps(0, tmp_path)
     port = server.tcp_address[1]
-    env = {
-        "RANK": "0",
-        "WORLD_SIZE": "1",
-        "PACELINE_PS_ADDRS": f"127.0.0.1:{port}",
-        "PACELINE_METRICS_PORT": "0",
-        "POD_IP": "127.0.0.1",
-        "PACELINE_PS_CONNECT_TIMEOUT_S": "30",
-    }
-    torch.manual_seed(0)
-    data = TensorDataset(torch.randn(64, 3), torch.randint(0, 2, (64,)))
-    worker = AsyncWorker.from_env(
-        nn.Linear(3, 2), data, env=env, loss_fn=nn.CrossEntropyLoss(), learning_rate=0.1, default_batch_size=8
-    )
+    worker = _worker(port, connect_timeout_s=30)
     try:
         with pytest.raises(SystemExit) as stopped, worker:
             batches = worker.batches()

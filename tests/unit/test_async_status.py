@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from jobs import job, pod
+from worker_samples import worker_sample
 
 from paceline import api, operator_metrics
 from paceline.adapters import workers
@@ -21,23 +22,7 @@ WORLD = 2
 
 
 def _sample(rank: int) -> WorkerSample:
-    zero = dict.fromkeys(
-        ("data_seconds", "compute_seconds", "communication_seconds", "step_seconds", "last_compute_seconds"),
-        0.0,
-    )
-    return WorkerSample(
-        rank=rank,
-        job="demo",
-        timestamp=0.0,
-        steps_total=10,
-        samples_total=10,
-        batch_size=8,
-        global_batch_size=16,
-        assignment_version=1,
-        samples_per_second=100.0,
-        compute_samples_per_second=100.0,
-        **zero,
-    )
+    return worker_sample(rank)
 
 
 class FakeShards:

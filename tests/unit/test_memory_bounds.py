@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from worker_samples import worker_sample
 
 from paceline.controller.rebalance import worker_max_batch
 from paceline.controller.samples import WorkerSample
@@ -71,24 +72,7 @@ def test_max_batch_is_what_free_memory_holds_per_data_parallel_group() -> None:
 
 
 def sample(rank: int, gpu_memory: float | None) -> WorkerSample:
-    return WorkerSample(
-        rank=rank,
-        job="j",
-        timestamp=0.0,
-        steps_total=1,
-        samples_total=1,
-        data_seconds=0.0,
-        compute_seconds=0.0,
-        communication_seconds=0.0,
-        step_seconds=0.0,
-        last_compute_seconds=0.0,
-        batch_size=1,
-        global_batch_size=2,
-        assignment_version=1,
-        samples_per_second=1.0,
-        compute_samples_per_second=1.0,
-        gpu_memory_bytes=gpu_memory,
-    )
+    return worker_sample(rank, gpu_memory_bytes=gpu_memory)
 
 
 def placement(rank: int, product: str) -> WorkerPlacement:
