@@ -41,7 +41,7 @@ def test_early_ranks_wait_for_late_ones_then_all_complete() -> None:
     late = [member(g, 0, r, 2).start() for r in range(2)]
     everyone = early + late
     try:
-        assert all(r.wait(timeout_s=30, abort=lambda: False) for r in everyone)
+        assert all(r.wait(timeout_s=120, abort=lambda: False) for r in everyone)
         assert sorted(r.rank for r in everyone) == [0, 1, 2, 3] and {r.world_size for r in everyone} == {4}
         everyone[0].store().set("x", "1")
         assert everyone[3].store().get("x") == b"1"  # one store, shared through the same prefix

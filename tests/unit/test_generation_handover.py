@@ -99,7 +99,7 @@ def test_ranks_that_do_not_follow_generations_are_restarted(tmp_path: Path, runn
     follower_marker(supervisor.generation_file, 0).parent.mkdir(exist_ok=True)
     follower_marker(supervisor.generation_file, 0).touch()  # one of the two local ranks only
     assert supervisor.offer(generation(2))[0] == 202
-    assert running_agent.wait(timeout=10) == -15 and supervisor.status()["pending"] == 2
+    assert running_agent.wait(timeout=60) == -15 and supervisor.status()["pending"] == 2
 
 
 @pytest.fixture
@@ -129,7 +129,7 @@ def test_launcher_restarts_ranks_whose_modules_are_split(tmp_path: Path, running
     supervisor = Supervisor(["true"], generation(1, plan=TP), grace_s=60, workdir=tmp_path)
     supervisor._agent = running_agent
     assert supervisor.offer(generation(2, plan=TP))[0] == 202
-    assert running_agent.wait(timeout=10) == -15  # SIGTERM: the ranks stop at a step and restart
+    assert running_agent.wait(timeout=60) == -15  # SIGTERM: the ranks stop at a step and restart
     assert supervisor.status()["pending"] == 2
 
 

@@ -32,7 +32,6 @@ from .membership import Membership, peer_lost
 from .metrics import StepTiming, WorkerMetrics
 from .rendezvous import Rendezvous, RendezvousError
 from .sampler import GlobalSampler
-from .signals import exit_with_parent
 from .tensor_parallel import (
     apply_plan,
     broadcast_module,
@@ -144,8 +143,7 @@ class Worker:
         environ: MutableMapping[str, str] = os.environ if env is None else dict(env)
         generations = GenerationFile.from_env(environ)
         membership = None
-        if generations is not None:
-            exit_with_parent()  # a rank outlives neither its pod's launcher nor a resize it was not part of
+        if generations is not None:  # under the launcher (exec_rank already tied this rank to its agent)
             membership = Membership(generations, generations.newest(), environ, default_batch_size)
             environ.update(membership.rank_env(membership.generation))
         config = config_from_env(environ, default_batch_size=default_batch_size)
