@@ -579,6 +579,18 @@ class LocalCluster:
             timeout_s=60,
             log=None,
         )
+        # The API server's authorizer learns new RBAC through its own watch: until then the operator's first
+        # requests (its NodePool watch, say) are refused with 403. Start it once they would be allowed.
+        who = f"--as=system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}"
+        _wait(
+            "the operator's RBAC to take effect",
+            lambda: all(
+                self.run_kubectl("auth", "can-i", "watch", resource, who, check=False).stdout.strip() == "yes"
+                for resource in ("trainingjobs.paceline.dev", "nodepools.karpenter.sh")
+            ),
+            timeout_s=60,
+            log=None,
+        )
 
     def _start_runtime(self) -> None:
         self._ensure(
