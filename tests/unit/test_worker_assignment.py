@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from paceline_worker.assignment import decode_control, encode_control
+from paceline_worker.assignment import (
+    control_lane_count,
+    decode_control,
+    encode_control,
+    from_lanes,
+    to_lanes,
+)
 from paceline_worker.assignment_store import AssignmentStore, OfferOutcome
 from paceline_worker.wire import Assignment, AssignmentError, parse_assignment
 
@@ -62,6 +71,47 @@ def test_control_vectors_sum_to_rank_zero_assignment_and_any_stop() -> None:
         encode_control(Assignment(version=1, batch_sizes=(2, 2, 2)), stop=False, world_size=3)
     )
     assert without.assignment.learning_rate is None and without.assignment.momentum is None
+
+
+@given(
+    sizes=st.lists(st.integers(0, 1 << 20), min_size=1, max_size=8),
+    version=st.integers(1, 1 << 40),
+    learning_rate=st.none() | st.floats(1e-12, 1e6),
+    momentum=st.none() | st.floats(-0.999999, 0.999999),
+    stops=st.lists(st.booleans(), min_size=8, max_size=8),
+    votes=st.lists(st.none() | st.integers(0, 1 << 23), min_size=8, max_size=8),
+)
+def test_control_lanes_summed_in_float32_decode_to_the_summed_vectors(
+    sizes: list[int],
+    version: int,
+    learning_rate: float | None,
+    momentum: float | None,
+    stops: list[bool],
+    votes: list[int | None],
+) -> None:
+    """What rides in a float32 gradient bucket: every rank's lanes summed in float32 (as the all-reduce
+    does) give back exactly what summing the float64 control vectors gives."""
+    world = len(sizes) if sum(sizes) else 0
+    if not world:
+        sizes, world = [1, *sizes[1:]], len(sizes)
+    assignment = Assignment(
+        version=version, batch_sizes=tuple(sizes), learning_rate=learning_rate, momentum=momentum
+    )
+    vectors = [
+        encode_control(
+            assignment if rank == 0 else None,
+            stop=stops[rank],
+            world_size=world,
+            ready_generation=votes[rank],
+        )
+        for rank in range(world)
+    ]
+    lanes = np.zeros(control_lane_count(world), dtype=np.float32)
+    for vector in vectors:
+        lanes += np.asarray(to_lanes(vector), dtype=np.float32)
+    exact = decode_control([sum(values) for values in zip(*vectors, strict=True)])
+    assert decode_control(from_lanes(lanes.tolist(), world_size=world)) == exact
+    assert exact.assignment == assignment
 
 
 def test_store_accepts_only_newer_versions_and_applies_them_with_history() -> None:

@@ -1,9 +1,14 @@
-"""DDP communication hook: sum-allreduce gradients and mark where local computation ends.
+"""DDP communication hook: sum-allreduce gradients, mark where local computation ends, and carry the next
+step's control lanes in the last bucket.
 
 The worker scales each rank's loss by b_m / B, so summing the gradients over ranks gives exactly the gradient
 of the mean loss over the B samples of the step (sample-weighted averaging), whatever the batch sizes.
 The hook of the last bucket runs once all local gradients exist: it records that moment (end of compute) and,
 in the dev-only speed simulation, sleeps there so that slower simulated devices delay the final all-reduce.
+When the worker set `outgoing` (the control lanes of the next step boundary, `paceline_worker.assignment`),
+the last bucket's all-reduce carries them too and their sum lands in `received`: the boundary then needs no
+collective of its own. Buckets of another dtype than float32/float64 (e.g. bf16) carry nothing; the worker
+then runs the separate control all-reduce, the same on every rank (they share the dtype).
 """
 
 import time
@@ -25,6 +30,8 @@ class GradientSync:
         self.batch_size = 0
         self._start_event: torch.cuda.Event | None = None
         self._done_event: torch.cuda.Event | None = None
+        self.outgoing: list[float] | None = None  # control lanes for the last bucket of this step
+        self.received: torch.Tensor | None = None  # their sum over ranks, once the bucket is reduced
 
     def begin_step(self, *, batch_size: int) -> None:
         self.compute_started_at = time.perf_counter()
@@ -52,8 +59,26 @@ class GradientSync:
 
 # No `from __future__ import annotations` here: DDP checks the hook's annotations at run time.
 def sum_allreduce_hook(state: GradientSync, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+    buffer = bucket.buffer()
+    lanes = None
     if bucket.is_last():
         state.on_last_bucket()
-    work = dist.all_reduce(bucket.buffer(), op=dist.ReduceOp.SUM, async_op=True)
+        lanes, state.outgoing = state.outgoing, None
+    if lanes is None or buffer.dtype not in CARRYING_DTYPES:
+        work = dist.all_reduce(buffer, op=dist.ReduceOp.SUM, async_op=True)
+        assert work is not None
+        return work.get_future().then(lambda fut: fut.value()[0])
+    size = buffer.numel()
+    carried = torch.cat([buffer, torch.tensor(lanes, dtype=buffer.dtype).to(buffer.device)])
+    work = dist.all_reduce(carried, op=dist.ReduceOp.SUM, async_op=True)
     assert work is not None
-    return work.get_future().then(lambda fut: fut.value()[0])
+
+    def split(fut: torch.futures.Future[list[torch.Tensor]]) -> torch.Tensor:
+        reduced = fut.value()[0]
+        state.received = reduced[size:]
+        return reduced[:size]
+
+    return work.get_future().then(split)
+
+
+CARRYING_DTYPES = (torch.float32, torch.float64)

@@ -18,7 +18,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
-from .assignment import ControlMessage, control_vector_length, decode_control, encode_control
+from .assignment import (
+    MAX_LANE_RANKS,
+    ControlMessage,
+    control_vector_length,
+    decode_control,
+    encode_control,
+    from_lanes,
+    to_lanes,
+)
 from .assignment_store import AppliedVersion, AssignmentStore
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import WorkerConfig, config_from_env
@@ -446,9 +454,12 @@ class Worker:
         self.optimizer.zero_grad(set_to_none=True)
         self._sync.begin_step(batch_size=batch.size)
         loss = self.core.loss(model, batch.data)
+        if self._wrapped is self.ddp and self.world_size <= MAX_LANE_RANKS:  # the control rides along
+            self._sync.outgoing = to_lanes(self._control_values())
         # Sample weighting: rank m contributes b_m/B of its mean loss, and the hook sums over ranks. An empty
         # batch has weight 0 (its mean is NaN, but its gradient is a sum over no samples, i.e. zero).
         (loss * (batch.size / batch.global_batch_size)).backward()
+        self._sync.outgoing = None  # not carried (no bucket reduced): the boundary exchanges it itself
         if self._wrapped is not self.ddp:
             self._sync.on_last_bucket()
             grads = local_gradients(self.module.parameters())
@@ -497,21 +508,30 @@ class Worker:
         return self.global_step
 
     # ------------------------------------------------------------------------------------------ assignment
-    def _exchange_control(self) -> ControlMessage:
-        """The per-step collective: everyone learns rank 0's assignment, whether any rank must stop, and
-        whether the next generation's rendezvous is complete (then all switch to it at this boundary)."""
-        assert self._control is not None
+    def _control_values(self) -> list[float]:
+        """This rank's part of the next boundary's control vector."""
         announced = self.store.take_for_next_step() if self.rank == 0 else None
         following = self._follow_generations()
-        values = encode_control(
+        return encode_control(
             announced,
             stop=self.core.stop.requested,
             world_size=self.topology.workers,
             ready_generation=following.generation.generation if following and following.complete else None,
         )
-        self._control.copy_(torch.tensor(values, dtype=torch.float64))
-        dist.all_reduce(self._control, op=dist.ReduceOp.SUM)
-        message = decode_control(self._control.tolist())
+
+    def _exchange_control(self) -> ControlMessage:
+        """At a step boundary everyone learns rank 0's assignment, whether any rank must stop, and whether
+        the next generation's rendezvous is complete (then all switch to it at this boundary). After a
+        data-parallel step the vector came with the gradients (`gradient_sync`); else one all-reduce here."""
+        assert self._control is not None
+        received, self._sync.received = self._sync.received, None
+        if received is not None:
+            summed = from_lanes(received.tolist(), world_size=self.topology.workers)
+        else:
+            self._control.copy_(torch.tensor(self._control_values(), dtype=torch.float64))
+            dist.all_reduce(self._control, op=dist.ReduceOp.SUM)
+            summed = self._control.tolist()
+        message = decode_control(summed)
         if message.stop_requested or message.regroup_generation is not None:
             return message
         record = self.store.apply(message.assignment, step=self.global_step)
