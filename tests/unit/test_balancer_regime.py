@@ -18,10 +18,12 @@ from paceline.balancer import (
     FleetTracker,
     Observation,
     StepTimeEstimator,
+    StepTimeModel,
     StragglerConfig,
     StragglerState,
     decide_rebalance,
 )
+from paceline.balancer.tracker import pooled_noise
 
 SPEEDS = (1.0, 1.0, 2.0, 4.0)
 NAMES = tuple(f"w{i}" for i in range(len(SPEEDS)))
@@ -198,3 +200,44 @@ def test_restart_forgets_the_fit_but_keeps_noise_and_counters() -> None:
     assert after is not None and after.mean(32) == pytest.approx(0.9)
     # kept (only decayed towards the 5 % prior), and no 0.3 s → 0.9 s difference across the restart
     assert before.noise_cv <= after.noise_cv < 0.03
+
+
+def test_shares_move_back_as_soon_as_the_recovery_is_detected() -> None:
+    """Back at its healthy speed, w3 resumes the healthy regime it had before the slowdown: that regime's
+    age counts, so the switch back is worth it at once instead of after as long again as the excursion."""
+    onset, recovery = 30.0, 42.0
+    job = Job(scale=0.2, period=1.0, onset=onset, recovery=recovery)
+    job.run_until(recovery)
+    assert job.changes and job.shares_tuple()[3] < BALANCED[3] - 10, "w3's share was cut while it was slow"
+    job.run_until(recovery + 8.0)
+    back = job.changes_between(recovery, job.now)
+    status = job.fleet.stragglers()["w3"]
+    assert back and _close(back[0], BALANCED), f"moves after the recovery: {back}"
+    assert status.state is StragglerState.HEALTHY and status.detection_delay_s is not None
+    first_back = min(t for t, _ in job.changes if t >= recovery)
+    assert first_back <= recovery + status.detection_delay_s + 2 * job.period, (first_back, status)
+    started = job.fleet.regime_started_at()
+    assert started is not None and started <= recovery - onset / 2, "the healthy time before counts"
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_equally_noisy_workers_keep_their_shares(seed: int) -> None:
+    """Every worker's steps are equally noisy (cv 0.3): their noise estimates differ only by chance, and the
+    fleet's pooled noise keeps the optimiser from moving shares off the noisier-looking ones."""
+    job = Job(scale=0.2, period=1.0, onset=1e9, recovery=1e9, noise=0.3)
+    job.rng = np.random.default_rng(seed)
+    job.run_until(60.0)
+    assert not job.changes, f"shares moved on a stationary run: {job.changes}"
+
+
+def test_a_persistently_noisy_worker_keeps_its_own_noise() -> None:
+    models = {
+        f"w{i}": StepTimeModel(
+            overhead_s=0.0, per_sample_s=0.01, noise_cv=cv, observations=20.0, noise_terms=20.0
+        )
+        for i, cv in enumerate((0.01, 0.027, 0.03, 0.4))
+    }
+    pooled = pooled_noise(models)
+    assert pooled["w3"].noise_cv == 0.4
+    pool = (0.5 * (0.027**2 + 0.03**2)) ** 0.5
+    assert [pooled[f"w{i}"].noise_cv for i in range(3)] == pytest.approx([pool] * 3)

@@ -23,6 +23,7 @@ from paceline.balancer.settings import BalancingPolicy, BalancingSettings
 from paceline.balancer.straggler import StragglerState, StragglerStatus
 
 EVENT_REASON = "Rebalanced"
+_Z_99 = 2.3263  # standard normal 0.99 quantile
 _MAX_LISTED = 8
 
 
@@ -134,6 +135,13 @@ def decide_rebalance(
     threshold = settings.min_gain_percent / 100.0
     if gain < threshold:
         return hold(f"{numbers}, below minGainPercent {settings.min_gain_percent}%")
+    if len({m.noise_cv for m in ordered}) == 1:  # equal noise: only unequal levels can make a gain
+        statistic, critical = level_heterogeneity(models=ordered, shares=[current[n] for n in names])
+        if statistic < critical:
+            return hold(
+                f"{numbers}, but the workers' step times differ no more than their estimates' noise "
+                f"explains (chi-square {statistic:.1f} < {critical:.1f}, 99 %)"
+            )
     if last_change_at is not None and now - last_change_at < settings.cooldown_seconds:
         left = settings.cooldown_seconds - (now - last_change_at)
         return hold(f"{numbers}, cooldown {left:.0f}s left of {settings.cooldown_seconds}s")
@@ -153,6 +161,22 @@ def decide_rebalance(
         f"{_format_changes(changes)}{suffix}"
     )
     return replace(base, apply=True, shares=proposed, reason=reason, event_reason=EVENT_REASON)
+
+
+def level_heterogeneity(*, models: list[StepTimeModel], shares: list[int]) -> tuple[float, float]:
+    """(statistic, 99 % critical value) of a chi-square test that the workers' step times at `shares` are
+    equal: Σ((μ̂_m − μ̄)/se_m)² over n workers, against χ²(n − 1) at 0.99 (Wilson–Hilferty); each se from
+    the fit's own (`StepTimeModel.relative_standard_error`). (0, 0) when no fit reports its steps."""
+    levels = [m.mean(b) for m, b in zip(models, shares, strict=True)]
+    errors = [m.relative_standard_error() * level for m, level in zip(models, levels, strict=True)]
+    if len(models) < 2 or min(errors) <= 0.0:
+        return 0.0, 0.0
+    weights = [1.0 / (e * e) for e in errors]
+    mean = sum(w * x for w, x in zip(weights, levels, strict=True)) / sum(weights)
+    statistic = sum(w * (x - mean) ** 2 for w, x in zip(weights, levels, strict=True))
+    k = len(models) - 1
+    critical = k * (1.0 - 2.0 / (9.0 * k) + _Z_99 * math.sqrt(2.0 / (9.0 * k))) ** 3
+    return statistic, critical
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -42,6 +42,12 @@ class Observation:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
 
 
+def cautious_factor(terms: float) -> float:
+    """1 + 2·√(2/(1 + k)) for a cv² estimate with k terms behind it: about a two-sigma upper bound of a
+    chi-square estimate (1.2x with 200 terms, 2.2x with 5)."""
+    return 1.0 + 2.0 * math.sqrt(2.0 / (1.0 + max(terms, 0.0)))
+
+
 @dataclass(frozen=True, kw_only=True)
 class StepTimeModel:
     """T(b) ~ Normal(a + c·b, (cv·(a + c·b))²) for one worker."""
@@ -50,6 +56,8 @@ class StepTimeModel:
     per_sample_s: float  # c (> 0)
     noise_cv: float = 0.0  # coefficient of variation of one step's time
     observations: float = 0.0  # decayed number of observations behind the fit
+    steps: float = 0.0  # decayed number of steps behind the fit (0: unknown)
+    noise_terms: float = 0.0  # decayed number of successive differences behind noise_cv
     identified: bool = False  # True when b varied enough for the data to split a and c
 
     def mean(self, batch: float) -> float:
@@ -63,6 +71,13 @@ class StepTimeModel:
 
     def samples_per_second(self, batch: float) -> float:
         return batch / self.mean(batch)
+
+    def relative_standard_error(self) -> float:
+        """Standard error of the fitted level, relative to it: cv/√steps with the cautious (two-sigma upper)
+        cv of `StepTimeEstimator.noise_cv2_upper` — early noise estimates run low; 0 when steps unknown."""
+        if self.steps <= 0:
+            return 0.0
+        return self.noise_cv * math.sqrt(cautious_factor(self.noise_terms) / self.steps)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -196,7 +211,7 @@ class StepTimeEstimator:
         """
         mean = 0.5 * (t0 + t1)
         sample = ((t1 - t0) / mean) ** 2 / (1.0 / n0 + 1.0 / n1)
-        current = self.noise_cv2()
+        current = self.noise_cv2_upper()  # cautious: early estimates run low
         if current > 0.0:
             sample = min(sample, _NOISE_CLIP_Z * _NOISE_CLIP_Z * current)
         self.sv += sample
@@ -207,9 +222,8 @@ class StepTimeEstimator:
         return (self.config.default_noise_cv**2 + self.sv) / (1.0 + self.dv)
 
     def noise_cv2_upper(self) -> float:
-        """A cautious cv² for tests of change: the estimate × (1 + 2·√(2/k)) with k terms behind it
-        (about a two-sigma upper bound of a chi-square estimate; 1.2x with 200 terms, 2.3x with 5)."""
-        return self.noise_cv2() * (1.0 + 2.0 * math.sqrt(2.0 / (1.0 + self.dv)))
+        """A cautious cv² for tests of change: the estimate × `cautious_factor`."""
+        return self.noise_cv2() * cautious_factor(self.dv)
 
     def restart(self) -> None:
         """Change point: forget the mean fit (a, c) but keep the noise statistics and the counters.
@@ -277,5 +291,11 @@ class StepTimeEstimator:
         lam = max(cv2 / self.config.prior_overhead_sd_fraction**2, 1e-9 * self.w)
         a, c = self._solve(lam, a0)
         return StepTimeModel(
-            overhead_s=a, per_sample_s=c, noise_cv=math.sqrt(cv2), observations=self.d, identified=identified
+            overhead_s=a,
+            per_sample_s=c,
+            noise_cv=math.sqrt(cv2),
+            observations=self.d,
+            steps=self.w,
+            noise_terms=self.dv,
+            identified=identified,
         )

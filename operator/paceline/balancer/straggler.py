@@ -188,6 +188,9 @@ class StragglerDetector:
     detection_delay_s: float | None = None
     last_z: float = 0.0
     slow_evidence: bool = False  # the up sum has been positive since the last flush
+    healthy_since: float | None = None  # start of the current healthy stretch (first observation at first)
+    healthy_before_s: float = 0.0  # how long the worker had been healthy when its current slowdown began
+    regime_onset: float | None = None  # onset of the current regime, a resumed healthy one counted whole
 
     @property
     def pending(self) -> int:
@@ -247,6 +250,8 @@ class StragglerDetector:
 
         `noise_cv` overrides the model's (the tracker passes a cautious upper estimate)."""
         cfg = self.config
+        if self.healthy_since is None:
+            self.healthy_since = timestamp
         self.expire(timestamp)
         residual = math.log(seconds / model.mean(batch))
         cv = model.noise_cv if noise_cv is None else noise_cv
@@ -286,10 +291,15 @@ class StragglerDetector:
     def _confirm(self, change: ChangePoint) -> None:
         was_slow = self.log_slowdown >= 0.5 * math.log1p(self.config.min_shift)
         self.log_slowdown = max(0.0, self.log_slowdown + change.log_shift)  # never faster than healthy
+        self.regime_onset = change.onset
         if not was_slow and change.side is Side.UP:
             self.since = change.onset
+            self.healthy_before_s = max(0.0, change.onset - (self.healthy_since or change.onset))
         if self.log_slowdown < 0.5 * math.log1p(self.config.min_shift):
             self.since = None
+            if was_slow:  # back to its healthy level: the healthy regime resumes, with its earlier age
+                self.regime_onset = change.onset - self.healthy_before_s
+                self.healthy_since = self.regime_onset
         self.changes += 1
         self.detection_delay_s = change.detected_at - change.onset
         self.up = self.down = 0.0

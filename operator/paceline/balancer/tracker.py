@@ -14,9 +14,15 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from paceline.balancer.estimator import EstimatorConfig, Observation, StepTimeEstimator, StepTimeModel
+from paceline.balancer.estimator import (
+    EstimatorConfig,
+    Observation,
+    StepTimeEstimator,
+    StepTimeModel,
+    cautious_factor,
+)
 from paceline.balancer.straggler import (
     ChangePoint,
     StragglerConfig,
@@ -27,6 +33,7 @@ from paceline.balancer.straggler import (
 )
 
 STATE_VERSION = 3
+NOISE_BAND = 4.0  # a worker's cv² counts as its own only beyond 4x the fleet's
 _WINSOR_Z = 3.0
 
 
@@ -185,14 +192,15 @@ class FleetTracker:
         return total / total_weight if total_weight > 0 else self.default_overhead_fraction
 
     def models(self) -> dict[str, StepTimeModel]:
-        """Current model of every worker that has data (transient spikes excluded)."""
+        """Current model of every worker that has data (transient spikes excluded), each with the fleet's
+        noise unless its own is distinguishable from it (`pooled_noise`)."""
         fraction = self.pooled_overhead_fraction()
         out: dict[str, StepTimeModel] = {}
         for name, tracker in self.workers.items():
             model = tracker.model(overhead_fraction=fraction)
             if model is not None:
                 out[name] = model
-        return out
+        return pooled_noise(out)
 
     def set_straggler_config(self, config: StragglerConfig) -> None:
         self.straggler_config = config
@@ -200,8 +208,15 @@ class FleetTracker:
             tracker.detector.config = config
 
     def regime_started_at(self) -> float | None:
-        """When the fleet's current regime began: the latest confirmed onset, else the first observation."""
-        onsets = [t.last_change.onset for t in self.workers.values() if t.last_change is not None]
+        """When the fleet's current regime began: the latest confirmed onset, else the first observation.
+        A worker back at its healthy level resumes its healthy regime: the healthy time before the slowdown
+        counts, as if the excursion had not happened (the decision's expected remaining duration is the
+        regime's age)."""
+        onsets = [
+            t.detector.regime_onset
+            for t in self.workers.values()
+            if t.last_change is not None and t.detector.regime_onset is not None
+        ]
         return max(onsets, default=self.started_at)
 
     def changes_since(self, since: float | None) -> dict[str, ChangePoint]:
@@ -223,3 +238,23 @@ class FleetTracker:
 
     def stragglers(self) -> dict[str, StragglerStatus]:
         return {name: tracker.detector.status() for name, tracker in self.workers.items()}
+
+
+def pooled_noise(models: dict[str, StepTimeModel]) -> dict[str, StepTimeModel]:
+    """Replace each worker's noise cv by the fleet's (the median cv²) unless even a cautious lower bound of
+    its own, cv² ÷ `cautious_factor(k)` for k terms behind it (about two sigma), is above 4x the fleet's.
+    The optimizer gives noisier workers less (it minimises E[max] of the step times): estimates of equal
+    noise differ by chance (by 4x in cv² with a few terms), which would move shares for nothing; a
+    persistently noisy worker stands out within a few terms and keeps its own. A worker that looks quieter
+    than the fleet gets the fleet's noise (low estimates from few terms are the common error, and the
+    cautious side)."""
+    if len(models) < 2:
+        return models
+    squares = sorted(m.noise_cv**2 for m in models.values())
+    middle = len(squares) // 2
+    pool = squares[middle] if len(squares) % 2 else 0.5 * (squares[middle - 1] + squares[middle])
+    out = {}
+    for name, model in models.items():
+        distinct = model.noise_cv**2 / cautious_factor(model.noise_terms) > NOISE_BAND * pool
+        out[name] = model if distinct else replace(model, noise_cv=math.sqrt(pool))
+    return out
