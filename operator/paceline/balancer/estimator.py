@@ -48,6 +48,14 @@ def cautious_factor(terms: float) -> float:
     return 1.0 + 2.0 * math.sqrt(2.0 / (1.0 + max(terms, 0.0)))
 
 
+def upper_noise_factor(terms: float) -> float:
+    """k ÷ the 2.5 % quantile of χ²(k), k = 1 + terms (the prior counts as one): how far a cv² estimated
+    from k terms may lie below the true one (Wilson–Hilferty: about 80x at k = 2, 6x at 5, 2x at 25)."""
+    k = 1.0 + max(terms, 0.0)
+    root = 1.0 - 2.0 / (9.0 * k) - 1.96 * math.sqrt(2.0 / (9.0 * k))
+    return 1.0 / max(root, 0.05) ** 3
+
+
 @dataclass(frozen=True, kw_only=True)
 class StepTimeModel:
     """T(b) ~ Normal(a + c·b, (cv·(a + c·b))²) for one worker."""
@@ -73,11 +81,12 @@ class StepTimeModel:
         return batch / self.mean(batch)
 
     def relative_standard_error(self) -> float:
-        """Standard error of the fitted level, relative to it: cv/√steps with the cautious (two-sigma upper)
-        cv of `StepTimeEstimator.noise_cv2_upper` — early noise estimates run low; 0 when steps unknown."""
+        """Standard error of the fitted level, relative to it: cv/√steps with cv² at the upper end of its
+        95 % interval (`upper_noise_factor`; a cv² from a few terms may be far too low); 0 when the steps
+        are unknown."""
         if self.steps <= 0:
             return 0.0
-        return self.noise_cv * math.sqrt(cautious_factor(self.noise_terms) / self.steps)
+        return self.noise_cv * math.sqrt(upper_noise_factor(self.noise_terms) / self.steps)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -211,7 +220,7 @@ class StepTimeEstimator:
         """
         mean = 0.5 * (t0 + t1)
         sample = ((t1 - t0) / mean) ** 2 / (1.0 / n0 + 1.0 / n1)
-        current = self.noise_cv2_upper()  # cautious: early estimates run low
+        current = self.noise_cv2()
         if current > 0.0:
             sample = min(sample, _NOISE_CLIP_Z * _NOISE_CLIP_Z * current)
         self.sv += sample
