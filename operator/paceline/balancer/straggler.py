@@ -188,7 +188,7 @@ class StragglerDetector:
     detection_delay_s: float | None = None
     last_z: float = 0.0
     slow_evidence: bool = False  # the up sum has been positive since the last flush
-    healthy_since: float | None = None  # start of the current healthy stretch (first observation at first)
+    healthy_since: float | None = None  # start of the current healthy stretch (the tracker sets the first)
     healthy_before_s: float = 0.0  # how long the worker had been healthy when its current slowdown began
     regime_onset: float | None = None  # onset of the current regime, a resumed healthy one counted whole
 
@@ -250,8 +250,6 @@ class StragglerDetector:
 
         `noise_cv` overrides the model's (the tracker passes a cautious upper estimate)."""
         cfg = self.config
-        if self.healthy_since is None:
-            self.healthy_since = timestamp
         self.expire(timestamp)
         residual = math.log(seconds / model.mean(batch))
         cv = model.noise_cv if noise_cv is None else noise_cv

@@ -106,6 +106,8 @@ class WorkerTracker:
         """Test and ingest (or hold) one observation; None for a repeated scrape."""
         if self.last_seen_step is not None and obs.step == self.last_seen_step:
             return None
+        if self.detector.healthy_since is None:  # healthy from its first observation until a change
+            self.detector.healthy_since = obs.timestamp
         batch_changed = self.last_seen_batch is not None and obs.batch != self.last_seen_batch
         self.last_seen_step, self.last_seen_batch = obs.step, obs.batch
         model = self.model(overhead_fraction=overhead_fraction)
