@@ -231,6 +231,7 @@ def test_memory_bound_caps_a_share() -> None:
     drive(run, seconds=60, max_batch=[64, 64, 64, 20])
     assert run.events(EventReason.REBALANCED)
     assert run.assignment.batch_sizes[3] == 20
+    assert [run.last.worker_stats[r]["maxBatch"] for r in range(4)] == ["64", "64", "64", "20"]
 
 
 def test_static_policy_keeps_shares_but_reports_status() -> None:

@@ -84,7 +84,7 @@ class ControlOutcome:
     needs_push: bool  # rank 0 reports an older version than the current assignment: PUT it again
     push: Assignment | None  # what to PUT to rank 0 now: new_assignment, else the current one if needs_push
     events: list[Event]
-    worker_stats: dict[int, dict[str, str]]  # rank → samplesPerSecond, relativeSpeed, straggler
+    worker_stats: dict[int, dict[str, str]]  # rank → samplesPerSecond, relativeSpeed, straggler, maxBatch
     throughput: dict[str, str]  # samplesPerSecond, efficiency (either may be absent without data)
     decision: RebalanceDecision | None  # None while waiting (no models, workers not on the current version)
     stragglers: dict[int, StragglerStatus]  # per rank with data
@@ -304,6 +304,8 @@ def control_step(
             stats["relativeSpeed"] = _fmt_ratio(speed / slowest)
         status = stragglers.get(rank)
         stats["straggler"] = (status.state if status is not None else StragglerState.HEALTHY).value
+        if max_batch is not None and rank < len(max_batch) and max_batch[rank] is not None:
+            stats["maxBatch"] = str(max_batch[rank])
         worker_stats[rank] = stats
 
     achieved = sum(r.samples_per_second for r in rates.values()) if len(rates) == world > 0 else None

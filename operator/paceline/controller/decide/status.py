@@ -16,7 +16,7 @@ from paceline.controller.decide.validate import generation, phase
 from paceline.plan_types import JobPlan
 from paceline.reasons import ConditionType, EventReason, Reason
 
-TELEMETRY_FIELDS = ("samplesPerSecond", "relativeSpeed", "straggler")
+TELEMETRY_FIELDS = ("samplesPerSecond", "relativeSpeed", "straggler", "maxBatch")
 SPEC_VALID = Condition(
     type=ConditionType.FAILED, status=False, reason=Reason.SPEC_VALID, message="spec is valid"
 )
