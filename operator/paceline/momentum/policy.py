@@ -80,8 +80,9 @@ def explicit_momentum(
 ) -> float:
     """The explicit momentum for the measured staleness distribution, in [floor, target].
 
-    With a curvature estimate h: the largest momentum whose delayed heavy-ball recursion (the measured τ
-    distribution, step `learning_rate`) stays stable up to CURVATURE_MARGIN·h — as close to the target's
+    With a curvature estimate h: the largest momentum whose delayed heavy-ball recursion (step
+    `learning_rate`; for each of `delay_models`: the measured τ histogram and the geometric distribution
+    with its mean) stays stable up to CURVATURE_MARGIN·h — as close to the target's
     effective step α/(1 − μ*) as stability allows. Without one: the composition rule (exact total
     momentum, effective step shrunk by 1 − μ_implicit), lowered further if its recursion would be
     unstable below PRIOR_EDGE_FRACTION of the target's own stability edge 2(1 + μ*)/α.
