@@ -5,16 +5,19 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from paceline.api import parse_momentum_tuning
 from paceline.momentum import (
     MomentumController,
+    MomentumEstimate,
     StalenessEstimator,
     decide_momentum,
     explicit_momentum,
 )
 from paceline.momentum.estimator import geometric_delays
-from paceline.momentum.policy import composed_momentum, total_momentum
+from paceline.momentum.policy import composed_momentum, delay_models, total_momentum
 from paceline.momentum.stability import largest_stable_momentum, normalised_delays, stable_for
 
 DEFAULT = parse_momentum_tuning({}, target=Decimal("0.9"))  # target 0.9, lr 0.1, minChange 0.02
@@ -78,6 +81,67 @@ def test_the_distribution_not_only_the_mean_matters() -> None:
         for d in (geometric, constant)
     ]
     assert abs(results[0] - results[1]) > 0.02
+
+
+def _measured(delays: list[float], workers: int = 4) -> MomentumEstimate:
+    probabilities = normalised_delays(delays)
+    mean = sum(lag * p for lag, p in enumerate(probabilities))
+    return MomentumEstimate(
+        implicit=mean / (1.0 + mean),
+        mean_staleness=mean,
+        effective_samples=100.0,
+        theory=1.0 - 1.0 / workers,
+        workers=workers,
+        delays=probabilities,
+    )
+
+
+def test_a_benign_looking_histogram_does_not_license_more_than_the_geometric_model() -> None:
+    # mean staleness 3, mostly fresh with a few very stale updates: in expectation the fresh gradient
+    # dominates and the histogram alone tolerates all the momentum; geometric staleness does not
+    estimate = _measured([0.75, *[0.0] * 11, 0.25])
+    measured, geometric = delay_models(estimate)
+    assert geometric == normalised_delays(geometric_delays(3.0))
+    alone = [
+        largest_stable_momentum(learning_rate=0.1, delays=d, curvature_bound=3.0, floor=-0.3, ceiling=0.9)
+        for d in (measured, geometric)
+    ]
+    assert alone[0] > alone[1] + 0.02
+    chosen = explicit_momentum(target=0.9, learning_rate=0.1, estimate=estimate, floor=-0.3, curvature=3.0)
+    assert chosen == pytest.approx(alone[1], abs=1e-3)
+
+
+def test_geometric_staleness_is_one_model() -> None:
+    assert len(delay_models(_prior(8))) == 1  # the prior alone is geometric: nothing to add
+    assert len(delay_models(_prior(1))) == 1  # synchronous: τ = 0 only
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    weights=st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=1, max_size=12).filter(
+        lambda w: sum(w) > 0.01
+    ),
+    curvature=st.floats(min_value=0.3, max_value=10.0),
+)
+def test_the_momentum_is_stable_for_the_histogram_and_the_geometric_model(
+    weights: list[float], curvature: float
+) -> None:
+    estimate = _measured(weights)
+    chosen = explicit_momentum(
+        target=0.9, learning_rate=0.1, estimate=estimate, floor=-0.3, curvature=curvature
+    )
+    assert -0.3 <= chosen <= 0.9
+    if chosen > -0.3:
+        for delays in delay_models(estimate):
+            assert stable_for(momentum=chosen, learning_rate=0.1, delays=delays, curvature_bound=curvature)
+    measured_only = largest_stable_momentum(
+        learning_rate=0.1,
+        delays=normalised_delays(weights),
+        curvature_bound=curvature,
+        floor=-0.3,
+        ceiling=0.9,
+    )
+    assert chosen <= measured_only + 1e-9
 
 
 def test_hysteresis_below_min_change_and_trigger_bypasses_it() -> None:

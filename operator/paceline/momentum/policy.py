@@ -8,7 +8,7 @@ import math
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from paceline.momentum.estimator import MomentumEstimate, StalenessEstimator
+from paceline.momentum.estimator import MomentumEstimate, StalenessEstimator, geometric_delays
 from paceline.momentum.settings import MomentumPolicy, MomentumSettings
 from paceline.momentum.stability import largest_stable_momentum, normalised_delays
 
@@ -52,6 +52,24 @@ def composed_momentum(*, target: float, implicit: float) -> float:
     return 1.0 - (1.0 - target) / max(1.0 - implicit, 1e-9)
 
 
+def delay_models(estimate: MomentumEstimate) -> tuple[tuple[float, ...], ...]:
+    """The staleness distributions the momentum must be stable for: the measured histogram (prior blended
+    in) and the geometric distribution with the same mean (the paper's model for exponential step times).
+
+    A histogram of a few hundred forgetting-weighted samples is a noisy picture of the distribution's shape,
+    and the delayed recursion's stability is sensitive to it; the geometric model with the measured mean is
+    the maximum-entropy distribution on τ = 0, 1, ... with that mean. Requiring both keeps a sample that
+    happens to look benign from licensing momentum the steady state will not tolerate, while a heavier-tailed
+    measured distribution (unequal workers: a mixture of geometrics) still lowers it.
+    """
+    measured = normalised_delays(estimate.delays)
+    geometric = normalised_delays(geometric_delays(estimate.mean_staleness))
+    same = len(geometric) == len(measured) and all(
+        abs(a - b) <= 1e-9 for a, b in zip(geometric, measured, strict=True)
+    )
+    return (measured,) if same else (measured, geometric)
+
+
 def explicit_momentum(
     *,
     target: float,
@@ -62,21 +80,23 @@ def explicit_momentum(
 ) -> float:
     """The explicit momentum for the measured staleness distribution, in [floor, target].
 
-    With a curvature estimate h: the largest momentum whose delayed heavy-ball recursion (the measured τ
-    distribution, step `learning_rate`) stays stable up to CURVATURE_MARGIN·h — as close to the target's
+    With a curvature estimate h: the largest momentum whose delayed heavy-ball recursion (step
+    `learning_rate`; for each of `delay_models`: the measured τ histogram and the geometric distribution
+    with its mean) stays stable up to CURVATURE_MARGIN·h — as close to the target's
     effective step α/(1 − μ*) as stability allows. Without one: the composition rule (exact total
     momentum, effective step shrunk by 1 − μ_implicit), lowered further if its recursion would be
     unstable below PRIOR_EDGE_FRACTION of the target's own stability edge 2(1 + μ*)/α.
     """
-    delays = normalised_delays(estimate.delays)
     if curvature is not None and curvature > 0 and math.isfinite(curvature):
         ceiling, bound = target, CURVATURE_MARGIN * curvature
     else:
         ceiling = min(max(composed_momentum(target=target, implicit=estimate.implicit), floor), target)
         bound = PRIOR_EDGE_FRACTION * 2.0 * (1.0 + target) / learning_rate
-    stable = largest_stable_momentum(
-        learning_rate=learning_rate, delays=delays, curvature_bound=bound, floor=floor, ceiling=ceiling
-    )
+    stable = ceiling
+    for model in delay_models(estimate):
+        stable = largest_stable_momentum(
+            learning_rate=learning_rate, delays=model, curvature_bound=bound, floor=floor, ceiling=stable
+        )
     return max(math.floor(stable * 1000.0) / 1000.0, floor)  # 3 decimals, rounded towards stability
 
 
