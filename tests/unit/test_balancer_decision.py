@@ -13,6 +13,7 @@ from paceline.balancer import (
     StragglerConfig,
     decide_rebalance,
 )
+from paceline.balancer.decision import level_heterogeneity
 
 FAST = StepTimeModel(overhead_s=0.0, per_sample_s=0.01, noise_cv=0.02)
 SLOW = StepTimeModel(overhead_s=0.0, per_sample_s=0.02, noise_cv=0.02)
@@ -152,3 +153,19 @@ def test_transient_straggler_is_not_chased_but_a_persistent_one_is() -> None:
     assert not decisions[0].apply  # the first slow scrapes are held back
     assert applied and applied[0].shares["w0"] > applied[0].shares["w1"]
     assert "persistent straggler w1" in applied[0].reason
+
+
+def test_level_heterogeneity_tells_an_imbalance_from_estimation_noise() -> None:
+    def model(per_sample_s: float) -> StepTimeModel:
+        return StepTimeModel(
+            overhead_s=0.0, per_sample_s=per_sample_s, noise_cv=0.3, steps=50.0, noise_terms=20.0
+        )
+
+    shares = [16, 16, 32, 64]
+    near = [model(0.0095 * f / s) for f, s in zip((1.03, 0.97, 1.02, 0.98), (1, 1, 2, 4), strict=True)]
+    statistic, critical = level_heterogeneity(models=near, shares=shares)
+    assert statistic < critical, "3 % apart with 5-8 % standard errors: noise"
+    halved = [model(0.0095 / s) for s in (1, 1, 2, 2)]
+    statistic, critical = level_heterogeneity(models=halved, shares=shares)
+    assert statistic > critical, "a worker twice as slow as its share assumes is no accident"
+    assert level_heterogeneity(models=[model(0.01), model(0.01)], shares=[1, 1])[0] == 0.0
