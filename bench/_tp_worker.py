@@ -83,13 +83,8 @@ def main() -> None:
             if batch.step == args.fail_at and w.rank == args.fail_rank:
                 raise ValueError(f"a bug at step {batch.step}")
             w.forward_backward(batch)
-            time.sleep(args.step_sleep)
-            if args.record_grads:
-                grads.append(full_tensors({n: p.grad for n, p in model.named_parameters()}))
-            w.optimizer_step()
-            now = time.perf_counter()
-            seconds.append(now - started)
-            started = now
+            # The step's samples are in the model once its gradient all-reduce completed: record them now.
+            # A rank killed later in the step (its peers checkpoint the update without it) keeps the record.
             record = {
                 "step": batch.step,
                 "epoch": batch.epoch,
@@ -105,6 +100,13 @@ def main() -> None:
             records.append(record)
             with (args.out / f"rank{w.rank}.steps.jsonl").open("a") as steps_log:  # survives a crash
                 steps_log.write(json.dumps(record) + "\n")
+            time.sleep(args.step_sleep)
+            if args.record_grads:
+                grads.append(full_tensors({n: p.grad for n, p in model.named_parameters()}))
+            w.optimizer_step()
+            now = time.perf_counter()
+            seconds.append(now - started)
+            started = now
         held, full = local_parameter_bytes(model, split)
         result = {
             "rank": w.rank,
