@@ -64,18 +64,16 @@ def sum_allreduce_hook(state: GradientSync, bucket: dist.GradBucket) -> torch.fu
     if bucket.is_last():
         state.on_last_bucket()
         lanes, state.outgoing = state.outgoing, None
-    if lanes is None or buffer.dtype not in CARRYING_DTYPES:
-        work = dist.all_reduce(buffer, op=dist.ReduceOp.SUM, async_op=True)
-        assert work is not None
-        return work.get_future().then(lambda fut: fut.value()[0])
     size = buffer.numel()
-    carried = torch.cat([buffer, torch.tensor(lanes, dtype=buffer.dtype).to(buffer.device)])
-    work = dist.all_reduce(carried, op=dist.ReduceOp.SUM, async_op=True)
+    if lanes is not None and buffer.dtype in CARRYING_DTYPES:
+        buffer = torch.cat([buffer, torch.tensor(lanes, dtype=buffer.dtype).to(buffer.device)])
+    work = dist.all_reduce(buffer, op=dist.ReduceOp.SUM, async_op=True)
     assert work is not None
 
     def split(fut: torch.futures.Future[list[torch.Tensor]]) -> torch.Tensor:
         reduced = fut.value()[0]
-        state.received = reduced[size:]
+        if reduced.numel() > size:
+            state.received = reduced[size:]
         return reduced[:size]
 
     return work.get_future().then(split)

@@ -17,7 +17,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from paceline.balancer.estimator import StepTimeModel
+from paceline.balancer.estimator import StepTimeModel, chi_square_quantile
 from paceline.balancer.optimizer import expected_max_step_time, optimize_shares
 from paceline.balancer.settings import BalancingPolicy, BalancingSettings
 from paceline.balancer.straggler import StragglerState, StragglerStatus
@@ -174,9 +174,7 @@ def level_heterogeneity(*, models: list[StepTimeModel], shares: list[int]) -> tu
     weights = [1.0 / (e * e) for e in errors]
     mean = sum(w * x for w, x in zip(weights, levels, strict=True)) / sum(weights)
     statistic = sum(w * (x - mean) ** 2 for w, x in zip(weights, levels, strict=True))
-    k = len(models) - 1
-    critical = k * (1.0 - 2.0 / (9.0 * k) + _Z_99 * math.sqrt(2.0 / (9.0 * k))) ** 3
-    return statistic, critical
+    return statistic, chi_square_quantile(len(models) - 1, _Z_99)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -48,12 +48,18 @@ def cautious_factor(terms: float) -> float:
     return 1.0 + 2.0 * math.sqrt(2.0 / (1.0 + max(terms, 0.0)))
 
 
+def chi_square_quantile(dof: float, z: float) -> float:
+    """The quantile of χ²(dof) at the standard normal quantile z (Wilson–Hilferty; floored above zero for
+    very few degrees of freedom)."""
+    root = 1.0 - 2.0 / (9.0 * dof) + z * math.sqrt(2.0 / (9.0 * dof))
+    return dof * max(root, 0.05) ** 3
+
+
 def upper_noise_factor(terms: float) -> float:
     """k ÷ the 2.5 % quantile of χ²(k), k = 1 + terms (the prior counts as one): how far a cv² estimated
-    from k terms may lie below the true one (Wilson–Hilferty: about 80x at k = 2, 6x at 5, 2x at 25)."""
+    from k terms may lie below the true one (about 80x at k = 2, 6x at 5, 2x at 25)."""
     k = 1.0 + max(terms, 0.0)
-    root = 1.0 - 2.0 / (9.0 * k) - 1.96 * math.sqrt(2.0 / (9.0 * k))
-    return 1.0 / max(root, 0.05) ** 3
+    return k / chi_square_quantile(k, -1.96)
 
 
 @dataclass(frozen=True, kw_only=True)

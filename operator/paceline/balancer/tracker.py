@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import math
+import statistics
 from dataclasses import dataclass, field, replace
 
 from paceline.balancer.estimator import (
@@ -252,9 +253,7 @@ def pooled_noise(models: dict[str, StepTimeModel]) -> dict[str, StepTimeModel]:
     cautious side)."""
     if len(models) < 2:
         return models
-    squares = sorted(m.noise_cv**2 for m in models.values())
-    middle = len(squares) // 2
-    pool = squares[middle] if len(squares) % 2 else 0.5 * (squares[middle - 1] + squares[middle])
+    pool = statistics.median(m.noise_cv**2 for m in models.values())
     out = {}
     for name, model in models.items():
         distinct = model.noise_cv**2 / cautious_factor(model.noise_terms) > NOISE_BAND * pool
