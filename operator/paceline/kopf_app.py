@@ -4,6 +4,7 @@ its children changes), thin event handlers for jobs and for deletions, and start
 
 from __future__ import annotations
 
+import gc
 import logging
 import types
 from collections.abc import Mapping
@@ -131,6 +132,20 @@ def fast_watch_decoding() -> bool:
     return True
 
 
+GC_YOUNG_THRESHOLD = 50_000  # allocations between two young collections (CPython's default: 700)
+
+
+def calm_garbage_collector() -> None:
+    """Keep the cyclic garbage collector from re-scanning what lives as long as the operator. Each decoded
+    watch event allocates hundreds of containers; at CPython's defaults the collections those trigger, each
+    walking the modules, kopf's per-object state and the caches, took 39 % of the operator's CPU while 1600
+    pods started (bench/scale.py, profiled). What exists at start-up is frozen out of collection, and young
+    collections run every 50 000 allocations instead of 700; cycles are still collected."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+
+
 class NoDiffBase(kopf.DiffBaseStorage):
     """kopf deep-copies every watched object on every event to diff it for create/update handlers; this
     operator has none (one level-based pass per job), so it keeps no diff base at all."""
@@ -154,6 +169,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indices: Any
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # not a line per handled event
     settings.watching.server_timeout = 600
     fast_watch_decoding()
+    calm_garbage_collector()
     names = ("pods", "gpu_nodes", "controls", "services", "claims", "offers")
     all_pods, nodes, cms, svcs, pvcs, pools = (indices[n] for n in names)
     memo.fleet = Fleet(
