@@ -22,6 +22,9 @@ def _operator(args: argparse.Namespace) -> int:
         level=os.environ.get("PACELINE_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    patterns = [ns for ns in args.namespace or () if set(ns) & set("*?[]!,")]
+    if patterns:
+        sys.exit(f"paceline operator: --namespace takes namespace names, not patterns: {', '.join(patterns)}")
     if args.metrics_port:
         operator_metrics.serve(args.metrics_address, args.metrics_port)
     kopf.run(
@@ -29,6 +32,7 @@ def _operator(args: argparse.Namespace) -> int:
         clusterwide=args.all_namespaces,
         namespaces=args.namespace or (),
         liveness_endpoint=args.liveness,
+        memo=kopf.Memo(pod_namespaces=None if args.all_namespaces else tuple(args.namespace)),
     )
     return 0
 

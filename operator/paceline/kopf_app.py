@@ -1,9 +1,11 @@
 """kopf wiring, nothing more: the watch-cache indices (whose functions also wake a job's runner when one of
 its children changes), thin event handlers for jobs and for deletions, and start-up/clean-up of the runners
-(`paceline.controller.runner`). No finalizer, no polling."""
+(`paceline.controller.runner`) and of the pod watches (`paceline.adapters.pod_watch`: pods are the one kind
+with thousands of events a minute, too many for kopf's per-object machinery). No finalizer, no polling."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import types
@@ -13,47 +15,14 @@ from typing import Any
 import kopf
 
 from paceline import api
+from paceline.adapters.pod_watch import PodWatch
 from paceline.capacity import Offer
-from paceline.controller.inventory import GpuNode, JobKey, gpu_node, gpu_pod, gpus_requested, node_pool_offer
+from paceline.controller.inventory import GpuNode, JobKey, gpu_node, node_pool_offer
+from paceline.controller.pod_store import PodStore, compact_meta
 from paceline.controller.runner import Cache, Fleet
 
 OURS: dict[str, Any] = {api.LABEL_MANAGED_BY: api.MANAGED_BY, api.LABEL_JOB: kopf.PRESENT}
 CONTROL: dict[str, Any] = {**OURS, api.LABEL_ROLE: "control"}
-POD_STATUS_KEYS = ("phase", "podIP", "reason", "containerStatuses")
-
-
-def _meta(body: Mapping[str, Any]) -> dict[str, Any]:
-    meta = body["metadata"]
-    keep = ("name", "namespace", "uid", "labels", "annotations", "deletionTimestamp", "resourceVersion")
-    return {k: meta[k] for k in keep if k in meta}
-
-
-def compact_pod(body: Mapping[str, Any]) -> dict[str, Any]:
-    """What a decision reads of a pod (the cache holds thousands: no managedFields, no full spec)."""
-    status = body.get("status") or {}
-    return {
-        "kind": "Pod",
-        "metadata": _meta(body),
-        "spec": {"nodeName": (body.get("spec") or {}).get("nodeName")},
-        "status": {k: status[k] for k in POD_STATUS_KEYS if k in status},
-    }
-
-
-@kopf.index("v1", "pods")
-async def pods(
-    namespace: str | None, labels: Mapping[str, str], body: kopf.Body, memo: kopf.Memo, **_: Any
-) -> dict[tuple[str, ...], Any] | None:
-    """One index for every pod event (one call each): Paceline's pods by ("job", namespace, job), and the
-    GPUs any live pod holds by ("node", node) — every pod in the cluster counts for planning."""
-    found: dict[tuple[str, ...], Any] = {}
-    if labels.get(api.LABEL_MANAGED_BY) == api.MANAGED_BY and api.LABEL_JOB in labels:
-        key = (namespace or "", labels[api.LABEL_JOB])
-        _poke(memo, key)
-        found[("job", *key)] = compact_pod(body)
-    held = gpu_pod(body)
-    if held is not None:
-        found[("node", held.node)] = held
-    return found or None
 
 
 @kopf.index("v1", "nodes")
@@ -102,7 +71,7 @@ async def controls(
     _poke(memo, (namespace or "", labels[api.LABEL_JOB]))
     return {
         (namespace or "", labels[api.LABEL_JOB]): {
-            "metadata": _meta(body),
+            "metadata": compact_meta(body),
             "data": dict(body.get("data") or {}),
         }
     }
@@ -114,7 +83,7 @@ async def services(
 ) -> dict[JobKey, dict[str, Any]]:
     """Each job's headless Service."""
     _poke(memo, (namespace or "", labels[api.LABEL_JOB]))
-    return {(namespace or "", labels[api.LABEL_JOB]): {"metadata": _meta(body)}}
+    return {(namespace or "", labels[api.LABEL_JOB]): {"metadata": compact_meta(body)}}
 
 
 def fast_watch_decoding() -> bool:
@@ -170,15 +139,27 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indices: Any
     settings.watching.server_timeout = 600
     fast_watch_decoding()
     calm_garbage_collector()
-    names = ("pods", "gpu_nodes", "controls", "services", "claims", "offers")
-    all_pods, nodes, cms, svcs, pvcs, pools = (indices[n] for n in names)
-    memo.fleet = Fleet(
-        Cache(pods=all_pods, gpu_nodes=nodes, controls=cms, services=svcs, claims=pvcs, offers=pools)
+    names = ("gpu_nodes", "controls", "services", "claims", "offers")
+    nodes, cms, svcs, pvcs, pools = (indices[n] for n in names)
+    scopes: tuple[str | None, ...] = getattr(memo, "pod_namespaces", None) or (None,)
+    fleet = Fleet(
+        Cache(pods=PodStore(), gpu_nodes=nodes, controls=cms, services=svcs, claims=pvcs, offers=pools),
+        pod_scopes=len(scopes),
     )
+    loop = asyncio.get_running_loop()
+    memo.pod_watches = [
+        PodWatch(loop, on_listing=fleet.pod_listing, on_events=fleet.pod_events, namespace=scope)
+        for scope in scopes
+    ]
+    memo.fleet = fleet
+    for watch in memo.pod_watches:
+        watch.start()
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
+    for watch in memo.pod_watches:
+        watch.stop()
     memo.fleet.stop()
 
 
@@ -199,17 +180,6 @@ async def on_node(name: str, type: str | None, body: kopf.Body, memo: kopf.Memo,
 
 def _deleted(type: str | None, **_: Any) -> bool:
     return type == "DELETED"
-
-
-@kopf.on.event("v1", "pods", labels=OURS, when=_deleted)
-async def on_pod_gone(
-    namespace: str | None, labels: Mapping[str, str], body: kopf.Body, memo: kopf.Memo, **_: Any
-) -> None:
-    """A job's pod is gone: run a pass for its job; if it still held GPUs, other jobs may use them (a pod
-    that finished gave them back when its job did)."""
-    _poke(memo, (namespace or "", labels[api.LABEL_JOB]))
-    if gpus_requested(body) > 0 and (body.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
-        memo.fleet.gpus_freed()
 
 
 @kopf.on.event("v1", "services", labels=OURS, when=_deleted)

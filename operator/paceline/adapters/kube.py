@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import os
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -45,7 +47,13 @@ def api_client() -> client.ApiClient:
 
 
 def _call(
-    method: str, path: str, body: Any = None, *, content_type: str = "application/json", answer: bool = True
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    content_type: str = "application/json",
+    answer: bool = True,
+    decode: Callable[[bytes], Any] = json.loads,
 ) -> Any:
     """One request in plain JSON. The generated client would validate a dict body into pydantic models and
     build models from the answer only to turn them back into dicts: CPU the operator spends per write."""
@@ -59,7 +67,7 @@ def _call(
     if not 200 <= response.status <= 299:
         text = (response.data or b"").decode("utf-8", errors="replace")
         raise ApiException.from_response(http_resp=response, body=text, data=None)
-    return json.loads(response.data) if answer and response.data else None
+    return decode(response.data) if answer and response.data else None
 
 
 def _message(err: ApiException) -> str:
@@ -122,6 +130,71 @@ def list_nodes() -> list[dict[str, Any]]:
 def list_pods() -> list[dict[str, Any]]:
     """Every Pod bound to a node (for `paceline plan` against a live cluster)."""
     return list(_call("GET", "/api/v1/pods?fieldSelector=spec.nodeName%21%3D")["items"])
+
+
+class Expired(Exception):
+    """A watch's resource version is too old (410 Gone): list again."""
+
+
+POD_PAGE = 500  # pods per list request
+
+
+def list_all_pods(namespace: str | None = None) -> tuple[list[dict[str, Any]], str]:
+    """Every pod (of `namespace`, or of the cluster) and the listing's resource version, page by page."""
+    scope = f"/namespaces/{namespace}" if namespace else ""
+    items: list[dict[str, Any]] = []
+    token = ""
+    while True:
+        query = f"?limit={POD_PAGE}" + (f"&continue={token}" if token else "")
+        page = _call("GET", f"/api/v1{scope}/pods{query}", decode=orjson.loads)
+        items += page.get("items") or []
+        token = (page.get("metadata") or {}).get("continue") or ""
+        if not token:
+            return items, str(page["metadata"]["resourceVersion"])
+
+
+class PodStream:
+    """One watch request on pods from a resource version; `batches()` yields the decoded events as they
+    arrive, a list per chunk read; `close()` (from any thread) ends it."""
+
+    def __init__(self, resource_version: str, namespace: str | None = None, timeout_s: int = 300) -> None:
+        scope = f"/namespaces/{namespace}" if namespace else ""
+        query = f"?watch=true&allowWatchBookmarks=true&resourceVersion={resource_version}"
+        query += f"&timeoutSeconds={timeout_s}"
+        client_ = api_client()
+        request = client_.param_serialize(
+            "GET",
+            f"/api/v1{scope}/pods{query}",
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        answer = client_.call_api(*request, _request_timeout=(10, timeout_s + 30))
+        if answer.status == 410:
+            raise Expired()
+        if not 200 <= answer.status <= 299:
+            raise ApiException(http_resp=answer, body=answer.read().decode("utf-8", "replace"), data=None)
+        self._response = answer.response
+
+    def batches(self) -> Iterator[list[dict[str, Any]]]:
+        """Lists of watch events ({"type", "object"}); raises `Expired` on a 410 in the stream."""
+        rest = b""
+        for chunk in self._response.stream(None):
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            events = [orjson.loads(line) for line in lines if line.strip()]
+            for event in events:
+                if event.get("type") == "ERROR":
+                    if (event.get("object") or {}).get("code") == 410:
+                        raise Expired()
+                    raise ApiException(status=0, reason=str(event.get("object")))
+            if events:
+                yield events
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._response.shutdown()
+        with contextlib.suppress(Exception):
+            self._response.release_conn()
 
 
 def list_jobs(namespace: str | None = None) -> list[dict[str, Any]]:

@@ -2,8 +2,10 @@
 its children, never polling the API. Bursts of events coalesce into one pass; a pass that changes nothing
 writes nothing. (kopf's own daemons would put a finalizer on every job; these tasks need none.)
 
-The cache is kopf's indices (pods, GPU nodes, control ConfigMaps, Services) plus, per job, what this
-operator itself wrote and the watch has not shown yet — so a pass never re-creates what it just created.
+The cache is kopf's indices (GPU nodes, control ConfigMaps, Services, claims, NodePools), the pod store
+(`paceline.controller.pod_store`, fed by its own list-and-watch) plus, per job, what this operator itself
+wrote and the watch has not shown yet — so a pass never re-creates what it just created. No pass runs
+before the pods are listed.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from paceline.controller.decide.plan import avoided, may_grow, needs_plan, store
 from paceline.controller.inventory import GpuNode, GpuPod, JobKey, reservation
 from paceline.controller.observe import JobMemory
 from paceline.controller.planning import PlanningError
+from paceline.controller.pod_store import Changes, PodStore
 from paceline.controller.reconcile import PassResult, Snapshot, compute_plan, run_pass
 from paceline.plan_types import JobPlan
 
@@ -39,7 +42,7 @@ T = TypeVar("T")
 class Cache:
     """Read-only views of kopf's indices (mappings of key → values), read in the event loop only."""
 
-    pods: Mapping[tuple[str, ...], Iterable[Any]]  # ("job", namespace, job) → pods; ("node", node) → GpuPods
+    pods: PodStore  # ("job", namespace, job) → pods; ("node", node) → GpuPods
     gpu_nodes: Mapping[str, Iterable[GpuNode]]
     controls: Mapping[JobKey, Iterable[dict[str, Any]]]
     services: Mapping[JobKey, Iterable[dict[str, Any]]]
@@ -148,6 +151,7 @@ class JobRunner:
         return {**self.job, "status": self.decided}
 
     async def _run(self) -> None:
+        await self.fleet.pods_listed.wait()  # a pass that saw no pods would create them again
         due: float | None = 0.0
         first = True  # a new job's first pass starts at once: there is nothing to coalesce yet
         while True:
@@ -245,8 +249,10 @@ class JobRunner:
 class Fleet:
     """Every job's runner, the shared cache, GPU reservations and the worker threads passes run in."""
 
-    def __init__(self, cache: Cache, *, threads: int = 8) -> None:
+    def __init__(self, cache: Cache, *, threads: int = 8, pod_scopes: int = 1) -> None:
         self.cache = cache
+        self.pods_listed = asyncio.Event()  # set once every watched scope's pods were listed
+        self._pod_scopes, self._scopes_listed = pod_scopes, set[str | None]()
         self.runners: dict[JobKey, JobRunner] = {}
         self.reservations: dict[JobKey, dict[str, int]] = {}
         self.planning = asyncio.Lock()
@@ -270,6 +276,23 @@ class Fleet:
         if key not in self.runners:
             self.runners[key] = JobRunner(self, key)
         self.runners[key].observe(body)
+
+    def pod_listing(self, items: list[dict[str, Any]], namespace: str | None) -> None:
+        """A fresh listing of the pods of `namespace` (None: all)."""
+        self._pods_changed(self.cache.pods.replace(items, namespace))
+        self._scopes_listed.add(namespace)
+        if len(self._scopes_listed) >= self._pod_scopes:
+            self.pods_listed.set()
+
+    def pod_events(self, events: list[tuple[str, Mapping[str, Any]]]) -> None:
+        """Pod watch events, in order."""
+        self._pods_changed(self.cache.pods.apply(events))
+
+    def _pods_changed(self, changes: Changes) -> None:
+        for key in changes.jobs:
+            self.poke(key)
+        if changes.gpus_freed:
+            self.gpus_freed()
 
     def poke(self, key: JobKey) -> None:
         """Something a job owns changed: run a pass for it."""
