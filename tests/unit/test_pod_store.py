@@ -138,6 +138,13 @@ def test_an_expired_watch_lists_again_and_a_broken_one_resumes_where_it_was(
 
     monkeypatch.setattr(kube, "list_all_pods", list_all_pods)
     monkeypatch.setattr(kube, "PodStream", Stream)
+    readiness = iter([False, True])  # a restarted API server: not ready at first
+
+    def api_ready() -> bool:
+        calls.append("readyz")
+        return next(readiness)
+
+    monkeypatch.setattr(kube, "api_ready", api_ready)
     monkeypatch.setattr(pod_watch, "RETRY_S", (0.0,))
     seen: list[str] = []
     loop = asyncio.new_event_loop()
@@ -149,5 +156,5 @@ def test_an_expired_watch_lists_again_and_a_broken_one_resumes_where_it_was(
     watch._run()
     loop.run_until_complete(asyncio.sleep(0))
     loop.close()
-    assert calls == ["list", "watch from 10", "watch from 12", "list", "watch from 30"]
+    assert calls == ["list", "watch from 10", "readyz", "readyz", "watch from 12", "list", "watch from 30"]
     assert seen == ["listing of 1", "1 event", "listing of 0"]

@@ -132,6 +132,16 @@ def list_pods() -> list[dict[str, Any]]:
     return list(_call("GET", "/api/v1/pods?fieldSelector=spec.nodeName%21%3D")["items"])
 
 
+def api_ready() -> bool:
+    """Whether the API server answers /readyz with 200: after a restart it serves requests before its
+    authorizer has read RBAC (a 403 for what is allowed); /readyz waits for that (its informer-sync check)."""
+    try:
+        _call("GET", "/readyz", answer=False)
+        return True
+    except Exception:
+        return False
+
+
 class Expired(Exception):
     """A watch's resource version is too old (410 Gone): list again."""
 

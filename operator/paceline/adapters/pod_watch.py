@@ -64,10 +64,11 @@ class PodWatch:
             except Exception as err:  # the API server restarting, a broken connection, ...
                 if self._stopped.is_set():
                     return
-                wait = RETRY_S[min(failures, len(RETRY_S) - 1)]
-                failures += 1
-                log.warning("pod watch (%s): %s; again in %.1f s", self.namespace or "cluster", err, wait)
-                self._stopped.wait(wait)
+                log.warning("pod watch (%s): %s; resuming", self.namespace or "cluster", err)
+                while not self._stopped.wait(RETRY_S[min(failures, len(RETRY_S) - 1)]):
+                    failures += 1
+                    if kube.api_ready():  # not before: a restarted API server refuses until it read RBAC
+                        break
 
     def _follow(self, version: str) -> None:
         """Watch from `version` until the server ends the request, keeping the last version seen (bookmarks
