@@ -42,11 +42,13 @@ ROOT = Path(__file__).resolve().parents[1]
 try:
     from paceline.api import parse_momentum_tuning
     from paceline.momentum import MomentumController, StalenessEstimator
+    from paceline_worker.asynchronous.worker import DEFAULT_CURVATURE_EVERY, curvature_due
     from paceline_worker.curvature import top_hessian_eigenvalue
 except ImportError:  # not pip-installed: use the source tree
     sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "worker-image")]
     from paceline.api import parse_momentum_tuning
     from paceline.momentum import MomentumController, StalenessEstimator
+    from paceline_worker.asynchronous.worker import DEFAULT_CURVATURE_EVERY, curvature_due
     from paceline_worker.curvature import top_hessian_eigenvalue
 
 WORKER_COUNTS = (1, 2, 4, 8)
@@ -55,7 +57,7 @@ SCENARIOS: dict[str, tuple[float, ...]] = {
     **{str(m): (1.0,) * m for m in WORKER_COUNTS},
     "hetero": (1.0, 1.0, 2.0, 4.0),
 }
-CURVATURE_EVERY = 50  # updates between two curvature estimates (the workers' PACELINE_CURVATURE_EVERY)
+CURVATURE_EVERY = DEFAULT_CURVATURE_EVERY  # a worker's steps between two of its curvature estimates
 
 
 def log(message: str) -> None:
@@ -156,7 +158,8 @@ def simulate(
 
     workers = len(speeds)
     last_batch: list[torch.Tensor] = []
-    direction: list[torch.Tensor] | None = None
+    directions: dict[int, list[torch.Tensor]] = {}  # each worker warm-starts from its own last estimate
+    local_steps = [0] * workers
 
     def gradient_at(vector: torch.Tensor) -> torch.Tensor:
         torch.nn.utils.vector_to_parameters(vector, params)
@@ -166,13 +169,14 @@ def simulate(
         loss_fn(model(problem.inputs[index]), problem.labels[index]).backward()
         return torch.cat([p.grad.reshape(-1) for p in params if p.grad is not None])
 
-    def curvature_at(vector: torch.Tensor) -> float:
-        """What a worker does every CURVATURE_EVERY steps: power iteration on the batch it just used."""
-        nonlocal direction
+    def curvature_at(vector: torch.Tensor, index: torch.Tensor, worker: int) -> float:
+        """What a worker does when `curvature_due`: power iteration on the batch it just used, at the
+        parameters the push returned, warm-started from its own previous direction."""
         torch.nn.utils.vector_to_parameters(vector, params)
-        index = last_batch[0]
-        value, direction = top_hessian_eigenvalue(
-            lambda: loss_fn(model(problem.inputs[index]), problem.labels[index]), params, start=direction
+        value, directions[worker] = top_hessian_eigenvalue(
+            lambda: loss_fn(model(problem.inputs[index]), problem.labels[index]),
+            params,
+            start=directions.get(worker),
         )
         return value
 
@@ -183,9 +187,9 @@ def simulate(
 
     version = 0
     events: list[tuple[float, int]] = []
-    pending: dict[int, tuple[int, torch.Tensor]] = {}
+    pending: dict[int, tuple[int, torch.Tensor, torch.Tensor]] = {}
     for worker in range(workers):
-        pending[worker] = (version, gradient_at(weights))
+        pending[worker] = (version, gradient_at(weights), last_batch[0])
         heapq.heappush(events, (rng.expovariate(speeds[worker]), worker))
     staleness: list[int] = []
     if auto is not None:
@@ -199,7 +203,7 @@ def simulate(
     now = 0.0
     while version < problem.max_updates:
         now, worker = heapq.heappop(events)
-        read_version, grad = pending.pop(worker)
+        read_version, grad, used = pending.pop(worker)
         tau = version - read_version
         staleness.append(tau)
         buffer.mul_(mu).add_(grad)
@@ -210,8 +214,11 @@ def simulate(
             if new_mu != mu:
                 trace.append((version, new_mu))
                 mu = new_mu
-        if auto is not None and version % CURVATURE_EVERY == 0:
-            auto.observe_curvature(curvature_at(weights))
+        # the worker's schedule (paceline_worker.asynchronous.worker): after its own step, not every N updates
+        due = curvature_due(step=local_steps[worker], every=CURVATURE_EVERY, rank=worker, world_size=workers)
+        if auto is not None and due:
+            auto.observe_curvature(curvature_at(weights, used, worker))
+        local_steps[worker] += 1
         if version % problem.eval_every == 0:
             loss = full_loss()
             losses.append((version, loss))
@@ -221,7 +228,7 @@ def simulate(
             if loss <= target_loss:
                 reached = version
                 break
-        pending[worker] = (version, gradient_at(weights))
+        pending[worker] = (version, gradient_at(weights), last_batch[0])
         heapq.heappush(events, (now + rng.expovariate(speeds[worker]), worker))
     return RunResult(
         updates=reached,

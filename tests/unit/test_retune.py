@@ -46,6 +46,7 @@ def test_the_state_persisted_in_the_status_resumes_exactly_after_an_operator_res
     retune_step(before, staleness={"uid-ps0": ([6, 7] * 30, 260)}, worker_speeds={**SPEEDS, "w0": 300.0})
     count_dropped(before, {"uid-ps0": 3}, running={"uid-ps0"})
     before.controller.observe_curvature([12.5])
+    retune_step(before, staleness={}, worker_speeds=SPEEDS, curvature={"w0": 12.5})
     text = persisted(before)
     after = restore(text, settings=settings, workers=4, initial_explicit=0.15)
     assert after is not None
@@ -59,7 +60,7 @@ def test_the_state_persisted_in_the_status_resumes_exactly_after_an_operator_res
     restored, original = after.controller.estimator.estimate(), before.controller.estimator.estimate()
     assert restored.implicit == original.implicit and restored.effective_samples == original.effective_samples
     assert restored.delays == pytest.approx(original.delays, abs=1e-6)  # the histogram keeps 6 decimals
-    assert after.controller.curvature.value == 12.5
+    assert after.controller.curvature.value == 12.5 and after.curvature_seen == {"w0": 12.5}
     assert persisted(after) == text
     # both go on identically: the same τ values give the same decision (not the prior's)
     one = retune_step(before, staleness={"uid-ps0": ([3] * 10, 270)}, worker_speeds=SPEEDS)
@@ -88,3 +89,17 @@ def test_dropped_updates_are_totalled_across_shard_restarts() -> None:
     assert state.dropped_total == 6 and state.dropped == {"uid-a2": 0, "uid-b": 2}
     count_dropped(state, {"uid-a2": 5, "uid-b": 2}, running={"uid-a2", "uid-b"})
     assert state.dropped_total == 11
+
+
+def test_each_curvature_estimate_counts_once_however_often_its_gauge_is_scraped() -> None:
+    state = _state()
+    retune_step(state, staleness={}, worker_speeds=SPEEDS, curvature={"w0": 2.0})
+    assert state.controller.curvature.value == 2.0
+    for _ in range(20):  # the gauge still holds the same estimate: not fed again
+        retune_step(state, staleness={}, worker_speeds=SPEEDS, curvature={"w0": 2.0, "w1": 4.0})
+    once = _state()
+    once.controller.observe_curvature([2.0, 4.0])
+    assert state.controller.curvature.value == once.controller.curvature.value
+    retune_step(state, staleness={}, worker_speeds=SPEEDS, curvature={"w0": 6.0, "w1": 4.0})
+    once.controller.observe_curvature([6.0])
+    assert state.controller.curvature.value == once.controller.curvature.value

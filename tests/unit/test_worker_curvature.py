@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -28,3 +29,23 @@ def test_a_linear_loss_has_no_curvature() -> None:
     weights = torch.ones(3, requires_grad=True)
     value, _ = top_hessian_eigenvalue(lambda: (weights * 2.0).sum() + (weights * 0).pow(2).sum(), [weights])
     assert value == 0.0 or math.isnan(value)
+
+
+def test_the_ranks_estimate_in_turn_one_per_interval_of_global_updates() -> None:
+    from paceline_worker.asynchronous.worker import curvature_due
+
+    every = 50
+    for world in (1, 2, 4, 8, 3):
+        firsts = sorted(
+            next(s for s in range(every) if curvature_due(step=s, every=every, rank=r, world_size=world))
+            for r in range(world)
+        )
+        # equal speeds: worker step s is ≈ global update world·s; the fleet's estimates come every ≈ `every`
+        gaps = [b - a for a, b in itertools.pairwise(firsts)]
+        assert firsts[-1] == every - 1 and all(gap in (every // world, every // world + 1) for gap in gaps)
+        for rank in range(world):
+            due = [
+                s for s in range(4 * every) if curvature_due(step=s, every=every, rank=rank, world_size=world)
+            ]
+            assert len(due) == 4 and all(b - a == every for a, b in itertools.pairwise(due))
+    assert not any(curvature_due(step=s, every=0, rank=0, world_size=1) for s in range(100))

@@ -179,7 +179,7 @@ def _momentum(
         staleness=logs,
         worker_speeds={f"w{rank}": s.compute_samples_per_second for rank, s in samples.items()},
         workers=[f"w{rank}" for rank in ranks],
-        curvature=[s.curvature for s in samples.values() if s.curvature is not None],
+        curvature={f"w{rank}": s.curvature for rank, s in samples.items() if s.curvature is not None},
     )
     if retune is None:
         return None

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from paceline.momentum import MomentumController, MomentumDecision, MomentumSettings
@@ -37,6 +37,7 @@ class AsyncControl:
     dropped: dict[str, int] = field(default_factory=dict)  # running shard incarnation → its dropped counter
     dropped_before: int = 0  # dropped by incarnations that are gone
     saved_at: float | None = None  # when `persisted` last went into the status (monotonic; not persisted)
+    curvature_seen: dict[str, float] = field(default_factory=dict)  # worker → its curvature gauge as last fed
 
     @staticmethod
     def create(*, settings: MomentumSettings, workers: int, initial_explicit: float) -> AsyncControl:
@@ -75,6 +76,7 @@ def persisted(state: AsyncControl) -> str:
         "members": sorted(controller.members),
         "speeds": dict(sorted(controller.speeds.items())),
         "curvature": controller.curvature.value,
+        "curvatureSeen": dict(sorted(state.curvature_seen.items())),
     }
     return json.dumps(doc, separators=(",", ":"), sort_keys=True)
 
@@ -102,6 +104,7 @@ def restore(
         controller.speeds = {str(k): float(v) for k, v in dict(doc["speeds"]).items()}
         curvature = doc.get("curvature")
         controller.curvature.value = float(curvature) if curvature is not None else None
+        state.curvature_seen = {str(k): float(v) for k, v in dict(doc.get("curvatureSeen", {})).items()}
     except (ValueError, TypeError, KeyError):
         return None
     numbers = [state.explicit, *controller.speeds.values(), controller.curvature.value or 0.0]
@@ -125,15 +128,21 @@ def retune_step(
     staleness: Mapping[str, tuple[list[int], int]],
     worker_speeds: Mapping[str, float],
     workers: Collection[str] | None = None,
-    curvature: Iterable[float] = (),
+    curvature: Mapping[str, float] | None = None,
 ) -> Retune | None:
-    """Feed the shards' new τ values (incarnation → (values, next index)) and the workers' curvature
-    estimates, decide; None without worker speeds. `workers` is the worker set (default: those with a
-    speed): one missed scrape is not a change of the worker set."""
+    """Feed the shards' new τ values (incarnation → (values, next index)) and the workers' new curvature
+    estimates (worker → its gauge), decide; None without worker speeds. `workers` is the worker set
+    (default: those with a speed): one missed scrape is not a change of the worker set.
+
+    A worker's gauge holds its latest estimate until the next one (every PACELINE_CURVATURE_EVERY steps,
+    many scrapes later): only a value that differs from the one last fed for that worker is a new estimate,
+    so each estimate counts once in the curvature mean, however often it is scraped."""
     for incarnation, (values, after) in staleness.items():
         state.cursors[incarnation] = after
         state.controller.observe_staleness(values)
-    state.controller.observe_curvature(curvature)
+    gauges = dict(curvature or {})
+    state.controller.observe_curvature(v for w, v in gauges.items() if state.curvature_seen.get(w) != v)
+    state.curvature_seen.update(gauges)
     if not worker_speeds:
         return None
     decision = state.controller.decide(worker_speeds=worker_speeds, workers=workers)

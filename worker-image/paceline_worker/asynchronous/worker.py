@@ -29,6 +29,18 @@ log = logging.getLogger(__name__)
 DEFAULT_CURVATURE_EVERY = 50  # steps between two curvature estimates (PACELINE_CURVATURE_EVERY; 0: off)
 
 
+def curvature_due(*, step: int, every: int, rank: int, world_size: int) -> bool:
+    """Whether a worker estimates the curvature after its step `step` (0-based): every `every` of its
+    steps, the ranks staggered by every/world_size steps. Unstaggered, all M workers would estimate at
+    their step every − 1, i.e. all at once near global update M·every, and then not again for M·every
+    updates: the operator would have no curvature for the first M·every updates. Staggered, the fleet's
+    estimates come one per ≈ `every` global updates (equal speeds) from the start, at any M."""
+    if every <= 0:
+        return False
+    offset = (rank % max(world_size, 1)) * every // max(world_size, 1)
+    return (step + offset) % every == every - 1
+
+
 def worker_indices(*, size: int, rank: int, world_size: int, seed: int, epoch: int) -> list[int]:
     """This worker's part of epoch `epoch`: every world_size-th index of a permutation shared by all ranks."""
     generator = torch.Generator().manual_seed(seed + epoch)
@@ -299,7 +311,9 @@ class AsyncWorker:
             loss=value if math.isfinite(value) else None,
             epoch=self.epoch,
         )
-        if self.curvature_every and self.local_step % self.curvature_every == self.curvature_every - 1:
+        if curvature_due(
+            step=self.local_step, every=self.curvature_every, rank=self.rank, world_size=self.world_size
+        ):
             self._estimate_curvature(batch)
         self.local_step += 1
         return value
