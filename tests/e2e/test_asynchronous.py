@@ -112,15 +112,16 @@ def test_staleness_sets_momentum_and_a_resize_retunes_it(
     changed = _job(2)
     assert kube.apply(changed, namespace).returncode == 0
 
-    def retuned_for_two() -> list[dict]:
+    def retuned_for_two() -> list[dict]:  # (events list by name, not by time: later retunes may come first)
         return [
             e
             for e in kube.events(namespace, "async")
-            if e["reason"] == "MomentumRetuned" and "2 workers" in e["message"]
+            if e["reason"] == "MomentumRetuned"
+            and "2 workers" in e["message"]
+            and "(workers)" in e["message"]
         ]
 
-    events = wait_for("MomentumRetuned after the resize", retuned_for_two, timeout_s=150, interval_s=1)
-    assert "(workers)" in events[0]["message"]
+    wait_for("MomentumRetuned for the new worker set", retuned_for_two, timeout_s=150, interval_s=1)
     after = wait_for(
         "status.momentum for 2 workers",
         # less staleness tolerates more explicit momentum (how much more depends on the measured curvature)
