@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -133,13 +134,22 @@ def list_pods() -> list[dict[str, Any]]:
 
 
 def api_ready() -> bool:
-    """Whether the API server answers /readyz with 200: after a restart it serves requests before its
-    authorizer has read RBAC (a 403 for what is allowed); /readyz waits for that (its informer-sync check)."""
+    """Whether the API server is ready, asked anonymously: after a restart it serves requests before its
+    authorizer has read RBAC (403 for what is allowed, even /readyz); its /readyz waits for that (the
+    informer-sync check). Asked without the operator's credentials, so the wait is not a refusal of the
+    operator. Where anonymous requests are not allowed at all (401) it cannot tell, and says ready."""
+    configuration = api_client().configuration
+    pool = urllib3.PoolManager(
+        cert_reqs="CERT_REQUIRED" if configuration.verify_ssl else "CERT_NONE",
+        ca_certs=configuration.ssl_ca_cert,
+    )
     try:
-        _call("GET", "/readyz", answer=False)
-        return True
-    except Exception:
+        answer = pool.request("GET", f"{configuration.host}/readyz", timeout=5.0, retries=False)
+    except urllib3.exceptions.HTTPError:
         return False
+    finally:
+        pool.clear()
+    return answer.status in (200, 401)
 
 
 class Expired(Exception):
