@@ -40,7 +40,8 @@ T = TypeVar("T")
 
 @dataclass(kw_only=True)
 class Cache:
-    """Read-only views of kopf's indices (mappings of key → values), read in the event loop only."""
+    """Read-only views of the watch cache (kopf's indices and the pod store: mappings of key → values), read
+    in the event loop only."""
 
     pods: PodStore  # ("job", namespace, job) → pods; ("node", node) → GpuPods
     gpu_nodes: Mapping[str, Iterable[GpuNode]]
