@@ -62,7 +62,9 @@ def test_staleness_sets_momentum_and_a_resize_retunes_it(
     )
     explicit, implicit, total = (float(momentum[k]) for k in ("explicit", "implicit", "total"))
     assert abs(1 - (1 - explicit) * (1 - implicit) - total) < 2e-3  # the momenta compose multiplicatively
-    assert -0.3 <= explicit < 0.9 and implicit > 0.3  # 4 asynchronous workers: implicit ≈ 1 − 1/4
+    # 4 asynchronous workers: implicit ≈ 1 − 1/4; explicit in [floor, target] (a small measured curvature
+    # allows the target itself)
+    assert -0.3 <= explicit <= 0.9 and implicit > 0.3
 
     ps = kube.items("pods", namespace, "paceline.dev/role=ps")
     assert len(ps) == 1

@@ -156,6 +156,18 @@ def test_hysteresis_below_min_change_and_trigger_bypasses_it() -> None:
     assert forced.total == pytest.approx(total_momentum(explicit=proposed, implicit=0.75))
 
 
+def test_a_trigger_is_reported_even_when_the_proposal_equals_the_value_in_force() -> None:
+    estimate = _prior(2)
+    proposed = explicit_momentum(target=0.9, learning_rate=0.1, estimate=estimate, floor=-0.3, curvature=0.5)
+    same = decide_momentum(
+        settings=DEFAULT, estimate=estimate, current_explicit=proposed, trigger="workers", curvature=0.5
+    )
+    assert same.apply and same.explicit == proposed and same.event_reason == "MomentumRetuned"
+    assert f"stays {proposed:.3f} (workers)" in same.reason and "2 workers" in same.reason
+    quiet = decide_momentum(settings=DEFAULT, estimate=estimate, current_explicit=proposed, curvature=0.5)
+    assert not quiet.apply and quiet.event_reason == ""
+
+
 def test_fixed_policy_uses_target() -> None:
     settings = parse_momentum_tuning({"policy": "Fixed"}, target=Decimal("0.9"))
     decision = decide_momentum(settings=settings, estimate=_prior(8), current_explicit=None)

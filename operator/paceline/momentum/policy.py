@@ -16,6 +16,7 @@ CURVATURE_MARGIN = 1.0  # the recursion must stay stable up to this multiple of 
 PRIOR_EDGE_FRACTION = 0.5  # without a curvature: stable up to this fraction of the target's own edge
 
 EVENT_REASON = "MomentumRetuned"
+REPORTED_TRIGGERS = frozenset({"workers", "speed"})  # applied (and reported) even when the value stays
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,7 +109,9 @@ def decide_momentum(
     trigger: str = "",
     curvature: float | None = None,
 ) -> MomentumDecision:
-    """Propose explicit momentum; apply when |Δ| ≥ minChange, or on a trigger / first decision."""
+    """Propose explicit momentum; apply when |Δ| ≥ minChange; on the first decision whenever it differs from
+    the value in force; always on a change of the worker set or of a worker's speed (re-evaluated and
+    reported even when the proposal equals the value in force)."""
     if settings.policy is MomentumPolicy.FIXED:
         proposed = settings.target
     else:
@@ -123,7 +126,7 @@ def decide_momentum(
         trigger = "initial"
     delta = math.inf if current_explicit is None else proposed - current_explicit
     threshold = 0.0 if trigger else settings.min_change
-    apply = abs(delta) >= threshold and abs(delta) > 1e-9
+    apply = trigger in REPORTED_TRIGGERS or (abs(delta) >= threshold and abs(delta) > 1e-9)
     explicit = proposed if apply or current_explicit is None else current_explicit
     total = total_momentum(explicit=explicit, implicit=estimate.implicit)
     bound = "prior curvature" if curvature is None else f"curvature {curvature:.3g}"
@@ -137,8 +140,10 @@ def decide_momentum(
         numbers = f"policy Fixed; {numbers}"
     elif proposed <= settings.floor:
         numbers = f"{numbers}, clamped at floor {settings.floor:.3f}"
-    if apply:
-        why = f" ({trigger})" if trigger else ""
+    why = f" ({trigger})" if trigger else ""
+    if apply and abs(delta) <= 1e-9:
+        reason = f"explicit momentum stays {previous}{why}: {numbers}"
+    elif apply:
         reason = f"explicit momentum {previous} → {proposed:.3f}{why}: {numbers}"
     else:
         reason = (
@@ -214,6 +219,8 @@ class MomentumController:
             self.curvature.observe(value)
 
     def _trigger(self, members: set[str], speeds: Mapping[str, float]) -> str:
+        if not self.members:
+            return "initial"  # the first worker set seen (the shards run the value they started with)
         if members != self.members:
             return "workers"
         for name, speed in speeds.items():
@@ -233,7 +240,7 @@ class MomentumController:
         members = set(worker_speeds if workers is None else workers)
         known = bool(self.members) or self.current_explicit is not None
         trigger = self._trigger(members, worker_speeds) if known else ""
-        if trigger == "workers" and members:
+        if trigger in ("workers", "initial") and members:
             self.estimator.reset(workers=len(members))
             self.speeds = {}
         elif trigger == "speed":

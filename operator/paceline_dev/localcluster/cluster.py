@@ -195,6 +195,9 @@ class LocalCluster:
         self.paths = Paths(state=(state or default_state_dir()).resolve())
         self.config_path = config_path
         self.report = report
+        # (stopped, ready again) in epoch seconds, per kube-apiserver restart: until its RBAC caches are read,
+        # a restarted API server refuses requests it would allow (kubernetes/kubernetes#121635)
+        self.apiserver_restarts: list[tuple[float, float]] = []
 
     # -- inspection ---------------------------------------------------------------------------------------
     def running_components(self) -> list[str]:
@@ -707,8 +710,11 @@ class LocalCluster:
         }
         if name not in starts:
             raise ValueError(f"restart_control_plane restarts {sorted(starts)}, not {name!r}")
+        stopped = time.time()
         processes.stop(self.paths.state, name)
-        starts[name]()
+        starts[name]()  # returns once /readyz passes, informer-sync (RBAC's caches) included
+        if name == "kube-apiserver":
+            self.apiserver_restarts.append((stopped, time.time()))
 
     # -- down ---------------------------------------------------------------------------------------------
     def down(self, *, purge: bool = False) -> None:
