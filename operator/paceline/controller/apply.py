@@ -54,9 +54,9 @@ def apply(job: Mapping[str, Any], decision: Decision, *, token: str | None = Non
     applied = Applied()
     if decision.patch_control is not None:  # the plan and membership first: pods made below belong to it
         applied.control = kube.patch_configmap(decision.patch_control)
-    for obj in decision.create:  # what pods refer to (control ConfigMap, Service, claim) first, in order
-        if obj["kind"] != "Pod" and not _create(obj, meta, applied):
-            break
+    # what pods refer to (token Secret, control ConfigMap, Service, claims) first, side by side: none of
+    # them refers to another, and one round trip instead of one each keeps a new job's pods from waiting
+    side_by_side(lambda obj: _create(obj, meta, applied), [o for o in decision.create if o["kind"] != "Pod"])
     pods = [obj for obj in decision.create if obj["kind"] == "Pod"]
     if applied.rejected is None:
         side_by_side(lambda pod: _create(pod, meta, applied), pods)

@@ -74,6 +74,19 @@ def _read_token(job: Mapping[str, Any], spec: api.JobSpec | api.InvalidSpec) -> 
     return kube.get_token(meta["namespace"], api.token_secret_name(meta["name"]), api.TOKEN_KEY)
 
 
+def _nothing_made_yet(snap: Snapshot) -> bool:
+    """A job the operator has not acted on (no status, no children): its Secret cannot exist unless a pass
+    crashed after creating it, and then the create answers 409 and the next pass reads it. Skips one GET per
+    new job."""
+    return (
+        not snap.job.get("status")
+        and snap.control is None
+        and snap.lost_control is None
+        and snap.service is None
+        and not snap.pods
+    )
+
+
 def _created_token(created: Sequence[Mapping[str, Any]]) -> str | None:
     """The token of the Secret this pass created, if it created one."""
     for obj in created:
@@ -92,7 +105,7 @@ def run_pass(snap: Snapshot, memory: JobMemory, *, new_plan: JobPlan | PlanningE
             if isinstance(spec, api.JobSpec) and not reinforcement
             else None
         )
-        token = memory.token or _read_token(snap.job, spec)
+        token = memory.token or (None if _nothing_made_yet(snap) else _read_token(snap.job, spec))
         observed = Observed(
             job=snap.job,
             spec=spec,
