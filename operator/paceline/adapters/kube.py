@@ -93,6 +93,11 @@ def _collection(namespace: str, kind: str) -> str:
     return f"/api/v1/namespaces/{namespace}/{_PATHS[kind]}"
 
 
+def _scope(namespace: str | None) -> str:
+    """The path segment of a namespace ("" for the whole cluster)."""
+    return f"/namespaces/{namespace}" if namespace else ""
+
+
 def _job_path(namespace: str, name: str) -> str:
     return f"/apis/{api.GROUP}/{api.VERSION}/namespaces/{namespace}/{api.PLURAL}/{name}"
 
@@ -161,7 +166,7 @@ POD_PAGE = 500  # pods per list request
 
 def list_all_pods(namespace: str | None = None) -> tuple[list[dict[str, Any]], str]:
     """Every pod (of `namespace`, or of the cluster) and the listing's resource version, page by page."""
-    scope = f"/namespaces/{namespace}" if namespace else ""
+    scope = _scope(namespace)
     items: list[dict[str, Any]] = []
     token = ""
     while True:
@@ -178,7 +183,7 @@ class PodStream:
     arrive, a list per chunk read; `close()` (from any thread) ends it."""
 
     def __init__(self, resource_version: str, namespace: str | None = None, timeout_s: int = 300) -> None:
-        scope = f"/namespaces/{namespace}" if namespace else ""
+        scope = _scope(namespace)
         query = f"?watch=true&allowWatchBookmarks=true&resourceVersion={resource_version}"
         query += f"&timeoutSeconds={timeout_s}"
         client_ = api_client()
@@ -219,7 +224,7 @@ class PodStream:
 
 def list_jobs(namespace: str | None = None) -> list[dict[str, Any]]:
     """Every TrainingJob, or those of one namespace (for `paceline top`)."""
-    scope = f"/namespaces/{namespace}" if namespace else ""
+    scope = _scope(namespace)
     return list(_call("GET", f"/apis/{api.GROUP}/{api.VERSION}{scope}/{api.PLURAL}")["items"])
 
 

@@ -74,7 +74,7 @@ def _read_token(job: Mapping[str, Any], spec: api.JobSpec | api.InvalidSpec) -> 
     return kube.get_token(meta["namespace"], api.token_secret_name(meta["name"]), api.TOKEN_KEY)
 
 
-def _nothing_made_yet(snap: Snapshot) -> bool:
+def nothing_made_yet(snap: Snapshot) -> bool:
     """A job the operator has not acted on (no status, no children): its Secret cannot exist unless a pass
     crashed after creating it, and then the create answers 409 and the next pass reads it. Skips one GET per
     new job."""
@@ -105,7 +105,7 @@ def run_pass(snap: Snapshot, memory: JobMemory, *, new_plan: JobPlan | PlanningE
             if isinstance(spec, api.JobSpec) and not reinforcement
             else None
         )
-        token = memory.token or (None if _nothing_made_yet(snap) else _read_token(snap.job, spec))
+        token = memory.token or (None if nothing_made_yet(snap) else _read_token(snap.job, spec))
         observed = Observed(
             job=snap.job,
             spec=spec,
