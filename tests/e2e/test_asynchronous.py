@@ -5,12 +5,17 @@ deleted mid-run comes back from its checkpoint and the job still succeeds."""
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
+from decimal import Decimal
 
 import pytest
 from e2e_support import Kube, promql, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
+from paceline.api.spec import parse_momentum_tuning
+from paceline.momentum.estimator import StalenessEstimator
+from paceline.momentum.policy import explicit_momentum
 from paceline_dev.localcluster.cluster import LocalCluster
 
 pytestmark = pytest.mark.e2e
@@ -123,14 +128,30 @@ def test_staleness_sets_momentum_and_a_resize_retunes_it(
             and "(workers)" in e["message"]
         ]
 
-    wait_for("MomentumRetuned for the new worker set", retuned_for_two, timeout_s=150, interval_s=1)
+    retunes = wait_for("MomentumRetuned for the new worker set", retuned_for_two, timeout_s=150, interval_s=1)
+    # the new worker set restarts the estimate from the 2-worker prior (τ geometric with mean 1, implicit
+    # 0.5): each such retune must carry the value the policy gives for that prior and the curvature it names
+    settings = parse_momentum_tuning({}, target=Decimal("0.9"), learning_rate=Decimal("0.05"))
+    prior = StalenessEstimator(half_life_updates=settings.half_life_updates, workers=2).estimate()
+    for event in retunes:
+        message = event["message"]
+        applied = re.search(r"explicit momentum (?:stays |\S+ → )(-?[0-9.]+) \(workers\)", message)
+        bound = re.search(r"stable up to (?:curvature ([0-9.e+-]+)|prior curvature)", message)
+        assert applied and bound and "implicit 0.500" in message, message
+        expected = explicit_momentum(
+            target=settings.target,
+            learning_rate=settings.learning_rate,
+            estimate=prior,
+            floor=settings.floor,
+            curvature=float(bound.group(1)) if bound.group(1) else None,
+        )
+        assert abs(float(applied.group(1)) - expected) <= 0.005, (message, expected)
     after = wait_for(
-        "status.momentum for 2 workers",
-        # less staleness tolerates more explicit momentum (how much more depends on the measured curvature)
-        lambda: (m := _momentum(kube, namespace)) and float(m["explicit"]) > explicit + 0.03 and m,
+        "status.momentum measured for 2 workers",
+        lambda: (m := _momentum(kube, namespace)) and abs(float(m["implicit"]) - 0.5) < 0.2 and m,
         timeout_s=60,
     )
-    assert abs(float(after["implicit"]) - 0.5) < 0.2
+    assert -0.3 <= float(after["explicit"]) <= 0.9
     kube.run("delete", "tj", "async", "-n", namespace)
 
 
