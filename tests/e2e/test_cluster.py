@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 import pytest
-from e2e_support import Kube
+from e2e_support import Kube, wait_for
+
+from paceline_dev.localcluster.config import KWOK_ANNOTATION, NODE_RESOURCES
 
 pytestmark = pytest.mark.e2e
 
@@ -71,3 +74,71 @@ def test_operator_service_account_is_least_privilege(
         check=False,
     )
     assert proc.stdout.strip() == ("yes" if allowed else "no")
+
+
+def _fresh_node(name: str, index: int) -> dict[str, Any]:
+    """A fake node no pod ever ran on (a pod CIDR kwok has not handed addresses from yet), tainted so that
+    nothing but the pods bound to it by name land there."""
+    cidr = f"127.127.{index}.0/24"  # outside the static (127.16.0.0/16) and Karpenter (127.128.0.0/9) ranges
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "annotations": {KWOK_ANNOTATION: "fake"}, "labels": {"app": "ip-pool"}},
+        "spec": {
+            "podCIDR": cidr,
+            "podCIDRs": [cidr],
+            "taints": [{"key": "paceline.dev/test", "value": "ip-pool", "effect": "NoSchedule"}],
+        },
+        "status": {
+            "addresses": [{"type": "InternalIP", "address": f"127.0.254.{index + 1}"}],
+            "capacity": NODE_RESOURCES,
+            "allocatable": NODE_RESOURCES,
+        },
+    }
+
+
+def test_pods_started_together_on_new_nodes_get_distinct_ips(kube: Kube, namespace: str) -> None:
+    # kwok makes a node's pod-IP pool when it first gives that node's pods addresses; released kwok v0.8.0
+    # lets two stage workers doing that at once each make one, so both pods got the CIDR's first address
+    # (seen in CI: two workers of one job, one failing to bind). The local cluster builds kwok with one pool
+    # per node. Several fresh nodes, several pods each, created in one go: every first use of a pool races.
+    nodes, per_node = 6, 4
+    names = [f"ip-pool-{i}" for i in range(nodes)]
+    pods = [
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"{node}-pod-{k}", "labels": {"app": "ip-pool"}},
+            "spec": {
+                "nodeName": node,
+                "restartPolicy": "Never",
+                "containers": [{"name": "c", "image": "sleep", "command": ["sleep", "600"]}],
+            },
+        }
+        for node in names
+        for k in range(per_node)
+    ]
+    try:
+        nodes_doc = {
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [_fresh_node(n, i) for i, n in enumerate(names)],
+        }
+        assert kube.apply(nodes_doc, namespace).returncode == 0
+        assert kube.apply({"apiVersion": "v1", "kind": "List", "items": pods}, namespace).returncode == 0
+
+        def addressed() -> list[dict[str, Any]] | None:
+            found = [p for p in kube.items("pods", namespace, "app=ip-pool") if p["status"].get("podIP")]
+            return found if len(found) == len(pods) else None
+
+        running = wait_for("every pod on the new nodes with an IP", addressed, timeout_s=120, interval_s=1)
+        ips = [p["status"]["podIP"] for p in running]
+        assert len(set(ips)) == len(ips), sorted(ips)
+        for pod in running:
+            index = names.index(pod["spec"]["nodeName"])
+            assert ipaddress.ip_address(pod["status"]["podIP"]) in ipaddress.ip_network(
+                f"127.127.{index}.0/24"
+            )
+    finally:
+        kube.run("delete", "pods", "-l", "app=ip-pool", "-n", namespace, "--wait=false", check=False)
+        kube.run("delete", "nodes", "-l", "app=ip-pool", "--wait=false", check=False)

@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from paceline_dev.localcluster.binaries import staging_replaces, wrapper_gomod
+from paceline_dev.localcluster.binaries import (
+    BuildError,
+    kwok_race_free_ip_pools,
+    staging_replaces,
+    wrapper_gomod,
+)
 from paceline_dev.localcluster.config import (
     ConfigError,
     default_config_text,
@@ -244,3 +249,16 @@ def test_the_runtime_maps_a_workers_token_secret_to_an_owner_only_file(tmp_path:
     assert (directory / "token").stat().st_mode & 0o777 == 0o400
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     assert remap(env, {mount_path: str(directory)})[Env.TOKEN_FILE] == str(directory / "token")
+
+
+def test_kwok_build_makes_one_pod_ip_pool_per_node() -> None:
+    source = (
+        "\tpool, ok := c.ipPools.Load(cidr)\n\tif ok {\n\t\treturn pool, nil\n\t}\n"
+        "\tipnet, err := utilsnet.ParseCIDR(cidr)\n"
+        "\tpool = newIPPool(ipnet)\n\tc.ipPools.Store(cidr, pool)\n\treturn pool, nil\n"
+    )
+    patched = kwok_race_free_ip_pools(source)
+    assert "c.ipPools.Store(" not in patched
+    assert "\tpool, _ = c.ipPools.LoadOrStore(cidr, newIPPool(ipnet))\n\treturn pool, nil\n" in patched
+    with pytest.raises(BuildError, match="update kwok_race_free_ip_pools"):
+        kwok_race_free_ip_pools(source.replace("c.ipPools.Store(cidr, pool)", "c.pools.Set(cidr, pool)"))

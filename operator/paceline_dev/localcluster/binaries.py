@@ -289,6 +289,58 @@ def karpenter_loopback_binds(operator_go: str) -> str:
     return operator_go.replace(KARPENTER_BIND, 'fmt.Sprintf("127.0.0.1:%d", ')
 
 
+KWOK_LOGS_CRD = "kwok.x-k8s.io_logs.yaml"
+KWOK_POOL_CREATE = (
+    "\tpool = newIPPool(ipnet)\n\tc.ipPools.Store(cidr, pool)\n"  # a node's pod-IP pool, first use
+)
+
+
+def kwok_race_free_ip_pools(pod_controller_go: str) -> str:
+    """kwok's pkg/kwok/controllers/pod_controller.go with each node's pod-IP pool created once.
+
+    kwok v0.8.0 looks a node's pool up and, when missing, stores a new one (Load, then Store): two stage
+    workers giving the first two pods on a node their IPs at the same moment each make a pool, and both
+    hand out the CIDR's first address. LoadOrStore makes the second worker use the first one's pool.
+    """
+    count = pod_controller_go.count(KWOK_POOL_CREATE)
+    if count != 1:
+        raise BuildError(
+            f"expected 1 creation of a pod-IP pool in kwok's pod_controller.go, found {count}: update "
+            "kwok_race_free_ip_pools for this kwok version"
+        )
+    return pod_controller_go.replace(
+        KWOK_POOL_CREATE, "\tpool, _ = c.ipPools.LoadOrStore(cidr, newIPPool(ipnet))\n"
+    )
+
+
+def _build_kwok(target: Path, report: Report) -> None:
+    work = cache_dir() / "build" / target.name
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "build.log"
+    env = _go_env()
+    env["GOFLAGS"] = "-mod=readonly"  # kwok's own go.mod and go.sum, as released
+    report(f"building kwok {versions.KWOK} (pod-IP pools made race-free) once; log: {log}")
+    module = _download_module("sigs.k8s.io/kwok", versions.KWOK, work=work, env=env)
+    source = work / "src"
+    _writable_copy(Path(module["Dir"]), source)
+    controller = source / "pkg" / "kwok" / "controllers" / "pod_controller.go"
+    controller.write_text(kwok_race_free_ip_pools(controller.read_text()))
+    staging = target.with_name(target.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "crds").mkdir(parents=True)
+    _run(
+        [_go(), "build", "-v", "-trimpath", "-ldflags=-s -w", "-o", str(staging / "kwok"), "./cmd/kwok"],
+        cwd=source,
+        env=env,
+        log=log,
+        report=report,
+    )
+    crd = source / "kustomize" / "crd" / "bases" / KWOK_LOGS_CRD  # the Logs CRD of the same module
+    shutil.copyfile(crd, staging / "crds" / KWOK_LOGS_CRD)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+
+
 def _writable_copy(source: Path, target: Path) -> None:
     """Copy a module from the (read-only) module cache into a tree the build may patch."""
     shutil.rmtree(target, ignore_errors=True)
@@ -342,43 +394,23 @@ def _build_karpenter(target: Path, report: Report) -> None:
     staging.rename(target)
 
 
-KWOK_LOGS_CRD = "kwok.x-k8s.io_logs.yaml"
-
-
-def _kwok_crd(target: Path, report: Report) -> None:
-    """Copy kwok's Logs CRD from its Go module (the same version as the kwok binary)."""
-    report(f"fetching kwok {versions.KWOK}'s Logs CRD from its Go module")
-    work = cache_dir() / "build" / f"kwok-{versions.KWOK}"
-    work.mkdir(parents=True, exist_ok=True)
-    env = _go_env()
-    env["GOFLAGS"] = ""
-    module = _download_module("sigs.k8s.io/kwok", versions.KWOK, work=work, env=env)
-    source = Path(module["Dir"]) / "kustomize" / "crd" / "bases" / target.name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
-
-
 def ensure_binaries(report: Report = print) -> Binaries:
     """Return every binary, building what the cache lacks. Raises BuildError with the failing step."""
     bins = cache_dir() / "bin"
     control = bins / f"kubernetes-{versions.KUBERNETES}"
-    kwok = bins / f"kwok-{versions.KWOK}"
+    kwok = bins / f"kwok-{versions.KWOK}-race-free-ip-pools"  # not the released binary: see _build_kwok
     helm = bins / f"helm-{versions.HELM}"
     karpenter = bins / f"karpenter-{versions.KARPENTER}"
     started = time.monotonic()
     if not all((control / name).exists() for name in (*versions.CONTROL_PLANE, "etcd")):
         _build_control_plane(control, report)
     if not (kwok / "kwok").exists():
-        _go_install(
-            module_path="sigs.k8s.io/kwok/cmd/kwok", version=versions.KWOK, target=kwok, report=report
-        )
+        _build_kwok(kwok, report)
     if not (helm / "helm").exists():
         _go_install(module_path="helm.sh/helm/v3/cmd/helm", version=versions.HELM, target=helm, report=report)
     if not (karpenter / "karpenter-kwok").exists():
         _build_karpenter(karpenter, report)
     kwok_logs_crd = kwok / "crds" / KWOK_LOGS_CRD
-    if not kwok_logs_crd.exists():
-        _kwok_crd(kwok_logs_crd, report)
     try:
         prometheus = ensure_prometheus(cache_dir(), report)
     except PrometheusUnavailable as err:
