@@ -313,34 +313,6 @@ def kwok_race_free_ip_pools(pod_controller_go: str) -> str:
     )
 
 
-def _build_kwok(target: Path, report: Report) -> None:
-    work = cache_dir() / "build" / target.name
-    work.mkdir(parents=True, exist_ok=True)
-    log = work / "build.log"
-    env = _go_env()
-    env["GOFLAGS"] = "-mod=readonly"  # kwok's own go.mod and go.sum, as released
-    report(f"building kwok {versions.KWOK} (pod-IP pools made race-free) once; log: {log}")
-    module = _download_module("sigs.k8s.io/kwok", versions.KWOK, work=work, env=env)
-    source = work / "src"
-    _writable_copy(Path(module["Dir"]), source)
-    controller = source / "pkg" / "kwok" / "controllers" / "pod_controller.go"
-    controller.write_text(kwok_race_free_ip_pools(controller.read_text()))
-    staging = target.with_name(target.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / "crds").mkdir(parents=True)
-    _run(
-        [_go(), "build", "-v", "-trimpath", "-ldflags=-s -w", "-o", str(staging / "kwok"), "./cmd/kwok"],
-        cwd=source,
-        env=env,
-        log=log,
-        report=report,
-    )
-    crd = source / "kustomize" / "crd" / "bases" / KWOK_LOGS_CRD  # the Logs CRD of the same module
-    shutil.copyfile(crd, staging / "crds" / KWOK_LOGS_CRD)
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
-
-
 def _writable_copy(source: Path, target: Path) -> None:
     """Copy a module from the (read-only) module cache into a tree the build may patch."""
     shutil.rmtree(target, ignore_errors=True)
@@ -349,49 +321,81 @@ def _writable_copy(source: Path, target: Path) -> None:
         Path(directory).chmod(0o755)
 
 
-def _build_karpenter(target: Path, report: Report) -> None:
+def _build_patched_module(
+    *,
+    module: str,
+    version: str,
+    target: Path,
+    report: Report,
+    env: dict[str, str],
+    patches: dict[str, Callable[[str], str]],
+    package: str,
+    binary: str,
+    ldflags: str,
+    crds: tuple[str, ...],
+) -> None:
+    """Build `package` of a released Go module from a copy with `patches` (path in the module → rewrite)
+    applied (`go build -overlay` may not replace files in the module cache), into target/binary, with the
+    module's CRD files matching `crds` (globs) in target/crds."""
     work = cache_dir() / "build" / target.name
     work.mkdir(parents=True, exist_ok=True)
     log = work / "build.log"
-    env = _go_env()
-    env["GOTOOLCHAIN"] = versions.KARPENTER_GO  # Karpenter's go.mod requires it; the module proxy serves it
-    env["GOFLAGS"] = "-mod=readonly"  # Karpenter's own go.mod and go.sum, as released
-    report(
-        f"building Karpenter {versions.KARPENTER} (kwok provider, {versions.KARPENTER_GO}) once; log: {log}"
-    )
-    module = _download_module(KARPENTER_MODULE, versions.KARPENTER, work=work, env=env)
-    # Built in its own module (its k8s.io versions differ from the control plane's), from a copy of the
-    # released module whose operator.go binds metrics and health to loopback (`go build -overlay` may not
-    # replace files in the module cache).
+    report(f"building {module} {version} (patched: {', '.join(patches)}) once; log: {log}")
     source = work / "src"
-    _writable_copy(Path(module["Dir"]), source)
-    operator_go = source / "pkg" / "operator" / "operator.go"
-    operator_go.write_text(karpenter_loopback_binds(operator_go.read_text()))
+    _writable_copy(Path(_download_module(module, version, work=work, env=env)["Dir"]), source)
+    for path, patch in patches.items():
+        (source / path).write_text(patch((source / path).read_text()))
     staging = target.with_name(target.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "crds").mkdir(parents=True)
-    ldflags = f"-s -w -X {KARPENTER_MODULE}/pkg/operator.Version={versions.KARPENTER}"
     _run(
-        [
-            _go(),
-            "build",
-            "-v",
-            "-trimpath",
-            f"-ldflags={ldflags}",
-            "-o",
-            str(staging / "karpenter-kwok"),
-            "./kwok",
-        ],
+        [_go(), "build", "-v", "-trimpath", f"-ldflags={ldflags}", "-o", str(staging / binary), package],
         cwd=source,
         env=env,
         log=log,
         report=report,
     )
-    for crd_dir in KARPENTER_CRD_DIRS:
-        for crd in sorted((source / crd_dir).glob("*.yaml")):
+    for pattern in crds:
+        for crd in sorted(source.glob(pattern)):
             shutil.copyfile(crd, staging / "crds" / crd.name)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
+
+
+def _build_kwok(target: Path, report: Report) -> None:
+    env = _go_env()
+    env["GOFLAGS"] = "-mod=readonly"  # kwok's own go.mod and go.sum, as released
+    _build_patched_module(
+        module="sigs.k8s.io/kwok",
+        version=versions.KWOK,
+        target=target,
+        report=report,
+        env=env,
+        patches={"pkg/kwok/controllers/pod_controller.go": kwok_race_free_ip_pools},
+        package="./cmd/kwok",
+        binary="kwok",
+        ldflags="-s -w",
+        crds=(f"kustomize/crd/bases/{KWOK_LOGS_CRD}",),  # the Logs CRD of the same module
+    )
+
+
+def _build_karpenter(target: Path, report: Report) -> None:
+    env = _go_env()
+    env["GOTOOLCHAIN"] = versions.KARPENTER_GO  # Karpenter's go.mod requires it; the module proxy serves it
+    env["GOFLAGS"] = "-mod=readonly"  # Karpenter's own go.mod and go.sum, as released
+    # in its own module (its k8s.io versions differ from the control plane's), metrics and health on loopback
+    _build_patched_module(
+        module=KARPENTER_MODULE,
+        version=versions.KARPENTER,
+        target=target,
+        report=report,
+        env=env,
+        patches={"pkg/operator/operator.go": karpenter_loopback_binds},
+        package="./kwok",
+        binary="karpenter-kwok",
+        ldflags=f"-s -w -X {KARPENTER_MODULE}/pkg/operator.Version={versions.KARPENTER}",
+        crds=tuple(f"{d}/*.yaml" for d in KARPENTER_CRD_DIRS),  # NodePool/NodeClaim/…, then KWOKNodeClass
+    )
 
 
 def ensure_binaries(report: Report = print) -> Binaries:
