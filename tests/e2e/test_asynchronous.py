@@ -149,7 +149,7 @@ def test_staleness_sets_momentum_and_a_resize_retunes_it(
     after = wait_for(
         "status.momentum measured for 2 workers",
         lambda: (m := _momentum(kube, namespace)) and abs(float(m["implicit"]) - 0.5) < 0.2 and m,
-        timeout_s=60,
+        timeout_s=150,
     )
     assert -0.3 <= float(after["explicit"]) <= 0.9
     kube.run("delete", "tj", "async", "-n", namespace)

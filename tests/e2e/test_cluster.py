@@ -135,7 +135,7 @@ def test_pods_started_together_on_new_nodes_get_distinct_ips(kube: Kube, namespa
             found = [p for p in kube.items("pods", namespace, "app=ip-pool") if p["status"].get("podIP")]
             return found if len(found) == len(pods) else None
 
-        running = wait_for("every pod on the new nodes with an IP", addressed, timeout_s=120, interval_s=1)
+        running = wait_for("every pod on the new nodes with an IP", addressed, timeout_s=240, interval_s=1)
         ips = [p["status"]["podIP"] for p in running]
         shared = {ip: n for ip, n in Counter(ips).items() if n > 1}
         assert not shared, f"pod IPs handed out more than once: {shared}"
