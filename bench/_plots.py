@@ -98,6 +98,10 @@ def momentum_curves(path: Path, curves: Mapping[str, Mapping[str, Any]]) -> None
             xs, ys = zip(*c[key], strict=True) if c[key] else ((), ())
             ax.plot(xs, ys, color=color, lw=1.6, label=label)
         ax.axhline(c["target_loss"], color="grey", lw=0.8, ls=":")
+        # x shows the best and the automatic runs; a fixed μ = target run that never gets there is cut
+        ends = [c[key][-1][0] for key in ("best", "auto") if c[key]]
+        if ends:
+            ax.set_xlim(0, 1.5 * max(ends))
         ax.set_yscale("log")
         ax.set_title(f"M = {workers} asynchronous workers" if workers.isdigit() else f"{workers} workers")
         ax.set_xlabel("updates")

@@ -257,7 +257,7 @@ SETTINGS = {
     ),
     "full": Mode(
         selection_seeds=3,
-        seeds=6,
+        seeds=12,
         grid=(-0.3, 0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9),
         max_updates=8000,
         real_steps=120,
@@ -269,10 +269,32 @@ LEARNING_RATE = 0.1  # with μ = 0.9 this is the best (μ, lr) pair of the M = 1
 TARGET_LOSS = 0.05
 
 
-def median_updates(runs: list[RunResult], cap: int) -> float:
-    """Median updates to target; a run that never reached it counts as `cap` + 1 (so a median of it is a
+def updates_or_cap(runs: list[RunResult], cap: int) -> list[float]:
+    """Updates to target per run; a run that never reached it counts as `cap` + 1 (so a median of these is a
     lower bound on that configuration's true cost)."""
-    return float(statistics.median(r.updates if r.updates is not None else cap + 1 for r in runs))
+    return [float(r.updates if r.updates is not None else cap + 1) for r in runs]
+
+
+def median_updates(runs: list[RunResult], cap: int) -> float:
+    return float(statistics.median(updates_or_cap(runs, cap)))
+
+
+def paired_ratio_interval(
+    auto: list[float], best: list[float], *, level: float = 0.9, draws: int = 4000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile-bootstrap interval of median(auto) / median(best) over the evaluation seeds, resampled in
+    pairs (a seed's automatic and fixed runs share initialisation and batches): how far the ratio moves
+    with the seeds drawn."""
+    if len(auto) != len(best) or not auto:
+        raise ValueError("need one automatic and one fixed result per evaluation seed")
+    rng = random.Random(seed)
+    count = len(auto)
+    ratios = sorted(
+        statistics.median(auto[i] for i in picks) / statistics.median(best[i] for i in picks)
+        for picks in ([rng.randrange(count) for _ in range(count)] for _ in range(draws))
+    )
+    tail = (1.0 - level) / 2.0
+    return ratios[int(tail * (draws - 1))], ratios[math.ceil((1.0 - tail) * (draws - 1))]
 
 
 def staleness_histogram(values: list[int], top: int = 12) -> list[float]:
@@ -418,6 +440,7 @@ def main() -> None:
     table: dict[str, dict[str, float]] = {}
     best: dict[str, float] = {}
     ratio: dict[str, float] = {}
+    interval: dict[str, list[float]] = {}  # 90 % bootstrap interval of each ratio over the evaluation seeds
     auto_runs: dict[str, list[RunResult]] = {}
     fixed_runs: dict[str, list[RunResult]] = {}
     sim_staleness: dict[str, list[int]] = {}
@@ -438,11 +461,16 @@ def main() -> None:
         auto_runs[name] = runs(speeds, evaluation, momentum=None)
         best_eval, auto_eval = median_updates(best_runs, cap), median_updates(auto_runs[name], cap)
         ratio[name] = round(auto_eval / best_eval, 3)
+        low, high = paired_ratio_interval(
+            updates_or_cap(auto_runs[name], cap), updates_or_cap(best_runs, cap)
+        )
+        interval[name] = [round(low, 3), round(high, 3)]
         table[name] |= {"best_on_evaluation_seeds": best_eval, "auto": auto_eval}
         finals = [round(r.explicit_trace[-1][1], 3) if r.explicit_trace else None for r in auto_runs[name]]
         log(
             f"{name}: best μ {mu_best} → {[r.updates for r in best_runs]}; "
-            f"auto {[r.updates for r in auto_runs[name]]} (final explicit {finals}); ratio {ratio[name]}"
+            f"auto {[r.updates for r in auto_runs[name]]} (final explicit {finals}); "
+            f"ratio {ratio[name]} (90 % over seeds {interval[name]})"
         )
     if args.plot is not None:
         from _plots import momentum_curves
@@ -476,6 +504,7 @@ def main() -> None:
             if str(a) in best and str(b) in best
         ),
         "auto_vs_best_updates_ratio": ratio,
+        "auto_vs_best_updates_ratio_90": interval,
         "max_updates": cap,
         "learning_rate": LEARNING_RATE,
         "selection_seeds": selection,
