@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -36,8 +39,10 @@ def test_heavy_ball_rule_and_a_live_momentum_change_take_effect_at_the_next_upda
     g = np.array([1.0, -2.0], np.float32)
     _, snap = shard.apply(worker="a", read_version=0, gradient=g)
     np.testing.assert_allclose(snap.values, [0.5, 3.0])  # buf = g
-    hyper = shard.set_hyperparameters(HyperparameterUpdate(version=1, learning_rate=None, momentum=0.5))
-    assert (hyper.learning_rate, hyper.momentum, hyper.version) == (0.5, 0.5, 1)
+    hyper, first = shard.set_hyperparameters(
+        HyperparameterUpdate(version=1, learning_rate=None, momentum=0.5)
+    )
+    assert (hyper.learning_rate, hyper.momentum, hyper.version, first) == (0.5, 0.5, 1, 1)
     record, snap = shard.apply(worker="a", read_version=1, gradient=g)
     assert record.momentum == 0.5
     np.testing.assert_allclose(snap.values, [0.5 - 0.5 * 1.5, 3.0 + 0.5 * 3.0])  # buf = 0.5·g + g
@@ -46,6 +51,37 @@ def test_heavy_ball_rule_and_a_live_momentum_change_take_effect_at_the_next_upda
     np.testing.assert_allclose(snap2.values, snap.values - 0.1 * (-0.2) * np.array([1.5, -3.0]), rtol=1e-6)
     history = shard.store.history() if shard.store else []
     assert [(h["version"], h["appliedAtModelVersion"]) for h in history] == [(0, 0), (1, 1), (2, 2)]
+
+
+def test_the_first_update_with_a_change_is_reported_while_workers_keep_pushing() -> None:
+    """A change lands between two pushes of busy worker threads: every update before the index it reports
+    used the old momentum, every one from it the new (the HTTP reply once read the version after the lock)."""
+    shard = _shard([0.0] * 64, lr=0.01, momentum=0.9)
+    gradient = np.ones(64, np.float32)
+    stop = threading.Event()
+
+    def push() -> None:
+        while not stop.is_set():
+            shard.apply(worker="w", read_version=shard.version, gradient=gradient)
+
+    threads = [threading.Thread(target=push) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        while shard.version < 200:
+            time.sleep(0.001)
+        _, first = shard.set_hyperparameters(
+            HyperparameterUpdate(version=1, learning_rate=None, momentum=0.3)
+        )
+        while shard.version < first + 200:
+            time.sleep(0.001)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    momenta = [u.momentum for u in shard.updates_after(0)]
+    assert 200 <= first < len(momenta)
+    assert set(momenta[:first]) == {0.9} and set(momenta[first:]) == {0.3}
 
 
 def test_only_newer_versions_are_accepted() -> None:

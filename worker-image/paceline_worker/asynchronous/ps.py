@@ -283,7 +283,7 @@ class ParameterServer:
 
     def _put_hyperparameters(self, query: dict[str, str], body: bytes) -> Response:
         try:
-            hyper = self.shard.set_hyperparameters(parse_update(body))
+            hyper, first_update = self.shard.set_hyperparameters(parse_update(body))
         except StaleVersionError as exc:
             return Response.json(HTTPStatus.CONFLICT, {"error": str(exc)})
         except HyperparameterError as exc:
@@ -297,7 +297,7 @@ class ParameterServer:
             {
                 "result": "applied",
                 "current": hyper.to_json_dict(),
-                "appliedAtModelVersion": self.shard.version,
+                "appliedAtModelVersion": first_update,  # not shard.version now: workers keep pushing
             },
         )
 

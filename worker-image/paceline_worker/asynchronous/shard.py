@@ -231,12 +231,13 @@ class ParameterShard:
                 self.on_update(record)
             return record, Snapshot(version=self._version, values=self._values.copy())
 
-    def set_hyperparameters(self, update: HyperparameterUpdate) -> Hyperparameters:
-        """Versioned change, in force from the next update (raises StaleVersionError / ShardError)."""
+    def set_hyperparameters(self, update: HyperparameterUpdate) -> tuple[Hyperparameters, int]:
+        """Versioned change, in force from the next update: (the values now in force, the index of the first
+        update that uses them, read under the same lock). Raises StaleVersionError / ShardError."""
         with self._lock:
             if self._store is None:
                 raise ShardError(f"shard {self.shard} is not initialised yet: no worker has connected")
-            return self._store.offer(update, model_version=self._version)
+            return self._store.offer(update, model_version=self._version), self._version
 
     def updates_after(self, index: int, limit: int = 10000) -> list[AppliedUpdate]:
         """Applied updates with index >= `index` still in the log (the last 65536), oldest first."""
