@@ -64,17 +64,21 @@ def test_the_first_update_with_a_change_is_reported_while_workers_keep_pushing()
         while not stop.is_set():
             shard.apply(worker="w", read_version=shard.version, gradient=gradient)
 
+    def reach(version: int) -> None:
+        deadline = time.monotonic() + 120  # minutes of slack for a loaded machine
+        while shard.version < version:
+            assert time.monotonic() < deadline, f"shard stuck at version {shard.version} < {version}"
+            time.sleep(0.001)
+
     threads = [threading.Thread(target=push) for _ in range(2)]
     for thread in threads:
         thread.start()
     try:
-        while shard.version < 200:
-            time.sleep(0.001)
+        reach(200)
         _, first = shard.set_hyperparameters(
             HyperparameterUpdate(version=1, learning_rate=None, momentum=0.3)
         )
-        while shard.version < first + 200:
-            time.sleep(0.001)
+        reach(first + 200)
     finally:
         stop.set()
         for thread in threads:
